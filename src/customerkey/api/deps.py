@@ -1,0 +1,186 @@
+"""What every route needs: the platform, which vault the Host header names, the api-version
+check, and who the caller is (bearer token -> principal -> ``Actor``).
+
+The vault is chosen by the Host header, as in Key Vault: ``contoso-a1.vault.localhost:8443``
+is vault ``contoso-a1`` when the server's domain is ``vault.localhost``. Any other host is the
+bare host, where the admin API, the token endpoint, ``/healthz`` and ``/metrics`` live.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from customerkey.api.tokens import TokenSigner
+from customerkey.errors import BadParameter, CustomerKeyError, Forbidden, Unauthorized
+from customerkey.runtime import Runtime
+from customerkey.vault.models import Actor
+
+SUPPORTED_API_VERSIONS = ("7.4", "7.5", "7.6", "2025-07-01")
+
+
+class AuthChallenge(Unauthorized):
+    """401 with the Key Vault ``WWW-Authenticate`` challenge the Azure SDK answers."""
+
+    def __init__(self, message: str, challenge: str) -> None:
+        super().__init__(message)
+        self.challenge = challenge
+
+
+class NotAVaultHost(CustomerKeyError):
+    status = 404
+    code = "NotFound"
+
+
+@dataclass
+class ApiContext:
+    runtime: Runtime
+    signer: TokenSigner
+    domain: str
+    port: int
+    audiences: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.audiences:
+            self.audiences = (self.resource,)
+
+    @property
+    def resource(self) -> str:
+        """The token audience. It carries the port unless 443: the Azure SDK checks that the
+        vault's host:port ends with the resource's host:port."""
+        return f"https://{self.domain}{self._port_suffix}"
+
+    @property
+    def authority(self) -> str:
+        return f"https://localhost{self._port_suffix}"
+
+    @property
+    def _port_suffix(self) -> str:
+        return "" if self.port == 443 else f":{self.port}"
+
+
+def api(request: Request) -> ApiContext:
+    context = request.app.state.api
+    assert isinstance(context, ApiContext)
+    return context
+
+
+def request_id(request: Request) -> str:
+    for name in ("x-ms-client-request-id", "x-ms-request-id"):
+        value = request.headers.get(name)
+        if value and len(value) <= 64:
+            return value
+    return str(uuid.uuid4())
+
+
+def host_of(request: Request) -> str:
+    return request.headers.get("host", "").strip()
+
+
+def vault_label(host: str, domain: str) -> str | None:
+    """The vault named by a Host header value, or None for the bare host."""
+    if host.startswith("["):
+        hostname = host.split("]", 1)[0] + "]"
+    else:
+        hostname = host.split(":", 1)[0]
+    hostname = hostname.lower().rstrip(".")
+    suffix = "." + domain.lower()
+    if not hostname.endswith(suffix):
+        return None
+    label = hostname[: -len(suffix)]
+    if not label or "." in label:
+        return None
+    return label
+
+
+def vault_name(request: Request) -> str:
+    """The vault this request is addressed to; refuses requests to the bare host."""
+    context = api(request)
+    label = vault_label(host_of(request), context.domain)
+    if label is None:
+        raise NotAVaultHost(
+            f"This is not a vault host. Vaults answer at https://<vault>.{context.domain}"
+            f"{context._port_suffix}/."
+        )
+    return label
+
+
+def check_api_version(request: Request) -> str:
+    version = request.query_params.get("api-version")
+    if version is None:
+        raise BadParameter("The api-version query parameter is required.")
+    if version not in SUPPORTED_API_VERSIONS:
+        raise BadParameter(
+            f"The specified version ({version}) is not recognized. Consider using the latest "
+            f"supported version ({SUPPORTED_API_VERSIONS[-2]}); supported: "
+            + ", ".join(SUPPORTED_API_VERSIONS)
+            + "."
+        )
+    return version
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def _actor_from_token(request: Request, token: str) -> Actor:
+    context = api(request)
+    claims = context.signer.verify(token, audience=context.audiences)
+    # Roles and existence come from the directory, not the token, so removing a principal or
+    # a role takes effect at once.
+    try:
+        principal = context.runtime.principals.get(claims.subject)
+    except CustomerKeyError:
+        raise Unauthorized("The token's principal no longer exists.") from None
+    return principal.actor(request_id=request_id(request))
+
+
+def vault_actor(request: Request) -> Actor:
+    """Authenticate a keys-API call, answering a missing token with the Key Vault challenge."""
+    context = api(request)
+    token = _bearer(request)
+    if token is None:
+        tenant = _vault_tenant(context, request)
+        raise AuthChallenge(
+            "AKV10000: Request is missing a Bearer or PoP token.",
+            f'Bearer authorization="{context.authority}/{tenant}", resource="{context.resource}"',
+        )
+    try:
+        return _actor_from_token(request, token)
+    except AuthChallenge:
+        raise
+    except Unauthorized as refused:
+        tenant = _vault_tenant(context, request)
+        raise AuthChallenge(
+            refused.message,
+            f'Bearer authorization="{context.authority}/{tenant}", resource="{context.resource}"',
+        ) from None
+
+
+def _vault_tenant(context: ApiContext, request: Request) -> str:
+    label = vault_label(host_of(request), context.domain)
+    tenant = context.runtime.vault.vault_tenant(label) if label else None
+    return tenant or "common"
+
+
+def admin_actor(request: Request) -> Actor:
+    """Authenticate an admin-API call: a valid token of an operator or a tenant admin."""
+    token = _bearer(request)
+    if token is None:
+        raise Unauthorized(
+            "The admin API needs a bearer token (see POST /{tenant}/oauth2/v2.0/token)."
+        )
+    actor = _actor_from_token(request, token)
+    if not actor.is_operator and "tenant-admin" not in actor.roles:
+        raise Forbidden(
+            f"'{actor.principal_id}' needs the operator or tenant-admin role for the admin API."
+        )
+    return actor

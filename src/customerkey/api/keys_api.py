@@ -1,0 +1,396 @@
+"""The keys API (data plane), Azure Key Vault compatible: every route of keys.json we serve.
+
+Each handler is thin: authenticate (``vault_actor``), check ``api-version``, call the vault
+service, shape the answer like Key Vault. Vault-specific routes only answer on vault hosts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from customerkey.api.deps import (
+    ApiContext,
+    api,
+    check_api_version,
+    host_of,
+    vault_actor,
+    vault_name,
+)
+from customerkey.api.schemas import (
+    KeyAttributesIn,
+    KeyCreateBody,
+    KeyImportBody,
+    KeyOperationBody,
+    KeyRestoreBody,
+    KeyUpdateBody,
+    RotationPolicyBody,
+    deleted_fields,
+    key_bundle_json,
+    key_item_json,
+    rotation_policy_json,
+)
+from customerkey.clock import from_unix
+from customerkey.crypto.rsa import b64url_decode, b64url_encode
+from customerkey.errors import BadParameter
+from customerkey.vault.models import Actor, DeletedKeyBundle, KeyBundle
+
+router = APIRouter(tags=["keys"], dependencies=[Depends(check_api_version)])
+
+DEFAULT_PAGE = 25
+
+
+def _base(request: Request) -> str:
+    return f"https://{host_of(request)}"
+
+
+def _kid(request: Request, bundle: KeyBundle) -> str:
+    return f"{_base(request)}/keys/{bundle.id.name}/{bundle.id.version}"
+
+
+def _bundle(request: Request, bundle: KeyBundle) -> dict[str, Any]:
+    return key_bundle_json(bundle, _kid(request, bundle))
+
+
+def _deleted(request: Request, deleted: DeletedKeyBundle) -> dict[str, Any]:
+    recovery_id = f"{_base(request)}/deletedkeys/{deleted.key.id.name}"
+    return {**deleted_fields(deleted, recovery_id), **_bundle(request, deleted.key)}
+
+
+def _deleted_item(request: Request, deleted: DeletedKeyBundle) -> dict[str, Any]:
+    recovery_id = f"{_base(request)}/deletedkeys/{deleted.key.id.name}"
+    return {
+        **deleted_fields(deleted, recovery_id),
+        **key_item_json(deleted.key, _kid(request, deleted.key)),
+    }
+
+
+def _times(attributes: KeyAttributesIn | None) -> dict[str, Any]:
+    if attributes is None:
+        return {}
+    out: dict[str, Any] = {}
+    try:
+        if attributes.nbf is not None:
+            out["not_before"] = from_unix(attributes.nbf)
+        if attributes.exp is not None:
+            out["expires"] = from_unix(attributes.exp)
+    except (OverflowError, OSError, ValueError):
+        raise BadParameter("'nbf' and 'exp' must be unix times in seconds.") from None
+    return out
+
+
+def _page(
+    request: Request, items: list[dict[str, Any]], maxresults: int | None, skiptoken: str | None
+) -> dict[str, Any]:
+    size = DEFAULT_PAGE if maxresults is None else maxresults
+    if not 1 <= size <= 25:
+        raise BadParameter("maxresults must be between 1 and 25.")
+    start = 0
+    if skiptoken:
+        try:
+            start = int(base64.urlsafe_b64decode(skiptoken.encode() + b"==").decode())
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            raise BadParameter("The $skiptoken is not valid.") from None
+        if start < 0:
+            raise BadParameter("The $skiptoken is not valid.")
+    page = items[start : start + size]
+    next_link = None
+    if start + size < len(items):
+        token = base64.urlsafe_b64encode(str(start + size).encode()).decode().rstrip("=")
+        version = request.query_params.get("api-version", "7.5")
+        next_link = (
+            f"{_base(request)}{request.url.path}?api-version={version}"
+            f"&$skiptoken={token}&maxresults={size}"
+        )
+    return {"value": page, "nextLink": next_link}
+
+
+def _decode_value(value: str) -> bytes:
+    try:
+        return b64url_decode(value)
+    except ValueError:
+        raise BadParameter("'value' must be base64url encoded.") from None
+
+
+# ------------------------------------------------------------------ keys
+
+
+@router.post("/keys/{name}/create")
+def create_key(
+    name: str,
+    body: KeyCreateBody,
+    request: Request,
+    vault: str = Depends(vault_name),
+    actor: Actor = Depends(vault_actor),
+) -> dict[str, Any]:
+    attrs = body.attributes or KeyAttributesIn()
+    bundle = api(request).runtime.vault.create_key(
+        actor,
+        vault,
+        name,
+        kty=body.kty,
+        size=body.key_size,
+        public_exponent=body.public_exponent or 65537,
+        key_ops=body.key_ops,
+        enabled=True if attrs.enabled is None else attrs.enabled,
+        tags=body.tags,
+        **_times(body.attributes),
+    )
+    return _bundle(request, bundle)
+
+
+@router.put("/keys/{name}")
+def import_key(
+    name: str,
+    body: KeyImportBody,
+    request: Request,
+    vault: str = Depends(vault_name),
+    actor: Actor = Depends(vault_actor),
+) -> dict[str, Any]:
+    attrs = body.attributes or KeyAttributesIn()
+    bundle = api(request).runtime.vault.import_key(
+        actor,
+        vault,
+        name,
+        body.key.model_dump(exclude_none=True),
+        hsm=bool(body.hsm),
+        enabled=True if attrs.enabled is None else attrs.enabled,
+        tags=body.tags,
+        **_times(body.attributes),
+    )
+    return _bundle(request, bundle)
+
+
+@router.get("/keys")
+def list_keys(
+    request: Request,
+    maxresults: int | None = None,
+    skiptoken: str | None = Query(None, alias="$skiptoken"),
+    vault: str = Depends(vault_name),
+    actor: Actor = Depends(vault_actor),
+) -> dict[str, Any]:
+    keys = api(request).runtime.vault.list_keys(actor, vault)
+    return _page(request, [key_item_json(k, _kid(request, k)) for k in keys], maxresults, skiptoken)
+
+
+@router.get("/keys/{name}/versions")
+def list_key_versions(
+    name: str,
+    request: Request,
+    maxresults: int | None = None,
+    skiptoken: str | None = Query(None, alias="$skiptoken"),
+    vault: str = Depends(vault_name),
+    actor: Actor = Depends(vault_actor),
+) -> dict[str, Any]:
+    versions = api(request).runtime.vault.list_versions(actor, vault, name)
+    items = [key_item_json(v, _kid(request, v)) for v in versions]
+    return _page(request, items, maxresults, skiptoken)
+
+
+@router.get("/keys/{name}/rotationpolicy")
+def get_rotation_policy(
+    name: str,
+    request: Request,
+    vault: str = Depends(vault_name),
+    actor: Actor = Depends(vault_actor),
+) -> dict[str, Any]:
+    policy = api(request).runtime.vault.get_rotation_policy(actor, vault, name)
+    return rotation_policy_json(policy, f"{_base(request)}/keys/{name}/rotationpolicy")
+
+
+@router.put("/keys/{name}/rotationpolicy")
+def set_rotation_policy(
+    name: str,
+    body: RotationPolicyBody,
+    request: Request,
+    vault: str = Depends(vault_name),
+    actor: Actor = Depends(vault_actor),
+) -> dict[str, Any]:
+    policy = api(request).runtime.vault.set_rotation_policy(
+        actor, vault, name, body.model_dump(exclude_none=True)
+    )
+    return rotation_policy_json(policy, f"{_base(request)}/keys/{name}/rotationpolicy")
+
+
+@router.post("/keys/{name}/rotate")
+def rotate_key(
+    name: str,
+    request: Request,
+    vault: str = Depends(vault_name),
+    actor: Actor = Depends(vault_actor),
+) -> dict[str, Any]:
+    return _bundle(request, api(request).runtime.vault.rotate_key(actor, vault, name))
+
+
+@router.post("/keys/{name}/backup")
+def backup_key(
+    name: str,
+    request: Request,
+    vault: str = Depends(vault_name),
+    actor: Actor = Depends(vault_actor),
+) -> dict[str, Any]:
+    blob = api(request).runtime.vault.backup_key(actor, vault, name)
+    return {"value": b64url_encode(blob)}
+
+
+@router.post("/keys/restore")
+def restore_key(
+    body: KeyRestoreBody,
+    request: Request,
+    vault: str = Depends(vault_name),
+    actor: Actor = Depends(vault_actor),
+) -> dict[str, Any]:
+    blob = _decode_value(body.value)
+    return _bundle(request, api(request).runtime.vault.restore_key(actor, vault, blob))
+
+
+@router.get("/keys/{name}")
+@router.get("/keys/{name}/", include_in_schema=False)
+@router.get("/keys/{name}/{version}")
+def get_key(
+    name: str,
+    request: Request,
+    version: str | None = None,
+    vault: str = Depends(vault_name),
+    actor: Actor = Depends(vault_actor),
+) -> dict[str, Any]:
+    return _bundle(request, api(request).runtime.vault.get_key(actor, vault, name, version))
+
+
+@router.patch("/keys/{name}")
+@router.patch("/keys/{name}/", include_in_schema=False)
+@router.patch("/keys/{name}/{version}")
+def update_key(
+    name: str,
+    body: KeyUpdateBody,
+    request: Request,
+    version: str | None = None,
+    vault: str = Depends(vault_name),
+    actor: Actor = Depends(vault_actor),
+) -> dict[str, Any]:
+    attrs = body.attributes or KeyAttributesIn()
+    bundle = api(request).runtime.vault.update_key(
+        actor,
+        vault,
+        name,
+        version,
+        enabled=attrs.enabled,
+        key_ops=body.key_ops,
+        tags=body.tags,
+        **_times(body.attributes),
+    )
+    return _bundle(request, bundle)
+
+
+@router.delete("/keys/{name}")
+def delete_key(
+    name: str,
+    request: Request,
+    vault: str = Depends(vault_name),
+    actor: Actor = Depends(vault_actor),
+) -> dict[str, Any]:
+    return _deleted(request, api(request).runtime.vault.delete_key(actor, vault, name))
+
+
+# ------------------------------------------------------------------ crypto operations
+
+_OPERATIONS = {
+    "wrapkey": "wrapKey",
+    "unwrapkey": "unwrapKey",
+    "encrypt": "encrypt",
+    "decrypt": "decrypt",
+}
+
+
+def _crypto(
+    request: Request,
+    context: ApiContext,
+    actor: Actor,
+    vault: str,
+    name: str,
+    version: str | None,
+    operation: str,
+    body: KeyOperationBody,
+) -> dict[str, Any]:
+    if operation not in _OPERATIONS:
+        raise BadParameter(f"Unknown key operation '{operation}'.")
+    result = context.runtime.vault.crypto(
+        actor, _OPERATIONS[operation], vault, name, version, body.alg, _decode_value(body.value)
+    )
+    kid = f"{_base(request)}/keys/{result.kid.name}/{result.kid.version}"
+    return {"kid": kid, "value": b64url_encode(result.value)}
+
+
+@router.post("/keys/{name}/{version}/{operation}")
+def key_operation(
+    name: str,
+    version: str,
+    operation: str,
+    body: KeyOperationBody,
+    request: Request,
+    vault: str = Depends(vault_name),
+    actor: Actor = Depends(vault_actor),
+) -> dict[str, Any]:
+    """wrapkey, unwrapkey, encrypt, decrypt with RSA-OAEP-256 or RSA-OAEP."""
+    return _crypto(request, api(request), actor, vault, name, version, operation, body)
+
+
+@router.post("/keys/{name}//{operation}", include_in_schema=False)
+def key_operation_newest(
+    name: str,
+    operation: str,
+    body: KeyOperationBody,
+    request: Request,
+    vault: str = Depends(vault_name),
+    actor: Actor = Depends(vault_actor),
+) -> dict[str, Any]:
+    return _crypto(request, api(request), actor, vault, name, None, operation, body)
+
+
+# ------------------------------------------------------------------ deleted keys
+
+
+@router.get("/deletedkeys")
+def list_deleted_keys(
+    request: Request,
+    maxresults: int | None = None,
+    skiptoken: str | None = Query(None, alias="$skiptoken"),
+    vault: str = Depends(vault_name),
+    actor: Actor = Depends(vault_actor),
+) -> dict[str, Any]:
+    deleted = api(request).runtime.vault.list_deleted_keys(actor, vault)
+    return _page(request, [_deleted_item(request, d) for d in deleted], maxresults, skiptoken)
+
+
+@router.get("/deletedkeys/{name}")
+def get_deleted_key(
+    name: str,
+    request: Request,
+    vault: str = Depends(vault_name),
+    actor: Actor = Depends(vault_actor),
+) -> dict[str, Any]:
+    return _deleted(request, api(request).runtime.vault.get_deleted_key(actor, vault, name))
+
+
+@router.post("/deletedkeys/{name}/recover")
+def recover_deleted_key(
+    name: str,
+    request: Request,
+    vault: str = Depends(vault_name),
+    actor: Actor = Depends(vault_actor),
+) -> dict[str, Any]:
+    return _bundle(request, api(request).runtime.vault.recover_deleted_key(actor, vault, name))
+
+
+@router.delete("/deletedkeys/{name}", status_code=204)
+def purge_deleted_key(
+    name: str,
+    request: Request,
+    vault: str = Depends(vault_name),
+    actor: Actor = Depends(vault_actor),
+) -> Response:
+    api(request).runtime.vault.purge_deleted_key(actor, vault, name)
+    return Response(status_code=204)

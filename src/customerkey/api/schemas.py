@@ -1,0 +1,151 @@
+"""Request bodies and response shapes of the Azure-Key-Vault-compatible keys API.
+
+Request models follow keys.json (api-version 7.4+): unknown fields are ignored, as Key
+Vault does; wrong types are a 400 ``BadParameter``. Responses are built as plain dicts by
+the ``*_json`` functions so they match Key Vault byte for byte in field names: base64url
+without padding for key material and ``value``, unix seconds for times.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from customerkey.clock import to_unix
+from customerkey.vault.models import DeletedKeyBundle, KeyBundle, RotationPolicy
+from customerkey.vault.rotation import policy_to_json
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class KeyAttributesIn(_Body):
+    enabled: bool | None = None
+    nbf: int | None = None
+    exp: int | None = None
+    exportable: bool | None = None
+
+
+class KeyCreateBody(_Body):
+    kty: str
+    key_size: int | None = None
+    public_exponent: int | None = None
+    key_ops: list[str] | None = None
+    attributes: KeyAttributesIn | None = None
+    tags: dict[str, str] | None = None
+    crv: str | None = None
+
+
+class JsonWebKeyIn(_Body):
+    kty: str
+    key_ops: list[str] | None = None
+    n: str | None = None
+    e: str | None = None
+    d: str | None = None
+    p: str | None = None
+    q: str | None = None
+    dp: str | None = None
+    dq: str | None = None
+    qi: str | None = None
+
+
+class KeyImportBody(_Body):
+    key: JsonWebKeyIn
+    hsm: bool | None = Field(default=None, alias="Hsm")
+    attributes: KeyAttributesIn | None = None
+    tags: dict[str, str] | None = None
+
+
+class KeyUpdateBody(_Body):
+    key_ops: list[str] | None = None
+    attributes: KeyAttributesIn | None = None
+    tags: dict[str, str] | None = None
+
+
+class KeyOperationBody(_Body):
+    alg: str
+    value: str
+
+
+class KeyRestoreBody(_Body):
+    value: str
+
+
+class LifetimeTriggerIn(_Body):
+    timeAfterCreate: str | None = None
+    timeBeforeExpiry: str | None = None
+
+
+class LifetimeActionTypeIn(_Body):
+    type: str
+
+
+class LifetimeActionIn(_Body):
+    trigger: LifetimeTriggerIn
+    action: LifetimeActionTypeIn
+
+
+class RotationPolicyAttributesIn(_Body):
+    expiryTime: str | None = None
+
+
+class RotationPolicyBody(_Body):
+    lifetimeActions: list[LifetimeActionIn] | None = None
+    attributes: RotationPolicyAttributesIn | None = None
+
+
+def key_attributes_json(bundle: KeyBundle) -> dict[str, Any]:
+    attrs = bundle.attributes
+    body: dict[str, Any] = {
+        "enabled": attrs.enabled,
+        "created": to_unix(attrs.created),
+        "updated": to_unix(attrs.updated),
+        "recoveryLevel": attrs.recovery_level,
+        "recoverableDays": attrs.recoverable_days,
+        "exportable": attrs.exportable,
+    }
+    if attrs.not_before is not None:
+        body["nbf"] = to_unix(attrs.not_before)
+    if attrs.expires is not None:
+        body["exp"] = to_unix(attrs.expires)
+    return body
+
+
+def key_bundle_json(bundle: KeyBundle, kid: str) -> dict[str, Any]:
+    return {
+        "key": {
+            "kid": kid,
+            "kty": bundle.kty,
+            "key_ops": list(bundle.key_ops),
+            "n": bundle.n,
+            "e": bundle.e,
+        },
+        "attributes": key_attributes_json(bundle),
+        "tags": dict(bundle.tags),
+    }
+
+
+def key_item_json(bundle: KeyBundle, kid: str) -> dict[str, Any]:
+    return {"kid": kid, "attributes": key_attributes_json(bundle), "tags": dict(bundle.tags)}
+
+
+def deleted_fields(deleted: DeletedKeyBundle, recovery_id: str) -> dict[str, Any]:
+    return {
+        "recoveryId": recovery_id,
+        "deletedDate": to_unix(deleted.deleted_date),
+        "scheduledPurgeDate": to_unix(deleted.scheduled_purge_date),
+    }
+
+
+def rotation_policy_json(policy: RotationPolicy, policy_id: str) -> dict[str, Any]:
+    body = policy_to_json(policy)
+    attributes: dict[str, Any] = {}
+    if policy.expiry_time is not None:
+        attributes["expiryTime"] = policy.expiry_time
+    if policy.created is not None:
+        attributes["created"] = to_unix(policy.created)
+    if policy.updated is not None:
+        attributes["updated"] = to_unix(policy.updated)
+    return {"id": policy_id, "lifetimeActions": body["lifetimeActions"], "attributes": attributes}

@@ -1,0 +1,120 @@
+"""Running an ASGI app over HTTPS with uvicorn.
+
+Owns how customerkey serves: HTTPS only (one TLS listener, no plain-HTTP port), HTTP/1.1
+keep-alive on, no ``server`` header, no uvicorn access log (``AccessLogMiddleware`` writes one),
+no trust in ``X-Forwarded-*`` headers, and a graceful shutdown on SIGTERM or SIGINT: stop
+accepting, let in-flight requests finish for up to ``graceful_timeout`` seconds, run the app's
+lifespan shutdown, then return normally.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from customerkey.api.tls import TlsFiles
+
+ASGIApplication = ASGIApp
+
+# ECDHE only, AEAD only, for TLS 1.2; TLS 1.3 suites are not affected by this string.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+
+class _Server(uvicorn.Server):
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        on_started: Callable[[], None] | None,
+        shutdown: threading.Event | None,
+    ) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+        self._shutdown = shutdown
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self._on_started is not None:
+            self._on_started()
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._shutdown is not None and self._shutdown.is_set():
+            self.should_exit = True
+        result: bool = await super().on_tick(counter)
+        return result
+
+
+def run_https(
+    app: ASGIApplication,
+    *,
+    host: str,
+    port: int,
+    tls: TlsFiles,
+    log_config: dict[str, Any] | str | None = None,
+    on_started: Callable[[], None] | None = None,
+    shutdown: threading.Event | None = None,
+    graceful_timeout: int = 10,
+    keep_alive_timeout: int = 5,
+) -> None:
+    """Serve ``app`` on ``https://host:port`` with ``tls.cert`` / ``tls.key`` until told to stop.
+
+    Blocks until SIGTERM or SIGINT (signals are only caught when called on the main thread) or,
+    from any thread, until ``shutdown`` is set. ``on_started`` runs on the server's event loop
+    once the socket is listening, so it must be quick. ``log_config`` is handed to uvicorn;
+    ``None`` leaves logging as the caller configured it. Raises ``RuntimeError`` when the server
+    cannot start (port taken, app startup failed).
+    """
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=str(tls.cert),
+        ssl_keyfile=str(tls.key),
+        ssl_ciphers=TLS12_CIPHERS,
+        log_config=log_config,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        timeout_keep_alive=keep_alive_timeout,
+        timeout_graceful_shutdown=graceful_timeout,
+    )
+    server = _Server(config, on_started=on_started, shutdown=shutdown)
+    try:
+        with _quiet_signal_reraise(server):
+            server.run()
+    except SystemExit as exc:
+        if server.started:
+            raise
+        raise RuntimeError(
+            f"the HTTPS server on {host}:{port} did not start; see the uvicorn error log"
+        ) from exc
+
+
+@contextmanager
+def _quiet_signal_reraise(server: uvicorn.Server) -> Iterator[None]:
+    # After its graceful shutdown uvicorn re-raises the signal it caught against the handler
+    # that was installed before it; with the defaults that kills the process (SIGTERM) or raises
+    # KeyboardInterrupt (SIGINT) before the caller can clean up. Our handler only asks for a
+    # shutdown, which also covers a signal arriving before uvicorn installs its own.
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_exit(signum: int, frame: FrameType | None) -> None:
+        server.should_exit = True
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, request_exit) for sig in handled}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

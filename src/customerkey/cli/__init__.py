@@ -1,0 +1,1 @@
+"""The command line: ``customerkey`` (also ``ck``), thin commands over the services."""

@@ -1,0 +1,86 @@
+"""What every command gets: the settings, a lazily opened runtime, who is acting, output mode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import typer
+
+from customerkey.config import Settings
+from customerkey.errors import BadParameter
+from customerkey.runtime import Runtime
+from customerkey.vault.models import OPERATOR, Actor
+
+
+@dataclass
+class CliContext:
+    home: Path | None = None
+    as_json: bool = False
+    acting_as: str | None = None
+    _runtime: Runtime | None = field(default=None, repr=False)
+
+    def settings(self) -> Settings:
+        return Settings(home=self.home) if self.home else Settings()
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = Runtime.open(self.settings())
+        return self._runtime
+
+    @property
+    def actor(self) -> Actor:
+        if self.acting_as is None:
+            return OPERATOR
+        return self.runtime.principals.get(self.acting_as).actor()
+
+    @property
+    def domain(self) -> str:
+        return self.runtime.settings.domain
+
+    @property
+    def port(self) -> int:
+        return self.runtime.settings.port
+
+    def close(self) -> None:
+        if self._runtime is not None:
+            self._runtime.close()
+
+
+def cli_context(ctx: typer.Context) -> CliContext:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, CliContext)
+    return obj
+
+
+def parse_time(value: str | None, option: str) -> datetime | None:
+    """ISO 8601 date or date-time; a time without a zone is UTC."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadParameter(
+            f"{option} '{value}' is not an ISO 8601 date or time (e.g. 2027-01-31T00:00:00Z)."
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def split_list(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def parse_tags(values: list[str] | None) -> dict[str, str] | None:
+    if not values:
+        return None
+    tags: dict[str, str] = {}
+    for item in values:
+        if "=" not in item:
+            raise BadParameter(f"Tag '{item}' must look like name=value.")
+        name, value = item.split("=", 1)
+        tags[name.strip()] = value.strip()
+    return tags

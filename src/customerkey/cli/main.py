@@ -1,0 +1,115 @@
+"""The ``customerkey`` entry point: global options, sub-commands, and error reporting.
+
+Errors of ours print one line on stderr (``Error (Code): message``) and exit 1 (2 for usage
+mistakes); nothing is changed by a command that fails.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from customerkey import __version__
+from customerkey.cli import admin_commands, key_commands, serve_command, vault_commands
+from customerkey.cli.context import CliContext, cli_context
+from customerkey.cli.output import console, emit_object, err_console
+from customerkey.errors import CustomerKeyError
+from customerkey.home import Home
+
+app = typer.Typer(
+    name="customerkey",
+    help="customerkey: hold the root keys that protect your tenants' data at rest.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(vault_commands.app, name="vault")
+app.add_typer(key_commands.app, name="key")
+app.add_typer(admin_commands.principals, name="principal")
+app.add_typer(admin_commands.audit, name="audit")
+app.command("serve")(serve_command.serve)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"customerkey {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    home: Path | None = typer.Option(
+        None, "--home", envvar="CUSTOMERKEY_HOME", help="Data folder (default ~/.customerkey)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    acting_as: str | None = typer.Option(
+        None, "--as", help="Act as this principal (access policies apply)."
+    ),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True),
+) -> None:
+    ctx.obj = CliContext(home=home, as_json=as_json, acting_as=acting_as)
+    ctx.call_on_close(ctx.obj.close)
+
+
+@app.command("init")
+def init(ctx: typer.Context) -> None:
+    """Create the home folder (0700), its master key (0600) and the database."""
+    c = cli_context(ctx)
+    settings = c.settings()
+    home = Home(settings.home)
+    created = home.init()
+    runtime = c.runtime  # opens the database and runs migrations
+    view = {
+        "Home": str(home.path),
+        "MasterKey": str(home.master_key_file),
+        "MasterKeyCreated": created,
+        "Database": runtime.db.url if runtime.settings.database_url else str(home.database_file),
+        "SchemaRevision": runtime.db.current_revision(),
+    }
+    emit_object(view, as_json=c.as_json)
+    if created and not c.as_json:
+        console.print(
+            f"[yellow]Back up {home.master_key_file}: every key in every vault is sealed "
+            "under it.[/yellow]"
+        )
+
+
+@app.command("tick")
+def tick(ctx: typer.Context) -> None:
+    """Run the scheduler once: purge what retention released, apply rotation policies."""
+    c = cli_context(ctx)
+    report = c.runtime.vault.tick(c.actor)
+    emit_object(
+        {
+            "PurgedKeys": list(report.purged_keys),
+            "PurgedVaults": list(report.purged_vaults),
+            "RotatedKeys": list(report.rotated_keys),
+            "NotifiedKeys": list(report.notified_keys),
+        },
+        as_json=c.as_json,
+    )
+
+
+def _hoist_global_flags(argv: list[str]) -> list[str]:
+    """Let ``--json`` stand anywhere on the line, as people type it (after the command)."""
+    if "--json" in argv[1:] and argv[:1] != ["--json"]:
+        return ["--json", *(a for a in argv if a != "--json")]
+    return argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
+    try:
+        app(args=args, prog_name="customerkey")
+    except CustomerKeyError as exc:
+        err_console.print(f"Error ({exc.code}): {exc.message}", markup=False)
+        return 1
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

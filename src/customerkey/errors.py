@@ -1,0 +1,112 @@
+"""The error hierarchy of customerkey.
+
+Every error the platform raises on purpose is a ``CustomerKeyError``. Each subclass carries
+the HTTP status it maps to and the Azure Key Vault error code a Key Vault client expects in
+``{"error": {"code": ..., "message": ...}}``, so the API layer renders any of them without a
+table of its own. This module imports nothing of ours; every layer may import it.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class CustomerKeyError(Exception):
+    """Root of every error customerkey raises on purpose."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "InternalError"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_body(self) -> dict[str, dict[str, str]]:
+        """The Key Vault error body: ``{"error": {"code", "message"}}``."""
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class BadParameter(CustomerKeyError):
+    """The caller's input is malformed or out of range; nothing was changed."""
+
+    status = 400
+    code = "BadParameter"
+
+
+class Unauthorized(CustomerKeyError):
+    """No valid credentials were presented."""
+
+    status = 401
+    code = "Unauthorized"
+
+
+class Forbidden(CustomerKeyError):
+    """The caller is known but may not do this (missing permission, key not usable)."""
+
+    status = 403
+    code = "Forbidden"
+
+
+class KeyNotUsable(Forbidden):
+    """The key refuses the operation: disabled, not yet valid, expired, or op not allowed."""
+
+
+class PurgeProtected(Forbidden):
+    """Purge refused: purge protection is on and the retention period has not ended."""
+
+
+class NotFound(CustomerKeyError):
+    """A named object does not exist."""
+
+    status = 404
+    code = "NotFound"
+
+
+class VaultNotFound(NotFound):
+    code = "VaultNotFound"
+
+
+class KeyNotFound(NotFound):
+    code = "KeyNotFound"
+
+
+class PrincipalNotFound(NotFound):
+    code = "PrincipalNotFound"
+
+
+class Conflict(CustomerKeyError):
+    """The request conflicts with the current state (name taken, object in the wrong state)."""
+
+    status = 409
+    code = "Conflict"
+
+
+class PayloadTooLarge(CustomerKeyError):
+    status = 413
+    code = "RequestTooLarge"
+
+
+class Throttled(CustomerKeyError):
+    status = 429
+    code = "Throttled"
+
+
+class DecryptionFailed(CustomerKeyError):
+    """A ciphertext did not open. Deliberately says nothing about why."""
+
+    status = 400
+    code = "BadParameter"
+
+    def __init__(self, message: str = "Decryption failed.") -> None:
+        super().__init__(message)
+
+
+class InvalidBackup(BadParameter):
+    """A key backup blob is malformed, tampered with, truncated or from another installation."""
+
+
+class ServiceUnavailable(CustomerKeyError):
+    """A dependency (a remote vault, the database) could not be reached in time."""
+
+    status = 503
+    code = "ServiceUnavailable"

@@ -1,0 +1,96 @@
+"""The home folder: where an installation keeps its database, blobs, certificates and master key.
+
+Layout (created by ``customerkey init`` or on first start, mode 0700)::
+
+    master.key      32 random bytes (0600): seals every vault key's private material, the
+                    availability keys and key backups. Lose it and the data is gone; guard it.
+    customerkey.db  the SQLite database (unless CUSTOMERKEY_DATABASE_URL points elsewhere)
+    blobs/          sealed content (mail items, file chunks)
+    tls/            the local CA and the server certificate
+    token-keys/     access-token signing keys
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from customerkey.errors import CustomerKeyError
+from customerkey.rng import Rng, SystemRng
+
+MASTER_KEY_BYTES = 32
+
+
+class HomeError(CustomerKeyError):
+    """The home folder is missing, unreadable or has unsafe permissions."""
+
+
+@dataclass(frozen=True)
+class Home:
+    path: Path
+
+    @property
+    def master_key_file(self) -> Path:
+        return self.path / "master.key"
+
+    @property
+    def database_file(self) -> Path:
+        return self.path / "customerkey.db"
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.path / "blobs"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.path / "tls"
+
+    @property
+    def token_keys_dir(self) -> Path:
+        return self.path / "token-keys"
+
+    def exists(self) -> bool:
+        return self.master_key_file.exists()
+
+    def init(self, *, rng: Rng | None = None) -> bool:
+        """Create the folder and master key if missing. Returns True when it created the key."""
+        rng = rng or SystemRng()
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.path, 0o700)
+        for sub in (self.blobs_dir,):
+            sub.mkdir(exist_ok=True, mode=0o700)
+        if self.master_key_file.exists():
+            self.master_key()  # validates size and mode
+            return False
+        tmp = self.path / ".master.key.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, rng.token_bytes(MASTER_KEY_BYTES))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(tmp, self.master_key_file)  # fails if another process won the race
+        tmp.unlink()
+        return True
+
+    def master_key(self) -> bytes:
+        path = self.master_key_file
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            raise HomeError(f"No master key at {path}; run 'customerkey init' first.") from None
+        if mode & 0o077:
+            raise HomeError(
+                f"{path} is readable by others (mode {mode:o}); run 'chmod 600 {path}'."
+            )
+        data = path.read_bytes()
+        if len(data) != MASTER_KEY_BYTES:
+            raise HomeError(f"{path} must hold {MASTER_KEY_BYTES} bytes, found {len(data)}.")
+        return data
+
+    def master_key_id(self) -> str:
+        """A short, non-secret fingerprint naming the master key in sealed headers."""
+        return hashlib.sha256(b"customerkey/master-key-id" + self.master_key()).hexdigest()[:16]

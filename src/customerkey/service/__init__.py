@@ -1,0 +1,1 @@
+"""The service: the provider's side (principals, tenants, policies, key cache, purge path)."""

@@ -1,0 +1,1 @@
+"""Persistence: table models, repositories, migrations, blob stores. Repositories never commit."""

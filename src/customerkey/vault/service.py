@@ -1,0 +1,1337 @@
+"""The key vault service: every vault and key operation, each in one transaction with its audit.
+
+This is the vault's Python API; the HTTPS keys API, the admin API, the CLI and the in-process
+key provider all call it. Every method takes the ``Actor`` asking and checks it: vault
+management (create, delete, access policies) needs the operator, a tenant admin of the vault's
+tenant, or the vault's creator; key operations need the matching permission in the vault's
+access policies (the operator bypasses them). Refusals change nothing, and are audited with
+result ``denied`` in a transaction of their own.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from sqlalchemy.orm import Session
+
+from customerkey.audit import AuditLog
+from customerkey.clock import Clock
+from customerkey.crypto.rsa import (
+    generate_rsa_key,
+    private_key_from_der,
+    private_key_from_jwk,
+    private_key_to_der,
+    public_jwk_fields,
+)
+from customerkey.crypto.wrap import parse_rsa_algorithm, rsa_oaep_unwrap, rsa_oaep_wrap
+from customerkey.errors import (
+    BadParameter,
+    Conflict,
+    DecryptionFailed,
+    Forbidden,
+    KeyNotFound,
+    KeyNotUsable,
+    PrincipalNotFound,
+    PurgeProtected,
+    VaultNotFound,
+)
+from customerkey.rng import Rng, new_hex_id
+from customerkey.storage.database import Database
+from customerkey.storage.models import AccessPolicyRow, KeyRow, KeyVersionRow, VaultRow
+from customerkey.storage.repositories import KeyRepository, PrincipalRepository, VaultRepository
+from customerkey.vault import backup as backup_format
+from customerkey.vault.models import (
+    AccessPolicy,
+    Actor,
+    DeletedKeyBundle,
+    KeyAttributes,
+    KeyBundle,
+    KeyId,
+    RotationPolicy,
+    TickReport,
+    Vault,
+    VersionUsage,
+    recovery_level,
+)
+from customerkey.vault.names import validate_key_name, validate_vault_name, validate_version
+from customerkey.vault.permissions import KEY_PERMISSIONS, normalize_permissions
+from customerkey.vault.protection import KeyProtector
+from customerkey.vault.rotation import (
+    due_actions,
+    expiry_for_new_version,
+    policy_from_json,
+    policy_to_json,
+)
+
+T = TypeVar("T")
+
+KEY_TYPES = ("RSA", "RSA-HSM")
+KEY_SIZES = (2048, 3072, 4096)
+RSA_KEY_OPS = ("encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey")
+MIN_RETENTION_DAYS, MAX_RETENTION_DAYS = 7, 90
+
+# Which permission and key operation each crypto call needs.
+_CRYPTO_OPS = {
+    "wrapKey": ("wrapKey", "KeyWrap"),
+    "unwrapKey": ("unwrapKey", "KeyUnwrap"),
+    "encrypt": ("encrypt", "KeyEncrypt"),
+    "decrypt": ("decrypt", "KeyDecrypt"),
+}
+
+
+@dataclass(frozen=True)
+class CryptoResult:
+    kid: KeyId
+    value: bytes
+
+
+class _PrivateKeyCache:
+    """Parsed private keys by version row id; parsing PKCS#8 costs more than the RSA op."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._items: OrderedDict[str, RSAPrivateKey] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> RSAPrivateKey | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: str, value: RSAPrivateKey) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+
+    def discard(self, keys: Iterable[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._items.pop(key, None)
+
+
+class KeyVaultService:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        protector: KeyProtector,
+        master_key: bytes,
+        master_key_id: str,
+        clock: Clock,
+        rng: Rng,
+        audit: AuditLog | None = None,
+    ) -> None:
+        self.db = db
+        self._protector = protector
+        self._master_key = master_key
+        self._master_key_id = master_key_id
+        self._clock = clock
+        self._rng = rng
+        self.audit = audit or AuditLog(clock)
+        self._private_keys = _PrivateKeyCache()
+        self._listeners: list[Callable[[str, str, str], None]] = []
+
+    # ------------------------------------------------------------------ plumbing
+
+    def add_change_listener(self, listener: Callable[[str, str, str], None]) -> None:
+        """Called with (vault, key or "", change) after access is narrowed, so caches can drop
+        what they hold at once (revocation through our own vault takes effect immediately)."""
+        self._listeners.append(listener)
+
+    def _notify(self, vault: str, key: str, change: str) -> None:
+        for listener in list(self._listeners):
+            listener(vault, key, change)
+
+    def _run(
+        self,
+        actor: Actor,
+        operation: str,
+        fn: Callable[[Session], T],
+        *,
+        vault: str | None = None,
+        key: str | None = None,
+    ) -> T:
+        """Run ``fn`` in one transaction; audit a refusal in a transaction of its own."""
+        try:
+            with self.db.transaction() as session:
+                return fn(session)
+        except Forbidden as refusal:
+            with self.db.transaction() as session:
+                self.audit.append(
+                    session,
+                    principal=actor.principal_id,
+                    operation=operation,
+                    result="denied",
+                    vault=vault,
+                    key=key,
+                    request_id=actor.request_id,
+                    details={"reason": refusal.message},
+                )
+            raise
+
+    def _record(
+        self,
+        session: Session,
+        actor: Actor,
+        operation: str,
+        *,
+        vault: str | None = None,
+        key: str | None = None,
+        version: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.audit.append(
+            session,
+            principal=actor.principal_id,
+            operation=operation,
+            vault=vault,
+            key=key,
+            version=version,
+            request_id=actor.request_id,
+            details=details,
+        )
+
+    def _vault_row(self, session: Session, name: str, *, deleted: bool = False) -> VaultRow:
+        canonical = validate_vault_name(name)
+        row = VaultRepository(session).find(canonical)
+        if row is None or (row.deleted_at is not None) != deleted:
+            state = "deleted vault" if deleted else "vault"
+            raise VaultNotFound(f"No {state} named '{name}' was found.")
+        return row
+
+    def _require_manager(self, actor: Actor, vault: VaultRow) -> None:
+        if (
+            actor.is_operator
+            or actor.is_tenant_admin(vault.tenant)
+            or actor.principal_id == vault.created_by
+        ):
+            return
+        raise Forbidden(
+            f"The client '{actor.principal_id}' does not have authorization to manage key "
+            f"vault '{vault.name}'."
+        )
+
+    def _require(self, session: Session, actor: Actor, vault: VaultRow, permission: str) -> None:
+        if actor.is_operator:
+            return
+        policy = VaultRepository(session).policy(vault, actor.principal_id.lower())
+        if policy is None or permission not in policy.key_permissions:
+            raise Forbidden(
+                f"The user, group or application '{actor.principal_id}' does not have keys "
+                f"{permission} permission on key vault '{vault.name};location={vault.region}'."
+            )
+
+    def _key_row(self, session: Session, vault: VaultRow, name: str) -> KeyRow:
+        row = KeyRepository(session).active(vault.id, name)
+        if row is None:
+            raise KeyNotFound(f"A key with (name/id) {name} was not found in this key vault.")
+        return row
+
+    def _version_row(self, session: Session, key: KeyRow, version: str | None) -> KeyVersionRow:
+        keys = KeyRepository(session)
+        if not version:
+            row = keys.newest(key.id)
+        else:
+            row = keys.version(key.id, validate_version(version))
+        if row is None:
+            raise KeyNotFound(
+                f"A key with (name/id) {key.name}/{version} was not found in this key vault."
+            )
+        return row
+
+    def _bundle(self, vault: VaultRow, key: KeyRow, version: KeyVersionRow) -> KeyBundle:
+        return KeyBundle(
+            id=KeyId(vault.name, key.name, version.version),
+            kty=version.kty,
+            key_size=version.key_size,
+            key_ops=tuple(version.key_ops),
+            n=version.public_n,
+            e=version.public_e,
+            attributes=KeyAttributes(
+                enabled=version.enabled,
+                not_before=version.not_before,
+                expires=version.expires,
+                created=version.created_at,
+                updated=version.updated_at,
+                recovery_level=recovery_level(vault.retention_days, vault.purge_protection),
+                recoverable_days=vault.retention_days,
+                exportable=version.exportable,
+            ),
+            tags=dict(version.tags),
+            operation_count=version.operation_count,
+            seq=version.seq,
+        )
+
+    @staticmethod
+    def _vault(row: VaultRow, names: Mapping[str, tuple[str, str]] | None = None) -> Vault:
+        names = names or {}
+        return Vault(
+            id=row.id,
+            name=row.name,
+            display_name=row.display_name,
+            tenant=row.tenant,
+            subscription=row.subscription,
+            region=row.region,
+            resource_group=row.resource_group,
+            retention_days=row.retention_days,
+            purge_protection=row.purge_protection,
+            created_by=row.created_by,
+            created_at=row.created_at,
+            access_policies=tuple(
+                AccessPolicy(
+                    object_id=p.object_id,
+                    key_permissions=tuple(p.key_permissions),
+                    display_name=names.get(p.object_id, (p.object_id, "user"))[0],
+                    kind=names.get(p.object_id, (p.object_id, "user"))[1],
+                )
+                for p in row.policies
+            ),
+            deleted_at=row.deleted_at,
+            scheduled_purge_at=row.scheduled_purge_at,
+        )
+
+    def _vault_view(self, session: Session, row: VaultRow) -> Vault:
+        principals = PrincipalRepository(session)
+        names: dict[str, tuple[str, str]] = {}
+        for policy in row.policies:
+            principal = principals.get(policy.object_id)
+            if principal is not None:
+                names[policy.object_id] = (principal.display_name, principal.kind)
+        return self._vault(row, names)
+
+    # ------------------------------------------------------------------ vaults
+
+    def create_vault(
+        self,
+        actor: Actor,
+        name: str,
+        *,
+        subscription: str,
+        region: str,
+        resource_group: str = "customerkey",
+        retention_days: int = 90,
+        purge_protection: bool = False,
+        tenant: str | None = None,
+    ) -> Vault:
+        canonical = validate_vault_name(name)
+        if not MIN_RETENTION_DAYS <= retention_days <= MAX_RETENTION_DAYS:
+            raise BadParameter(
+                f"Soft-delete retention must be between {MIN_RETENTION_DAYS} and "
+                f"{MAX_RETENTION_DAYS} days, got {retention_days}."
+            )
+        for label, value in (("subscription", subscription), ("region", region)):
+            if not value or not value.strip():
+                raise BadParameter(f"A vault needs a {label}.")
+        owner_tenant = tenant or actor.tenant
+        if tenant and not actor.is_tenant_admin(tenant) and tenant != actor.tenant:
+            raise Forbidden(f"'{actor.principal_id}' cannot create vaults in tenant '{tenant}'.")
+
+        def work(session: Session) -> Vault:
+            vaults = VaultRepository(session)
+            existing = vaults.find(canonical)
+            if existing is not None:
+                state = " (soft-deleted; recover or purge it)" if existing.deleted_at else ""
+                raise Conflict(f"A vault named '{existing.name}' already exists{state}.")
+            now = self._clock.now()
+            row = VaultRow(
+                id=new_hex_id(self._rng),
+                name=canonical,
+                display_name=name,
+                tenant=owner_tenant,
+                subscription=subscription.strip(),
+                region=region.strip().lower(),
+                resource_group=resource_group,
+                retention_days=retention_days,
+                purge_protection=purge_protection,
+                created_by=actor.principal_id,
+                created_at=now,
+            )
+            if actor.kind != "operator":
+                row.policies.append(
+                    AccessPolicyRow(
+                        object_id=actor.principal_id.lower(), key_permissions=list(KEY_PERMISSIONS)
+                    )
+                )
+            vaults.add(row)
+            self._record(
+                session,
+                actor,
+                "VaultPut",
+                vault=canonical,
+                details={
+                    "subscription": row.subscription,
+                    "region": row.region,
+                    "retention_days": retention_days,
+                    "purge_protection": purge_protection,
+                },
+            )
+            return self._vault_view(session, row)
+
+        return self._run(actor, "VaultPut", work, vault=canonical)
+
+    def get_vault(self, actor: Actor, name: str) -> Vault:
+        with self.db.transaction() as session:
+            row = self._vault_row(session, name)
+            if not actor.is_operator and not actor.is_tenant_admin(row.tenant):
+                if actor.principal_id != row.created_by and not VaultRepository(session).policy(
+                    row, actor.principal_id.lower()
+                ):
+                    raise Forbidden(
+                        f"The client '{actor.principal_id}' does not have authorization to read "
+                        f"key vault '{row.name}'."
+                    )
+            return self._vault_view(session, row)
+
+    def list_vaults(self, actor: Actor, *, deleted: bool = False) -> list[Vault]:
+        with self.db.transaction() as session:
+            rows = VaultRepository(session).all(deleted=deleted)
+            visible = [
+                r
+                for r in rows
+                if actor.is_operator
+                or actor.is_tenant_admin(r.tenant)
+                or r.created_by == actor.principal_id
+                or any(p.object_id == actor.principal_id.lower() for p in r.policies)
+            ]
+            return [self._vault_view(session, r) for r in visible]
+
+    def delete_vault(self, actor: Actor, name: str) -> Vault:
+        def work(session: Session) -> Vault:
+            row = self._vault_row(session, name)
+            self._require_manager(actor, row)
+            now = self._clock.now()
+            row.deleted_at = now
+            row.scheduled_purge_at = now + timedelta(days=row.retention_days)
+            self._record(session, actor, "VaultDelete", vault=row.name)
+            return self._vault_view(session, row)
+
+        result = self._run(actor, "VaultDelete", work, vault=name.lower())
+        self._notify(result.name, "", "vault-deleted")
+        return result
+
+    def recover_vault(self, actor: Actor, name: str) -> Vault:
+        def work(session: Session) -> Vault:
+            row = self._vault_row(session, name, deleted=True)
+            self._require_manager(actor, row)
+            row.deleted_at = None
+            row.scheduled_purge_at = None
+            self._record(session, actor, "VaultRecover", vault=row.name)
+            return self._vault_view(session, row)
+
+        return self._run(actor, "VaultRecover", work, vault=name.lower())
+
+    def purge_vault(self, actor: Actor, name: str) -> None:
+        def work(session: Session) -> list[str]:
+            row = self._vault_row(session, name, deleted=True)
+            self._require_manager(actor, row)
+            now = self._clock.now()
+            if row.purge_protection and row.scheduled_purge_at and now < row.scheduled_purge_at:
+                raise PurgeProtected(
+                    f"Vault '{row.name}' has purge protection; it can be purged only after "
+                    f"{row.scheduled_purge_at.isoformat()}."
+                )
+            version_ids = self._version_ids_of_vault(session, row)
+            VaultRepository(session).purge(row)
+            self._record(session, actor, "VaultPurge", vault=row.name)
+            return version_ids
+
+        self._private_keys.discard(self._run(actor, "VaultPurge", work, vault=name.lower()))
+
+    @staticmethod
+    def _version_ids_of_vault(session: Session, row: VaultRow) -> list[str]:
+        keys = KeyRepository(session)
+        ids: list[str] = []
+        for key in keys.all(row.id) + keys.all(row.id, deleted=True):
+            ids.extend(v.id for v in keys.versions(key.id))
+        return ids
+
+    def set_access_policy(
+        self,
+        actor: Actor,
+        vault: str,
+        object_id: str,
+        permissions: Iterable[str],
+        *,
+        replace: bool = False,
+    ) -> Vault:
+        """Grant key permissions (merged with what the principal holds, unless ``replace``)."""
+        try:
+            wanted = normalize_permissions(permissions)
+        except ValueError as exc:
+            raise BadParameter(str(exc)) from None
+
+        def work(session: Session) -> Vault:
+            row = self._vault_row(session, vault)
+            self._require_manager(actor, row)
+            principal = PrincipalRepository(session).get(object_id)
+            if principal is None:
+                raise PrincipalNotFound(
+                    f"Cannot find principal '{object_id}' in the directory; create it first "
+                    "with 'customerkey principal create'."
+                )
+            existing = VaultRepository(session).policy(row, principal.id)
+            before: tuple[str, ...] = tuple(existing.key_permissions) if existing else ()
+            merged = wanted if replace else normalize_permissions((*before, *wanted))
+            if existing is None:
+                row.policies.append(
+                    AccessPolicyRow(object_id=principal.id, key_permissions=list(merged))
+                )
+            else:
+                existing.key_permissions = list(merged)
+            session.flush()
+            self._record(
+                session,
+                actor,
+                "VaultAccessPolicySet",
+                vault=row.name,
+                details={"object_id": principal.id, "before": list(before), "after": list(merged)},
+            )
+            return self._vault_view(session, row)
+
+        result = self._run(actor, "VaultAccessPolicySet", work, vault=vault.lower())
+        self._notify(result.name, "", "access-changed")
+        return result
+
+    def remove_access_policy(self, actor: Actor, vault: str, object_id: str) -> Vault:
+        def work(session: Session) -> Vault:
+            row = self._vault_row(session, vault)
+            self._require_manager(actor, row)
+            existing = VaultRepository(session).policy(row, object_id.lower())
+            if existing is None:
+                raise PrincipalNotFound(
+                    f"Vault '{row.name}' has no access policy for '{object_id}'."
+                )
+            before = list(existing.key_permissions)
+            row.policies.remove(existing)
+            session.flush()
+            self._record(
+                session,
+                actor,
+                "VaultAccessPolicyRemove",
+                vault=row.name,
+                details={"object_id": object_id.lower(), "before": before},
+            )
+            return self._vault_view(session, row)
+
+        result = self._run(actor, "VaultAccessPolicyRemove", work, vault=vault.lower())
+        self._notify(result.name, "", "access-changed")
+        return result
+
+    def vault_tenant(self, name: str) -> str | None:
+        """The tenant a live vault belongs to, or None. Not secret: the 401 challenge names it."""
+        try:
+            canonical = validate_vault_name(name)
+        except BadParameter:
+            return None
+        with self.db.transaction() as session:
+            row = VaultRepository(session).find(canonical)
+            return row.tenant if row is not None and row.deleted_at is None else None
+
+    def has_permissions(
+        self, vault: str, object_id: str, permissions: Sequence[str]
+    ) -> dict[str, bool]:
+        """Which of ``permissions`` the principal holds on the vault (no audit; for checks)."""
+        with self.db.transaction() as session:
+            row = self._vault_row(session, vault)
+            policy = VaultRepository(session).policy(row, object_id.lower())
+            held = set(policy.key_permissions) if policy else set()
+            return {p: p in held for p in permissions}
+
+    # ------------------------------------------------------------------ keys
+
+    def _validate_new_key(
+        self,
+        kty: str,
+        size: int | None,
+        key_ops: Sequence[str] | None,
+        not_before: datetime | None,
+        expires: datetime | None,
+    ) -> tuple[str, int, tuple[str, ...]]:
+        normalized = kty.upper()
+        if normalized not in KEY_TYPES:
+            raise BadParameter(
+                f"Key type '{kty}' is not supported; use one of: {', '.join(KEY_TYPES)}."
+            )
+        key_size = 2048 if size is None else size
+        if key_size not in KEY_SIZES:
+            raise BadParameter(f"RSA key size {key_size} is not supported; use 2048, 3072 or 4096.")
+        ops = self._validate_ops(key_ops)
+        if not_before and expires and expires <= not_before:
+            raise BadParameter("The key's expiry must be after its not-before time.")
+        return normalized, key_size, ops
+
+    @staticmethod
+    def _validate_ops(key_ops: Sequence[str] | None) -> tuple[str, ...]:
+        if key_ops is None:
+            return RSA_KEY_OPS
+        by_lower = {op.lower(): op for op in RSA_KEY_OPS}
+        ops: list[str] = []
+        for op in key_ops:
+            canonical = by_lower.get(op.lower())
+            if canonical is None:
+                raise BadParameter(
+                    f"Key operation '{op}' is not valid for an RSA key; use: "
+                    + ", ".join(RSA_KEY_OPS)
+                    + "."
+                )
+            if canonical not in ops:
+                ops.append(canonical)
+        return tuple(ops)
+
+    @staticmethod
+    def _validate_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
+        tags = dict(tags or {})
+        if len(tags) > 15:
+            raise BadParameter("A key can carry at most 15 tags.")
+        for k, v in tags.items():
+            if not isinstance(k, str) or not isinstance(v, str) or not k or len(k) > 512:
+                raise BadParameter("Tag names must be 1-512 characters and values strings.")
+            if len(v) > 256:
+                raise BadParameter(f"Tag '{k}' is longer than 256 characters.")
+        return tags
+
+    def _add_version(
+        self,
+        session: Session,
+        actor: Actor,
+        vault: VaultRow,
+        name: str,
+        private_key: RSAPrivateKey,
+        *,
+        kty: str,
+        key_ops: tuple[str, ...],
+        enabled: bool,
+        not_before: datetime | None,
+        expires: datetime | None,
+        tags: dict[str, str],
+        imported: bool,
+        operation: str,
+    ) -> KeyBundle:
+        keys = KeyRepository(session)
+        key = keys.find(vault.id, name)
+        if key is not None and key.deleted_at is not None:
+            raise Conflict(
+                f"Key {key.name} is currently in a deleted but recoverable state, and its name "
+                "cannot be reused; in this state, the key can only be recovered or purged."
+            )
+        now = self._clock.now()
+        if key is None:
+            key = KeyRow(
+                id=new_hex_id(self._rng),
+                vault_id=vault.id,
+                name=name,
+                name_lower=name.lower(),
+                created_at=now,
+            )
+            keys.add(key)
+        policy = self._policy(key)
+        if expires is None and policy is not None:
+            expires = expiry_for_new_version(policy, now)
+        version = new_hex_id(self._rng)
+        fields = public_jwk_fields(private_key.public_key())
+        row = KeyVersionRow(
+            id=new_hex_id(self._rng),
+            key_id=key.id,
+            version=version,
+            seq=keys.next_seq(key.id),
+            kty=kty,
+            key_size=private_key.key_size,
+            key_ops=list(key_ops),
+            enabled=enabled,
+            not_before=not_before,
+            expires=expires,
+            created_at=now,
+            updated_at=now,
+            tags=tags,
+            exportable=False,
+            imported=imported,
+            public_n=fields["n"],
+            public_e=fields["e"],
+            sealed_private_key=self._protector.seal_private_key(
+                private_key_to_der(private_key), vault_id=vault.id, key_id=key.id, version=version
+            ),
+        )
+        keys.add_version(row)
+        self._record(
+            session,
+            actor,
+            operation,
+            vault=vault.name,
+            key=key.name,
+            version=version,
+            details={"kty": kty, "size": row.key_size, "ops": list(key_ops)},
+        )
+        return self._bundle(vault, key, row)
+
+    def create_key(
+        self,
+        actor: Actor,
+        vault: str,
+        name: str,
+        *,
+        kty: str = "RSA",
+        size: int | None = None,
+        public_exponent: int = 65537,
+        key_ops: Sequence[str] | None = None,
+        enabled: bool = True,
+        not_before: datetime | None = None,
+        expires: datetime | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> KeyBundle:
+        """Create a key, or a new version when the name exists (that is a key roll)."""
+        validate_key_name(name)
+        normalized, key_size, ops = self._validate_new_key(kty, size, key_ops, not_before, expires)
+        clean_tags = self._validate_tags(tags)
+        if public_exponent not in (3, 65537):
+            raise BadParameter("The public exponent must be 65537 (or 3).")
+        private_key = generate_rsa_key(key_size, public_exponent)
+
+        def work(session: Session) -> KeyBundle:
+            row = self._vault_row(session, vault)
+            self._require(session, actor, row, "create")
+            return self._add_version(
+                session,
+                actor,
+                row,
+                name,
+                private_key,
+                kty=normalized,
+                key_ops=ops,
+                enabled=enabled,
+                not_before=not_before,
+                expires=expires,
+                tags=clean_tags,
+                imported=False,
+                operation="KeyCreate",
+            )
+
+        return self._run(actor, "KeyCreate", work, vault=vault.lower(), key=name)
+
+    def import_key(
+        self,
+        actor: Actor,
+        vault: str,
+        name: str,
+        jwk: Mapping[str, Any],
+        *,
+        hsm: bool = False,
+        enabled: bool = True,
+        not_before: datetime | None = None,
+        expires: datetime | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> KeyBundle:
+        validate_key_name(name)
+        kty = str(jwk.get("kty", "")).upper()
+        if kty not in KEY_TYPES:
+            raise BadParameter(f"Key type '{jwk.get('kty')}' cannot be imported; use RSA.")
+        try:
+            private_key = private_key_from_jwk(jwk)
+        except ValueError as exc:
+            raise BadParameter(f"The key material is not a valid RSA private key: {exc}") from None
+        if private_key.key_size not in KEY_SIZES:
+            raise BadParameter(
+                f"RSA key size {private_key.key_size} is not supported; use 2048, 3072 or 4096."
+            )
+        raw_ops = jwk.get("key_ops")
+        if raw_ops is not None and not (
+            isinstance(raw_ops, list) and all(isinstance(o, str) for o in raw_ops)
+        ):
+            raise BadParameter("'key_ops' must be a list of strings.")
+        ops = self._validate_ops(raw_ops)
+        if not_before and expires and expires <= not_before:
+            raise BadParameter("The key's expiry must be after its not-before time.")
+        clean_tags = self._validate_tags(tags)
+        final_kty = "RSA-HSM" if hsm or kty == "RSA-HSM" else "RSA"
+
+        def work(session: Session) -> KeyBundle:
+            row = self._vault_row(session, vault)
+            self._require(session, actor, row, "import")
+            return self._add_version(
+                session,
+                actor,
+                row,
+                name,
+                private_key,
+                kty=final_kty,
+                key_ops=ops,
+                enabled=enabled,
+                not_before=not_before,
+                expires=expires,
+                tags=clean_tags,
+                imported=True,
+                operation="KeyImport",
+            )
+
+        return self._run(actor, "KeyImport", work, vault=vault.lower(), key=name)
+
+    def get_key(self, actor: Actor, vault: str, name: str, version: str | None = None) -> KeyBundle:
+        def work(session: Session) -> KeyBundle:
+            row = self._vault_row(session, vault)
+            self._require(session, actor, row, "get")
+            key = self._key_row(session, row, name)
+            return self._bundle(row, key, self._version_row(session, key, version))
+
+        return self._run(actor, "KeyGet", work, vault=vault.lower(), key=name)
+
+    def list_keys(self, actor: Actor, vault: str) -> list[KeyBundle]:
+        """The newest version of each active key, by name."""
+
+        def work(session: Session) -> list[KeyBundle]:
+            row = self._vault_row(session, vault)
+            self._require(session, actor, row, "list")
+            keys = KeyRepository(session)
+            result = []
+            for key in keys.all(row.id):
+                newest = keys.newest(key.id)
+                if newest is not None:
+                    result.append(self._bundle(row, key, newest))
+            return result
+
+        return self._run(actor, "KeyList", work, vault=vault.lower())
+
+    def list_versions(self, actor: Actor, vault: str, name: str) -> list[KeyBundle]:
+        def work(session: Session) -> list[KeyBundle]:
+            row = self._vault_row(session, vault)
+            self._require(session, actor, row, "list")
+            key = self._key_row(session, row, name)
+            return [self._bundle(row, key, v) for v in KeyRepository(session).versions(key.id)]
+
+        return self._run(actor, "KeyListVersions", work, vault=vault.lower(), key=name)
+
+    def update_key(
+        self,
+        actor: Actor,
+        vault: str,
+        name: str,
+        version: str | None = None,
+        *,
+        enabled: bool | None = None,
+        not_before: datetime | None = None,
+        expires: datetime | None = None,
+        key_ops: Sequence[str] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> KeyBundle:
+        """Change a version's attributes, operations or tags (the newest when no version)."""
+        ops = self._validate_ops(key_ops) if key_ops is not None else None
+        clean_tags = self._validate_tags(tags) if tags is not None else None
+
+        def work(session: Session) -> KeyBundle:
+            row = self._vault_row(session, vault)
+            self._require(session, actor, row, "update")
+            key = self._key_row(session, row, name)
+            target = self._version_row(session, key, version)
+            changes: dict[str, Any] = {}
+            if enabled is not None and enabled != target.enabled:
+                target.enabled = enabled
+                changes["enabled"] = enabled
+            if not_before is not None:
+                target.not_before = not_before
+                changes["nbf"] = not_before.isoformat()
+            if expires is not None:
+                target.expires = expires
+                changes["exp"] = expires.isoformat()
+            if target.not_before and target.expires and target.expires <= target.not_before:
+                raise BadParameter("The key's expiry must be after its not-before time.")
+            if ops is not None:
+                target.key_ops = list(ops)
+                changes["key_ops"] = list(ops)
+            if clean_tags is not None:
+                target.tags = clean_tags
+                changes["tags"] = clean_tags
+            target.updated_at = self._clock.now()
+            self._record(
+                session,
+                actor,
+                "KeyUpdate",
+                vault=row.name,
+                key=key.name,
+                version=target.version,
+                details=changes,
+            )
+            return self._bundle(row, key, target)
+
+        result = self._run(actor, "KeyUpdate", work, vault=vault.lower(), key=name)
+        self._notify(result.id.vault, result.id.name, "key-updated")
+        return result
+
+    def rotate_key(self, actor: Actor, vault: str, name: str) -> KeyBundle:
+        """A new version with the newest version's type, size, operations and tags."""
+
+        def work(session: Session) -> KeyBundle:
+            row = self._vault_row(session, vault)
+            self._require(session, actor, row, "rotate")
+            key = self._key_row(session, row, name)
+            return self._rotate(session, actor, row, key)
+
+        return self._run(actor, "KeyRotate", work, vault=vault.lower(), key=name)
+
+    def _rotate(self, session: Session, actor: Actor, vault: VaultRow, key: KeyRow) -> KeyBundle:
+        newest = self._version_row(session, key, None)
+        return self._add_version(
+            session,
+            actor,
+            vault,
+            key.name,
+            generate_rsa_key(newest.key_size),
+            kty=newest.kty,
+            key_ops=tuple(newest.key_ops),
+            enabled=True,
+            not_before=None,
+            expires=None,
+            tags=dict(newest.tags),
+            imported=False,
+            operation="KeyRotate",
+        )
+
+    @staticmethod
+    def _policy(key: KeyRow) -> RotationPolicy | None:
+        if key.rotation_policy is None:
+            return None
+        stored = {k: v for k, v in key.rotation_policy.items() if not k.startswith("_")}
+        policy = policy_from_json(stored)
+        return RotationPolicy(
+            lifetime_actions=policy.lifetime_actions,
+            expiry_time=policy.expiry_time,
+            created=key.rotation_policy_created,
+            updated=key.rotation_policy_updated,
+        )
+
+    def get_rotation_policy(self, actor: Actor, vault: str, name: str) -> RotationPolicy:
+        def work(session: Session) -> RotationPolicy:
+            row = self._vault_row(session, vault)
+            self._require(session, actor, row, "getrotationpolicy")
+            key = self._key_row(session, row, name)
+            return self._policy(key) or RotationPolicy()
+
+        return self._run(actor, "KeyRotationPolicyGet", work, vault=vault.lower(), key=name)
+
+    def set_rotation_policy(
+        self, actor: Actor, vault: str, name: str, policy_json: Mapping[str, Any]
+    ) -> RotationPolicy:
+        policy = policy_from_json(policy_json)
+
+        def work(session: Session) -> RotationPolicy:
+            row = self._vault_row(session, vault)
+            self._require(session, actor, row, "setrotationpolicy")
+            key = self._key_row(session, row, name)
+            now = self._clock.now()
+            key.rotation_policy = policy_to_json(policy)
+            key.rotation_policy_created = key.rotation_policy_created or now
+            key.rotation_policy_updated = now
+            self._record(
+                session,
+                actor,
+                "KeyRotationPolicySet",
+                vault=row.name,
+                key=key.name,
+                details=policy_to_json(policy),
+            )
+            return self._policy(key) or RotationPolicy()
+
+        return self._run(actor, "KeyRotationPolicySet", work, vault=vault.lower(), key=name)
+
+    # ------------------------------------------------------------------ soft delete
+
+    def _deleted_bundle(self, session: Session, vault: VaultRow, key: KeyRow) -> DeletedKeyBundle:
+        newest = self._version_row(session, key, None)
+        assert key.deleted_at is not None and key.scheduled_purge_at is not None
+        return DeletedKeyBundle(
+            key=self._bundle(vault, key, newest),
+            deleted_date=key.deleted_at,
+            scheduled_purge_date=key.scheduled_purge_at,
+        )
+
+    def _deleted_key_row(self, session: Session, vault: VaultRow, name: str) -> KeyRow:
+        row = KeyRepository(session).deleted(vault.id, name)
+        if row is None:
+            raise KeyNotFound(f"Deleted Key not found: {name}")
+        return row
+
+    def delete_key(self, actor: Actor, vault: str, name: str) -> DeletedKeyBundle:
+        def work(session: Session) -> DeletedKeyBundle:
+            row = self._vault_row(session, vault)
+            self._require(session, actor, row, "delete")
+            key = self._key_row(session, row, name)
+            now = self._clock.now()
+            key.deleted_at = now
+            key.scheduled_purge_at = now + timedelta(days=row.retention_days)
+            self._record(session, actor, "KeyDelete", vault=row.name, key=key.name)
+            return self._deleted_bundle(session, row, key)
+
+        result = self._run(actor, "KeyDelete", work, vault=vault.lower(), key=name)
+        self._notify(result.key.id.vault, result.key.id.name, "key-deleted")
+        return result
+
+    def get_deleted_key(self, actor: Actor, vault: str, name: str) -> DeletedKeyBundle:
+        def work(session: Session) -> DeletedKeyBundle:
+            row = self._vault_row(session, vault)
+            self._require(session, actor, row, "get")
+            return self._deleted_bundle(session, row, self._deleted_key_row(session, row, name))
+
+        return self._run(actor, "KeyGetDeleted", work, vault=vault.lower(), key=name)
+
+    def list_deleted_keys(self, actor: Actor, vault: str) -> list[DeletedKeyBundle]:
+        def work(session: Session) -> list[DeletedKeyBundle]:
+            row = self._vault_row(session, vault)
+            self._require(session, actor, row, "list")
+            return [
+                self._deleted_bundle(session, row, key)
+                for key in KeyRepository(session).all(row.id, deleted=True)
+            ]
+
+        return self._run(actor, "KeyListDeleted", work, vault=vault.lower())
+
+    def recover_deleted_key(self, actor: Actor, vault: str, name: str) -> KeyBundle:
+        def work(session: Session) -> KeyBundle:
+            row = self._vault_row(session, vault)
+            self._require(session, actor, row, "recover")
+            key = self._deleted_key_row(session, row, name)
+            key.deleted_at = None
+            key.scheduled_purge_at = None
+            self._record(session, actor, "KeyRecover", vault=row.name, key=key.name)
+            return self._bundle(row, key, self._version_row(session, key, None))
+
+        return self._run(actor, "KeyRecover", work, vault=vault.lower(), key=name)
+
+    def purge_deleted_key(self, actor: Actor, vault: str, name: str) -> None:
+        def work(session: Session) -> list[str]:
+            row = self._vault_row(session, vault)
+            self._require(session, actor, row, "purge")
+            key = self._deleted_key_row(session, row, name)
+            now = self._clock.now()
+            if row.purge_protection and key.scheduled_purge_at and now < key.scheduled_purge_at:
+                raise PurgeProtected(
+                    f"Operation 'DeletedKeyPurge' is not allowed: vault '{row.name}' has purge "
+                    f"protection and key '{key.name}' is retained until "
+                    f"{key.scheduled_purge_at.isoformat()}."
+                )
+            ids = [v.id for v in KeyRepository(session).versions(key.id)]
+            KeyRepository(session).purge(key)
+            self._record(session, actor, "KeyPurge", vault=row.name, key=key.name)
+            return ids
+
+        self._private_keys.discard(
+            self._run(actor, "KeyPurge", work, vault=vault.lower(), key=name)
+        )
+
+    # ------------------------------------------------------------------ backup / restore
+
+    def backup_key(self, actor: Actor, vault: str, name: str) -> bytes:
+        def work(session: Session) -> bytes:
+            row = self._vault_row(session, vault)
+            self._require(session, actor, row, "backup")
+            key = self._key_row(session, row, name)
+            versions = []
+            for v in KeyRepository(session).versions(key.id):
+                der = self._protector.open_private_key(
+                    v.sealed_private_key, vault_id=row.id, key_id=key.id, version=v.version
+                )
+                versions.append(
+                    backup_format.BackupVersion(
+                        version=v.version,
+                        seq=v.seq,
+                        kty=v.kty,
+                        key_size=v.key_size,
+                        key_ops=tuple(v.key_ops),
+                        enabled=v.enabled,
+                        not_before=v.not_before,
+                        expires=v.expires,
+                        created=v.created_at,
+                        updated=v.updated_at,
+                        tags=dict(v.tags),
+                        exportable=v.exportable,
+                        imported=v.imported,
+                        n=v.public_n,
+                        e=v.public_e,
+                        private_der=der,
+                    )
+                )
+            blob = backup_format.encode_backup(
+                backup_format.KeyBackup(
+                    header=backup_format.BackupHeader(
+                        name=key.name,
+                        subscription=row.subscription,
+                        region=row.region,
+                        created=key.created_at,
+                    ),
+                    rotation_policy=key.rotation_policy,
+                    versions=tuple(versions),
+                ),
+                master_key=self._master_key,
+                master_key_id=self._master_key_id,
+            )
+            self._record(
+                session,
+                actor,
+                "KeyBackup",
+                vault=row.name,
+                key=key.name,
+                details={"versions": len(versions)},
+            )
+            return blob
+
+        return self._run(actor, "KeyBackup", work, vault=vault.lower(), key=name)
+
+    def restore_key(self, actor: Actor, vault: str, blob: bytes) -> KeyBundle:
+        """Restore every version of a backed-up key, keeping its version ids."""
+        header = backup_format.read_backup_header(blob)
+
+        def work(session: Session) -> KeyBundle:
+            row = self._vault_row(session, vault)
+            self._require(session, actor, row, "restore")
+            if header.subscription != row.subscription or header.region != row.region:
+                raise BadParameter(
+                    f"The backup of key '{header.name}' belongs to subscription "
+                    f"'{header.subscription}' in geography '{header.region}'; it can only be "
+                    f"restored into a vault of that subscription and geography (vault "
+                    f"'{row.name}' is in subscription '{row.subscription}', geography "
+                    f"'{row.region}')."
+                )
+            keys = KeyRepository(session)
+            existing = keys.find(row.id, header.name)
+            if existing is not None:
+                state = " (soft-deleted)" if existing.deleted_at else ""
+                raise Conflict(
+                    f"Key {existing.name} already exists in vault '{row.name}'{state}; "
+                    "a backup can only be restored under a free name."
+                )
+            backup = backup_format.decode_backup(blob, master_key=self._master_key)
+            key = KeyRow(
+                id=new_hex_id(self._rng),
+                vault_id=row.id,
+                name=header.name,
+                name_lower=header.name.lower(),
+                created_at=header.created,
+                rotation_policy=dict(backup.rotation_policy) if backup.rotation_policy else None,
+            )
+            keys.add(key)
+            newest: KeyVersionRow | None = None
+            for v in backup.versions:
+                version_row = KeyVersionRow(
+                    id=new_hex_id(self._rng),
+                    key_id=key.id,
+                    version=v.version,
+                    seq=v.seq,
+                    kty=v.kty,
+                    key_size=v.key_size,
+                    key_ops=list(v.key_ops),
+                    enabled=v.enabled,
+                    not_before=v.not_before,
+                    expires=v.expires,
+                    created_at=v.created,
+                    updated_at=v.updated,
+                    tags=dict(v.tags),
+                    exportable=v.exportable,
+                    imported=v.imported,
+                    public_n=v.n,
+                    public_e=v.e,
+                    sealed_private_key=self._protector.seal_private_key(
+                        v.private_der, vault_id=row.id, key_id=key.id, version=v.version
+                    ),
+                )
+                keys.add_version(version_row)
+                if newest is None or version_row.seq > newest.seq:
+                    newest = version_row
+            assert newest is not None
+            self._record(
+                session,
+                actor,
+                "KeyRestore",
+                vault=row.name,
+                key=key.name,
+                details={"versions": len(backup.versions)},
+            )
+            return self._bundle(row, key, newest)
+
+        return self._run(actor, "KeyRestore", work, vault=vault.lower(), key=header.name)
+
+    # ------------------------------------------------------------------ crypto operations
+
+    def _usable(self, version: KeyVersionRow, operation: str, now: datetime) -> None:
+        if not version.enabled:
+            raise KeyNotUsable(f"Operation {operation} is not allowed on a disabled key.")
+        if version.not_before is not None and now < version.not_before:
+            raise KeyNotUsable(
+                f"Operation {operation} is not allowed before the key's not-before time "
+                f"({version.not_before.isoformat()})."
+            )
+        if version.expires is not None and now >= version.expires:
+            raise KeyNotUsable(f"Operation {operation} is not allowed on an expired key.")
+        if operation not in version.key_ops:
+            raise KeyNotUsable(f"Operation {operation} is not permitted on this key.")
+
+    def _private_key(self, vault: VaultRow, key: KeyRow, version: KeyVersionRow) -> RSAPrivateKey:
+        cached = self._private_keys.get(version.id)
+        if cached is not None:
+            return cached
+        der = self._protector.open_private_key(
+            version.sealed_private_key, vault_id=vault.id, key_id=key.id, version=version.version
+        )
+        private_key = private_key_from_der(der)
+        self._private_keys.put(version.id, private_key)
+        return private_key
+
+    def crypto(
+        self,
+        actor: Actor,
+        operation: str,
+        vault: str,
+        name: str,
+        version: str | None,
+        algorithm: str,
+        value: bytes,
+    ) -> CryptoResult:
+        """wrapKey / unwrapKey / encrypt / decrypt with RSA-OAEP-256 or RSA-OAEP."""
+        if operation not in _CRYPTO_OPS:
+            raise BadParameter(f"Unknown key operation '{operation}'.")
+        try:
+            alg = parse_rsa_algorithm(algorithm)
+        except ValueError:
+            raise BadParameter(
+                f"Algorithm '{algorithm}' is not supported; use RSA-OAEP-256 or RSA-OAEP."
+            ) from None
+        permission, audit_name = _CRYPTO_OPS[operation]
+
+        def work(session: Session) -> CryptoResult:
+            row = self._vault_row(session, vault)
+            self._require(session, actor, row, permission)
+            key = self._key_row(session, row, name)
+            target = self._version_row(session, key, version)
+            self._usable(target, operation, self._clock.now())
+            private_key = self._private_key(row, key, target)
+            try:
+                if operation in ("wrapKey", "encrypt"):
+                    output = rsa_oaep_wrap(private_key.public_key(), value, alg)
+                else:
+                    output = rsa_oaep_unwrap(private_key, value, alg)
+            except ValueError as exc:
+                raise BadParameter(str(exc)) from None
+            except DecryptionFailed:
+                raise BadParameter("The ciphertext could not be decrypted with this key.") from None
+            KeyRepository(session).count_use(target.id)
+            self._record(
+                session,
+                actor,
+                audit_name,
+                vault=row.name,
+                key=key.name,
+                version=target.version,
+                details={"alg": algorithm},
+            )
+            return CryptoResult(KeyId(row.name, key.name, target.version), output)
+
+        return self._run(actor, audit_name, work, vault=vault.lower(), key=name)
+
+    def wrap_key(
+        self, actor: Actor, vault: str, name: str, version: str | None, alg: str, key: bytes
+    ) -> CryptoResult:
+        return self.crypto(actor, "wrapKey", vault, name, version, alg, key)
+
+    def unwrap_key(
+        self, actor: Actor, vault: str, name: str, version: str | None, alg: str, wrapped: bytes
+    ) -> CryptoResult:
+        return self.crypto(actor, "unwrapKey", vault, name, version, alg, wrapped)
+
+    # ------------------------------------------------------------------ usage and scheduler
+
+    def key_usage(self, actor: Actor, vault: str, name: str) -> list[VersionUsage]:
+        def work(session: Session) -> list[VersionUsage]:
+            row = self._vault_row(session, vault)
+            self._require(session, actor, row, "get")
+            key = self._key_row(session, row, name)
+            return [
+                VersionUsage(
+                    version=v.version,
+                    seq=v.seq,
+                    enabled=v.enabled,
+                    created=v.created_at,
+                    operation_count=v.operation_count,
+                )
+                for v in KeyRepository(session).versions(key.id)
+            ]
+
+        return self._run(actor, "KeyUsage", work, vault=vault.lower(), key=name)
+
+    def tick(self, actor: Actor) -> TickReport:
+        """The scheduler's periodic work: purge what retention has released, apply rotation
+        policies. Safe to run from several processes (each step is its own transaction)."""
+        now = self._clock.now()
+        purged_keys: list[str] = []
+        purged_vaults: list[str] = []
+        rotated: list[str] = []
+        notified: list[str] = []
+        with self.db.transaction() as session:
+            for key in KeyRepository(session).due_for_purge(now):
+                vault = session.get(VaultRow, key.vault_id)
+                label = f"{vault.name if vault else '?'}/{key.name}"
+                self._private_keys.discard(v.id for v in KeyRepository(session).versions(key.id))
+                KeyRepository(session).purge(key)
+                self._record(
+                    session,
+                    actor,
+                    "KeyPurge",
+                    vault=vault.name if vault else None,
+                    key=label.split("/", 1)[1],
+                    details={"reason": "retention ended"},
+                )
+                purged_keys.append(label)
+            for vault in VaultRepository(session).due_for_purge(now):
+                self._private_keys.discard(self._version_ids_of_vault(session, vault))
+                VaultRepository(session).purge(vault)
+                self._record(
+                    session,
+                    actor,
+                    "VaultPurge",
+                    vault=vault.name,
+                    details={"reason": "retention ended"},
+                )
+                purged_vaults.append(vault.name)
+        with self.db.transaction() as session:
+            for key in KeyRepository(session).with_rotation_policy():
+                vault_row = session.get(VaultRow, key.vault_id)
+                if vault_row is None or vault_row.deleted_at is not None:
+                    continue
+                policy = self._policy(key)
+                newest = KeyRepository(session).newest(key.id)
+                if policy is None or newest is None:
+                    continue
+                actions = due_actions(
+                    policy,
+                    newest_created=newest.created_at,
+                    newest_expires=newest.expires,
+                    now=now,
+                )
+                label = f"{vault_row.name}/{key.name}"
+                if "Rotate" in actions:
+                    self._rotate(session, actor, vault_row, key)
+                    rotated.append(label)
+                elif "Notify" in actions:
+                    stored = dict(key.rotation_policy or {})
+                    if stored.get("_notified_version") != newest.version:
+                        stored["_notified_version"] = newest.version
+                        key.rotation_policy = stored
+                        self._record(
+                            session,
+                            actor,
+                            "KeyNearExpiry",
+                            vault=vault_row.name,
+                            key=key.name,
+                            version=newest.version,
+                        )
+                        notified.append(label)
+        return TickReport(
+            purged_keys=tuple(purged_keys),
+            purged_vaults=tuple(purged_vaults),
+            rotated_keys=tuple(rotated),
+            notified_keys=tuple(notified),
+        )

@@ -1,0 +1,65 @@
+"""Shared fixtures. Storage-backed tests take ``db_url``, which runs them on SQLite always and
+on PostgreSQL too when CUSTOMERKEY_TEST_POSTGRES_URL is set (each test in a schema of its own)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from customerkey.clock import FrozenClock
+from customerkey.config import Settings
+from customerkey.rng import SystemRng
+from customerkey.runtime import Runtime
+from customerkey.storage.database import normalize_url
+
+POSTGRES_URL = os.environ.get("CUSTOMERKEY_TEST_POSTGRES_URL")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "db_backend" in metafunc.fixturenames:
+        backends = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+        metafunc.parametrize("db_backend", backends)
+
+
+def _with_schema(url: str, schema: str) -> str:
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def db_url(db_backend: str, tmp_path: Path) -> Iterator[str]:
+    if db_backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    assert POSTGRES_URL
+    base = normalize_url(POSTGRES_URL)
+    schema = "t_" + uuid.uuid4().hex[:16]
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield _with_schema(base, schema)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def runtime(db_url: str, tmp_path: Path, clock: FrozenClock) -> Iterator[Runtime]:
+    settings = Settings(home=tmp_path / "home", database_url=db_url)
+    rt = Runtime.open(settings, clock=clock, rng=SystemRng())
+    try:
+        yield rt
+    finally:
+        rt.close()
