@@ -8,12 +8,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def default_home() -> Path:
     return Path.home() / ".customerkey"
+
+
+class RemoteVault(BaseModel):
+    """A Key-Vault-compatible vault reached over HTTPS (another customerkey, or Azure).
+
+    Key URIs whose host ends with ``.<domain>`` go there, signed in as ``client_id``.
+    """
+
+    domain: str  # e.g. "vault.azure.net" or "vault.localhost:9443"
+    authority: str  # token endpoint base, e.g. "https://localhost:9443"
+    tenant: str
+    client_id: str
+    client_secret: str
+    ca_file: str | None = None
+    workload: str = "all"  # "mailbox", "files" or "all"
 
 
 class Settings(BaseSettings):
@@ -27,6 +42,8 @@ class Settings(BaseSettings):
     dek_cache_ttl_seconds: int = Field(default=900, ge=0)
     max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     token_lifetime_seconds: int = Field(default=3600, ge=60)
+    job_lease_seconds: int = Field(default=60, ge=5)
+    remote_vaults: list[RemoteVault] = Field(default_factory=list)
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -110,3 +110,15 @@ class ServiceUnavailable(CustomerKeyError):
 
     status = 503
     code = "ServiceUnavailable"
+
+
+class KeyAccessDenied(Forbidden):
+    """A root key refused us: no permission, disabled, expired, deleted or missing."""
+
+    code = "KeyAccessDenied"
+
+
+class KeyProviderUnavailable(ServiceUnavailable):
+    """A root key's vault could not be reached or answered with a server error."""
+
+    code = "KeyVaultUnavailable"

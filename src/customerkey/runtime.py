@@ -1,24 +1,53 @@
 """The composition root: builds the platform's services from settings, for the CLI and the API.
 
 ``Runtime.open`` makes sure the home folder exists (creating it and the master key on first
-use), connects to the database and runs pending migrations, then wires the services with
-one clock and one source of randomness.
+use), connects to the database and runs pending migrations, ensures the built-in workload
+principals, then wires the services with one clock and one source of randomness. Revoking
+access through our own vault clears the DEP-key cache at once (a vault change listener).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from customerkey.audit import AuditLog
 from customerkey.clock import Clock, SystemClock
-from customerkey.config import Settings
+from customerkey.config import RemoteVault, Settings
 from customerkey.home import Home
+from customerkey.jobs.queue import JobQueue
+from customerkey.jobs.worker import Handler, Worker
+from customerkey.keyprovider.base import KeyProvider
+from customerkey.keyprovider.local import InProcessKeyProvider
+from customerkey.keyprovider.router import KeyProviderRouter
 from customerkey.rng import Rng, SystemRng
 from customerkey.service.auditing import AuditService
+from customerkey.service.key_cache import DepKeyCache
+from customerkey.service.policies import PolicyService
 from customerkey.service.principals import PrincipalService
+from customerkey.service.sealing import MasterSealer
+from customerkey.service.tenants import TenantService
+from customerkey.service.workloads import SERVICE_TENANT, WORKLOAD_PRINCIPALS
+from customerkey.storage.blobs import LocalBlobStore
 from customerkey.storage.database import Database
 from customerkey.vault.protection import SoftwareKeyProtector
 from customerkey.vault.service import KeyVaultService
+from customerkey.workloads.mail.service import REKEY_JOB, MailService
+
+
+def _remote_provider(remote: RemoteVault) -> KeyProvider:
+    from customerkey.azure.credential import ClientSecretCredential
+    from customerkey.keyprovider.remote import RemoteKeyProvider
+
+    verify: str | bool = remote.ca_file or True
+    credential = ClientSecretCredential(
+        remote.tenant,
+        remote.client_id,
+        remote.client_secret,
+        authority=remote.authority,
+        verify=verify,
+    )
+    return RemoteKeyProvider(credential, verify=verify)
 
 
 @dataclass
@@ -32,6 +61,12 @@ class Runtime:
     vault: KeyVaultService
     principals: PrincipalService
     audit_log: AuditService
+    tenants: TenantService
+    policies: PolicyService
+    mail: MailService
+    jobs: JobQueue
+    key_cache: DepKeyCache
+    routers: dict[str, KeyProviderRouter] = field(default_factory=dict)
 
     @classmethod
     def open(
@@ -63,9 +98,73 @@ class Runtime:
             audit=audit,
         )
         principals = PrincipalService(db, clock=clock, rng=rng, audit=audit)
-        return cls(
-            settings, home, db, clock, rng, audit, vault, principals, AuditService(db, audit)
+        routers: dict[str, KeyProviderRouter] = {}
+        for workload in WORKLOAD_PRINCIPALS:
+            principal = principals.ensure(
+                workload.app_id,
+                kind="service",
+                tenant=SERVICE_TENANT,
+                display_name=workload.display_name,
+                builtin=True,
+            )
+            routers[workload.workload] = KeyProviderRouter(
+                InProcessKeyProvider(vault, principal.actor())
+            )
+        for remote in settings.remote_vaults:
+            provider = _remote_provider(remote)
+            for kind, router in routers.items():
+                if remote.workload in ("all", kind):
+                    router.add_remote(remote.domain, provider)
+        cache = DepKeyCache(clock, timedelta(seconds=settings.dek_cache_ttl_seconds))
+
+        def revoke(vault_name: str, _key: str, _change: str) -> None:
+            cache.invalidate_vault(vault_name)
+
+        vault.add_change_listener(revoke)
+        sealer = MasterSealer(master_key, master_key_id)
+        policies = PolicyService(
+            db,
+            clock=clock,
+            rng=rng,
+            audit=audit,
+            sealer=sealer,
+            providers=routers,
+            cache=cache,
         )
+        jobs = JobQueue(db, clock=clock, lease=timedelta(seconds=settings.job_lease_seconds))
+        mail = MailService(
+            db,
+            clock=clock,
+            rng=rng,
+            audit=audit,
+            policies=policies,
+            sealer=sealer,
+            blobs=LocalBlobStore(home.blobs_dir),
+            jobs=jobs,
+        )
+        return cls(
+            settings=settings,
+            home=home,
+            db=db,
+            clock=clock,
+            rng=rng,
+            audit=audit,
+            vault=vault,
+            principals=principals,
+            audit_log=AuditService(db, audit),
+            tenants=TenantService(db, clock=clock, audit=audit),
+            policies=policies,
+            mail=mail,
+            jobs=jobs,
+            key_cache=cache,
+            routers=routers,
+        )
+
+    def job_handlers(self) -> dict[str, Handler]:
+        return {REKEY_JOB: self.mail.run_rekey}
+
+    def worker(self, **kwargs: object) -> Worker:
+        return Worker(self.jobs, self.job_handlers(), **kwargs)  # type: ignore[arg-type]
 
     def close(self) -> None:
         self.db.dispose()

@@ -7,7 +7,7 @@ same fields.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from customerkey.audit import AuditRecord
@@ -22,7 +22,12 @@ from customerkey.vault.models import (
 
 
 def iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")
+    """ISO 8601 in UTC with a ``Z`` (a naive time is taken as UTC), whatever zone it came in."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def vault_view(vault: Vault, *, domain: str, port: int) -> dict[str, Any]:

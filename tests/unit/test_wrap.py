@@ -125,7 +125,9 @@ def test_parse_rsa_algorithm() -> None:
     assert parse_rsa_algorithm("RSA-OAEP-256") is RsaOaepAlgorithm.RSA_OAEP_256
     assert parse_rsa_algorithm("RSA-OAEP") is RsaOaepAlgorithm.RSA_OAEP
     assert parse_rsa_algorithm(RsaOaepAlgorithm.RSA_OAEP) is RsaOaepAlgorithm.RSA_OAEP
-    assert RsaOaepAlgorithm.RSA_OAEP_256 == "RSA-OAEP-256"
+    assert (
+        str(RsaOaepAlgorithm.RSA_OAEP_256) == RsaOaepAlgorithm.RSA_OAEP_256.value == "RSA-OAEP-256"
+    )
 
 
 @pytest.mark.parametrize("name", ["RSA1_5", "rsa-oaep-256", "RSA-OAEP-384", "A256KW", ""])

@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from customerkey.api.deps import admin_actor, api
+from customerkey.api.schemas import UnicodeBody
 from customerkey.errors import BadParameter
 from customerkey.vault.models import Actor
 from customerkey.views import audit_view, principal_view, vault_view
@@ -20,7 +21,7 @@ from customerkey.views import audit_view, principal_view, vault_view
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 
 
-class _Body(BaseModel):
+class _Body(UnicodeBody):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -125,7 +126,7 @@ def remove_access_policy(
 def list_principals(
     request: Request, tenant: str | None = None, actor: Actor = Depends(admin_actor)
 ) -> dict[str, Any]:
-    principals = api(request).runtime.principals.list(actor, tenant=tenant)
+    principals = api(request).runtime.principals.list_principals(actor, tenant=tenant)
     return {"value": [principal_view(p) for p in principals]}
 
 

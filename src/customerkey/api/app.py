@@ -38,6 +38,8 @@ _HTTP_CODES = {404: "NotFound", 405: "MethodNotAllowed", 415: "UnsupportedMediaT
 
 
 def _error(status: int, code: str, message: str, **headers: str) -> JSONResponse:
+    # A message may quote caller input; whatever it holds, the error must still render as UTF-8.
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 
 

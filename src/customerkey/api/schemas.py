@@ -1,7 +1,9 @@
 """Request bodies and response shapes of the Azure-Key-Vault-compatible keys API.
 
 Request models follow keys.json (api-version 7.4+): unknown fields are ignored, as Key
-Vault does; wrong types are a 400 ``BadParameter``. Responses are built as plain dicts by
+Vault does; wrong types (strictly: ``"yes"`` is not a boolean, ``"2048"`` not an integer) and
+strings that are not valid Unicode (lone surrogates, which JSON escapes can carry) are a 400
+``BadParameter``. Responses are built as plain dicts by
 the ``*_json`` functions so they match Key Vault byte for byte in field names: base64url
 without padding for key material and ``value``, unix seconds for times.
 """
@@ -10,15 +12,40 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from customerkey.clock import to_unix
 from customerkey.vault.models import DeletedKeyBundle, KeyBundle, RotationPolicy
 from customerkey.vault.rotation import policy_to_json
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+def _reject_lone_surrogates(value: Any) -> None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("strings must be valid Unicode (no lone surrogates)") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _reject_lone_surrogates(key)
+            _reject_lone_surrogates(item)
+    elif isinstance(value, list):
+        for item in value:
+            _reject_lone_surrogates(item)
+
+
+class UnicodeBody(BaseModel):
+    """A request body whose strings can all be stored, audited and echoed back as UTF-8."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        _reject_lone_surrogates(data)
+        return data
+
+
+class _Body(UnicodeBody):
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class KeyAttributesIn(_Body):

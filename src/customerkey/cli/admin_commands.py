@@ -44,7 +44,9 @@ def principal_create(
 @principals.command("list")
 def principal_list(ctx: typer.Context, tenant: str | None = typer.Option(None, "--tenant")) -> None:
     c = cli_context(ctx)
-    views = [principal_view(p) for p in c.runtime.principals.list(c.actor, tenant=tenant)]
+    views = [
+        principal_view(p) for p in c.runtime.principals.list_principals(c.actor, tenant=tenant)
+    ]
     emit_list(
         views, ["Id", "Kind", "Tenant", "DisplayName", "Roles", "HasSecret"], as_json=c.as_json
     )

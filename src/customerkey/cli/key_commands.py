@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import typer
@@ -143,13 +144,27 @@ def rotation_policy(
     if set_ is None:
         policy = c.runtime.vault.get_rotation_policy(c.actor, vault, name)
     else:
-        text = Path(set_[1:]).read_text() if set_.startswith("@") else set_
+        text = _read_policy_text(set_)
         try:
             body = json.loads(text)
         except ValueError as exc:
             raise BadParameter(f"The rotation policy is not valid JSON: {exc}") from None
         policy = c.runtime.vault.set_rotation_policy(c.actor, vault, name, body)
     emit_object(rotation_policy_view(policy), as_json=c.as_json)
+
+
+def _read_policy_text(value: str) -> str:
+    if not value.startswith("@"):
+        return value
+    path = Path(value[1:])
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BadParameter(
+            f"Cannot read the rotation policy from {path}: {exc.strerror}."
+        ) from None
+    except UnicodeDecodeError:
+        raise BadParameter(f"The rotation policy file {path} is not UTF-8 text.") from None
 
 
 @app.command("delete")
@@ -185,21 +200,37 @@ def backup(
 ) -> None:
     """Write a protected backup of every version of a key."""
     c = cli_context(ctx)
+    if out.is_dir():
+        raise BadParameter(f"{out} is a directory; name the backup file to write.")
     if out.exists() and not force:
         raise BadParameter(f"{out} already exists; pass --force to overwrite it.")
+    if not out.parent.is_dir():
+        raise BadParameter(f"Cannot write {out}: the folder {out.parent} does not exist.")
     blob = c.runtime.vault.backup_key(c.actor, vault, name)
-    tmp = out.with_name(out.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(blob)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(out)
+    _write_private(out, blob)
     emit_message(
         f"Backed up key '{name}' to {out} ({len(blob)} bytes).",
         as_json=c.as_json,
         data={"file": str(out), "bytes": len(blob)},
     )
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, mode 0600 whatever was there before."""
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise BadParameter(f"Cannot write {path}: {exc.strerror}.") from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:  # mkstemp creates the file with mode 0600
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @app.command("restore")

@@ -12,7 +12,14 @@ from pathlib import Path
 import typer
 
 from customerkey import __version__
-from customerkey.cli import admin_commands, key_commands, serve_command, vault_commands
+from customerkey.cli import (
+    admin_commands,
+    job_commands,
+    key_commands,
+    mail_commands,
+    serve_command,
+    vault_commands,
+)
 from customerkey.cli.context import CliContext, cli_context
 from customerkey.cli.output import console, emit_object, err_console
 from customerkey.errors import CustomerKeyError
@@ -28,7 +35,13 @@ app.add_typer(vault_commands.app, name="vault")
 app.add_typer(key_commands.app, name="key")
 app.add_typer(admin_commands.principals, name="principal")
 app.add_typer(admin_commands.audit, name="audit")
+app.add_typer(mail_commands.tenants, name="tenant")
+app.add_typer(mail_commands.deps, name="dep")
+app.add_typer(mail_commands.mailusers, name="mailuser")
+app.add_typer(mail_commands.mailboxes, name="mailbox")
+app.add_typer(job_commands.app, name="jobs")
 app.command("serve")(serve_command.serve)
+app.command("worker")(job_commands.worker)
 
 
 def _version(value: bool) -> None:
@@ -93,10 +106,16 @@ def tick(ctx: typer.Context) -> None:
 
 
 def _hoist_global_flags(argv: list[str]) -> list[str]:
-    """Let ``--json`` stand anywhere on the line, as people type it (after the command)."""
-    if "--json" in argv[1:] and argv[:1] != ["--json"]:
-        return ["--json", *(a for a in argv if a != "--json")]
-    return argv
+    """Let ``--json`` stand anywhere on the line, as people type it (after the command).
+
+    Every ``--json`` before a ``--`` end-of-options marker becomes one leading ``--json``
+    (typed twice it is still one flag); what follows ``--`` is left alone.
+    """
+    end = argv.index("--") if "--" in argv else len(argv)
+    head = [a for a in argv[:end] if a != "--json"]
+    if len(head) == end:
+        return argv
+    return ["--json", *head, *argv[end:]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=args, prog_name="customerkey")
     except CustomerKeyError as exc:
-        err_console.print(f"Error ({exc.code}): {exc.message}", markup=False)
+        err_console.print(f"Error ({exc.code}): {exc.message}", markup=False, emoji=False)
+        return 1
+    except OSError as exc:  # the home folder or a named file cannot be read or written
+        where = f" ({exc.filename})" if exc.filename else ""
+        err_console.print(
+            f"Error (IOError): {exc.strerror or exc}{where}.", markup=False, emoji=False
+        )
         return 1
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

@@ -1,5 +1,5 @@
 """``customerkey serve``: the platform server (HTTPS keys API, admin API, token endpoint) with
-its scheduler running in the background."""
+its scheduler and an in-process job worker running in the background."""
 
 from __future__ import annotations
 
@@ -100,10 +100,16 @@ def serve(
             markup=False,
         )
 
+    worker = runtime.worker()
+    worker_thread = threading.Thread(
+        target=worker.run_forever, args=(stop,), daemon=True, name="customerkey-worker"
+    )
     ticker.start()
+    worker_thread.start()
     try:
         run_https(app, host=settings.host, port=settings.port, tls=tls, on_started=started)
     except RuntimeError as exc:
         raise BadParameter(str(exc)) from None
     finally:
         stop.set()
+        worker_thread.join(timeout=30)

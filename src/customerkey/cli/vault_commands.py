@@ -111,8 +111,15 @@ def access_set(
 ) -> None:
     """Grant key permissions to a principal (merged with what it already holds)."""
     c = cli_context(ctx)
+    principal = _principal(upn, spn)
+    permissions = split_list(key_permissions)
+    if not permissions:
+        raise BadParameter(
+            "--key-permissions needs at least one permission (e.g. get,wrapKey,unwrapKey); "
+            "to take access away use 'vault access remove'."
+        )
     vault = c.runtime.vault.set_access_policy(
-        c.actor, name, _principal(upn, spn), split_list(key_permissions) or [], replace=replace
+        c.actor, name, principal, permissions, replace=replace
     )
     emit_object(vault_view(vault, domain=c.domain, port=c.port), as_json=c.as_json)
 

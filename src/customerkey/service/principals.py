@@ -180,7 +180,7 @@ class PrincipalService:
                 raise PrincipalNotFound(f"No principal named '{principal_id}'.")
             return _principal(row)
 
-    def list(self, actor: Actor, *, tenant: str | None = None) -> list[Principal]:
+    def list_principals(self, actor: Actor, *, tenant: str | None = None) -> list[Principal]:
         if tenant is None and not actor.is_operator:
             tenant = actor.tenant
         with self.db.transaction() as session:

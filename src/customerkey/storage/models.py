@@ -165,3 +165,146 @@ class AuditRow(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class TenantRow(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # lower-case name
+    display_name: Mapped[str] = mapped_column(String(128))
+    mail_domain: Mapped[str] = mapped_column(String(253), unique=True)
+    created_at: Mapped[datetime]
+
+
+class PolicyRow(Base):
+    """A data encryption policy (DEP): two root keys in two vaults, plus an availability key."""
+
+    __tablename__ = "data_encryption_policies"
+    __table_args__ = (UniqueConstraint("tenant_id", "kind", "name_lower"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # GUID
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "mailbox" | "files"
+    name: Mapped[str] = mapped_column(String(128))
+    name_lower: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str] = mapped_column(Text, default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    key_uri_1: Mapped[str] = mapped_column(String(512))
+    key_uri_2: Mapped[str] = mapped_column(String(512))
+    sealed_availability_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    state: Mapped[str] = mapped_column(String(24), default="active")
+    purge_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    purge_contact: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    purge_requested_by: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    purge_requested_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    purged_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class GenerationRow(Base):
+    """One DEP key generation: the DEP key wrapped by both root keys and the availability key."""
+
+    __tablename__ = "dep_generations"
+    __table_args__ = (UniqueConstraint("policy_id", "seq"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # GUID
+    policy_id: Mapped[str] = mapped_column(ForeignKey("data_encryption_policies.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    key_uri_1: Mapped[str] = mapped_column(String(512))  # versioned
+    wrapped_1: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    key_uri_2: Mapped[str] = mapped_column(String(512))
+    wrapped_2: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    wrapped_availability: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[datetime]
+    retired_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class MailboxRow(Base):
+    __tablename__ = "mailboxes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # GUID
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    upn: Mapped[str] = mapped_column(String(320), unique=True)  # lower-case
+    alias: Mapped[str] = mapped_column(String(64))
+    display_name: Mapped[str] = mapped_column(String(256))
+    kind: Mapped[str] = mapped_column(String(16))  # "user" | "shared" | "mailuser"
+    state: Mapped[str] = mapped_column(String(24), default="active")
+    policy_id: Mapped[str | None] = mapped_column(
+        ForeignKey("data_encryption_policies.id"), nullable=True, index=True
+    )
+    current_key_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class MailboxKeyRow(Base):
+    """A mailbox key, wrapped by a DEP generation's key (or the service key when
+    ``generation_id`` is null). ``wrapped`` is cleared when the key is destroyed."""
+
+    __tablename__ = "mailbox_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    mailbox_id: Mapped[str] = mapped_column(ForeignKey("mailboxes.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    generation_id: Mapped[str | None] = mapped_column(
+        ForeignKey("dep_generations.id"), nullable=True, index=True
+    )
+    wrapped: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[datetime]
+    destroyed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class MailItemRow(Base):
+    """A message: only ids, folder, sizes, a date and which key seals its blob."""
+
+    __tablename__ = "mail_items"
+    __table_args__ = (Index("ix_mail_items_mailbox_key", "mailbox_id", "key_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    mailbox_id: Mapped[str] = mapped_column(ForeignKey("mailboxes.id"), index=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    folder: Mapped[str] = mapped_column(String(256))
+    key_id: Mapped[str] = mapped_column(ForeignKey("mailbox_keys.id"))
+    blob: Mapped[str] = mapped_column(String(256))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sealed_size: Mapped[int] = mapped_column(BigInteger)
+    received_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+
+
+class JobRow(Base):
+    """A durable background job; workers claim it with a lease and checkpoint progress."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_state_created", "state", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(320), index=True)
+    state: Mapped[str] = mapped_column(String(16))  # queued|running|succeeded|failed
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    checkpoint: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    progress_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    progress_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class WorkerRow(Base):
+    """A live worker process announces itself here so commands know not to run jobs inline."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str] = mapped_column(String(256))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]

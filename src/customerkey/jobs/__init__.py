@@ -1,0 +1,1 @@
+"""Background work: the durable job queue, workers, and the job kinds."""

@@ -1,0 +1,298 @@
+"""The durable job queue: enqueue, claim with a lease, checkpoint progress, finish.
+
+A job is a row (kind, target, state, progress, checkpoint, attempts, lease). A worker claims
+the oldest queued job, or a running one whose lease has expired (its worker died), by
+setting itself as lease owner: with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, and inside
+SQLite's ``BEGIN IMMEDIATE`` (one writer at a time) there. Each checkpoint renews the lease
+and fails with ``LeaseLost`` if another worker took the job over, so two workers never both
+finish one job. Handlers make every step idempotent, so a reclaimed job resumes from its
+last checkpoint without losing or redoing work.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from customerkey.clock import Clock
+from customerkey.errors import Conflict, NotFound
+from customerkey.storage.database import Database
+from customerkey.storage.models import JobRow, WorkerRow
+
+STATES = ("queued", "running", "succeeded", "failed")
+MAX_ATTEMPTS = 5
+
+
+class JobNotFound(NotFound):
+    code = "JobNotFound"
+
+
+class LeaseLost(Conflict):
+    """Another worker holds this job now; stop working on it."""
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    kind: str
+    target: str
+    state: str
+    payload: Mapping[str, Any]
+    checkpoint: Mapping[str, Any]
+    progress_done: int
+    progress_total: int
+    attempts: int
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    error: str | None
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("succeeded", "failed")
+
+    @property
+    def percent(self) -> float:
+        if self.state == "succeeded":
+            return 100.0
+        if self.progress_total <= 0:
+            return 0.0
+        return min(100.0, 100.0 * self.progress_done / self.progress_total)
+
+
+def _job(row: JobRow) -> Job:
+    return Job(
+        id=row.id,
+        kind=row.kind,
+        target=row.target,
+        state=row.state,
+        payload=dict(row.payload),
+        checkpoint=dict(row.checkpoint),
+        progress_done=row.progress_done,
+        progress_total=row.progress_total,
+        attempts=row.attempts,
+        lease_owner=row.lease_owner,
+        lease_expires_at=row.lease_expires_at,
+        error=row.error,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        finished_at=row.finished_at,
+    )
+
+
+class JobQueue:
+    def __init__(self, db: Database, *, clock: Clock, lease: timedelta = timedelta(seconds=60)):
+        self.db = db
+        self._clock = clock
+        self.lease = lease
+
+    # ----------------------------------------------------------- inside a caller's transaction
+
+    def enqueue(
+        self,
+        session: Session,
+        kind: str,
+        target: str,
+        *,
+        payload: Mapping[str, Any] | None = None,
+        created_by: str,
+        total: int = 0,
+    ) -> Job:
+        now = self._clock.now()
+        row = JobRow(
+            id=str(uuid.uuid4()),
+            kind=kind,
+            target=target,
+            state="queued",
+            payload=dict(payload or {}),
+            checkpoint={},
+            progress_done=0,
+            progress_total=total,
+            attempts=0,
+            created_by=created_by,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(row)
+        session.flush()
+        return _job(row)
+
+    @staticmethod
+    def active_for(session: Session, kind: str, target: str) -> JobRow | None:
+        return session.scalar(
+            select(JobRow).where(
+                JobRow.kind == kind,
+                JobRow.target == target,
+                JobRow.state.in_(("queued", "running")),
+            )
+        )
+
+    # ----------------------------------------------------------- own transactions
+
+    def get(self, job_id: str) -> Job:
+        with self.db.transaction() as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                raise JobNotFound(f"No job with id '{job_id}'.")
+            return _job(row)
+
+    def list_jobs(
+        self, *, states: Sequence[str] | None = None, kind: str | None = None, limit: int = 100
+    ) -> list[Job]:
+        with self.db.transaction() as session:
+            query = select(JobRow).order_by(JobRow.created_at.desc()).limit(limit)
+            if states:
+                query = query.where(JobRow.state.in_(tuple(states)))
+            if kind:
+                query = query.where(JobRow.kind == kind)
+            return [_job(r) for r in session.scalars(query)]
+
+    def latest_for(self, target: str, kind: str | None = None) -> Job | None:
+        with self.db.transaction() as session:
+            query = select(JobRow).where(JobRow.target == target)
+            if kind:
+                query = query.where(JobRow.kind == kind)
+            row = session.scalar(query.order_by(JobRow.created_at.desc()).limit(1))
+            return _job(row) if row else None
+
+    def claim(self, worker_id: str, kinds: Sequence[str] | None = None) -> Job | None:
+        now = self._clock.now()
+        with self.db.transaction() as session:
+            query = (
+                select(JobRow)
+                .where(
+                    or_(
+                        JobRow.state == "queued",
+                        (JobRow.state == "running") & (JobRow.lease_expires_at < now),
+                    )
+                )
+                .order_by(JobRow.created_at)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            if kinds is not None:
+                query = query.where(JobRow.kind.in_(tuple(kinds)))
+            row = session.scalar(query)
+            if row is None:
+                return None
+            row.state = "running"
+            row.lease_owner = worker_id
+            row.lease_expires_at = now + self.lease
+            row.attempts += 1
+            row.updated_at = now
+            return _job(row)
+
+    def checkpoint(
+        self,
+        job_id: str,
+        worker_id: str,
+        *,
+        done: int | None = None,
+        total: int | None = None,
+        checkpoint: Mapping[str, Any] | None = None,
+        session: Session | None = None,
+    ) -> None:
+        """Record progress and renew the lease; pass ``session`` to commit it together with
+        the work the checkpoint describes."""
+        if session is not None:
+            self._checkpoint(session, job_id, worker_id, done, total, checkpoint)
+            return
+        with self.db.transaction() as own:
+            self._checkpoint(own, job_id, worker_id, done, total, checkpoint)
+
+    def _checkpoint(
+        self,
+        session: Session,
+        job_id: str,
+        worker_id: str,
+        done: int | None,
+        total: int | None,
+        checkpoint: Mapping[str, Any] | None,
+    ) -> None:
+        row = session.get(JobRow, job_id, with_for_update=True)
+        if row is None or row.lease_owner != worker_id or row.state != "running":
+            raise LeaseLost(f"Job {job_id} is no longer held by {worker_id}.")
+        now = self._clock.now()
+        if done is not None:
+            row.progress_done = done
+        if total is not None:
+            row.progress_total = total
+        if checkpoint is not None:
+            row.checkpoint = {**row.checkpoint, **checkpoint}
+        row.lease_expires_at = now + self.lease
+        row.updated_at = now
+
+    def finish(self, job_id: str, worker_id: str, *, error: str | None = None) -> Job:
+        now = self._clock.now()
+        with self.db.transaction() as session:
+            row = session.get(JobRow, job_id, with_for_update=True)
+            if row is None or row.lease_owner != worker_id:
+                raise LeaseLost(f"Job {job_id} is no longer held by {worker_id}.")
+            if error is None:
+                row.state = "succeeded"
+                row.error = None
+                if row.progress_total:
+                    row.progress_done = row.progress_total
+            elif row.attempts >= MAX_ATTEMPTS:
+                row.state = "failed"
+                row.error = error
+            else:
+                row.state = "queued"  # try again later
+                row.error = error
+            row.lease_owner = None if row.state != "running" else row.lease_owner
+            row.lease_expires_at = None
+            row.updated_at = now
+            if row.state in ("succeeded", "failed"):
+                row.finished_at = now
+            return _job(row)
+
+    def fail(self, job_id: str, worker_id: str, error: str) -> Job:
+        """Give up on a job for good (a permanent error)."""
+        now = self._clock.now()
+        with self.db.transaction() as session:
+            row = session.get(JobRow, job_id, with_for_update=True)
+            if row is None or row.lease_owner != worker_id:
+                raise LeaseLost(f"Job {job_id} is no longer held by {worker_id}.")
+            row.state = "failed"
+            row.error = error
+            row.lease_owner = None
+            row.lease_expires_at = None
+            row.updated_at = now
+            row.finished_at = now
+            return _job(row)
+
+    # ----------------------------------------------------------- worker registry
+
+    def announce(self, worker_id: str, host: str, pid: int) -> None:
+        now = self._clock.now()
+        with self.db.transaction() as session:
+            row = session.get(WorkerRow, worker_id)
+            if row is None:
+                session.add(
+                    WorkerRow(id=worker_id, host=host, pid=pid, started_at=now, last_seen_at=now)
+                )
+            else:
+                row.last_seen_at = now
+
+    def retire(self, worker_id: str) -> None:
+        with self.db.transaction() as session:
+            row = session.get(WorkerRow, worker_id)
+            if row is not None:
+                session.delete(row)
+
+    def live_workers(self, within: timedelta = timedelta(seconds=30)) -> list[str]:
+        cutoff = self._clock.now() - within
+        with self.db.transaction() as session:
+            return list(
+                session.scalars(select(WorkerRow.id).where(WorkerRow.last_seen_at >= cutoff))
+            )

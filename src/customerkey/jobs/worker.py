@@ -1,0 +1,133 @@
+"""Workers: claim jobs, run their handler, renew the lease through checkpoints.
+
+A handler is ``handler(job, context)``; it reads ``job.checkpoint`` to resume, does its work
+in idempotent batches, and calls ``context.checkpoint(...)`` after each (inside the batch's
+own transaction when it passes ``session=``), which renews the lease. A handler that raises
+``PermanentJobError`` fails the job at once; any other error sends it back to the queue until
+its attempts run out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import traceback
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from customerkey.errors import CustomerKeyError
+from customerkey.jobs.queue import Job, JobQueue, LeaseLost
+
+log = logging.getLogger("customerkey.worker")
+
+
+class PermanentJobError(CustomerKeyError):
+    """The job cannot succeed by retrying (its target is gone, input is invalid)."""
+
+    status = 409
+    code = "JobFailed"
+
+
+@dataclass
+class JobContext:
+    queue: JobQueue
+    job: Job
+    worker_id: str
+    on_progress: Callable[[Job, int, int], None] | None = None
+
+    def checkpoint(
+        self,
+        *,
+        done: int | None = None,
+        total: int | None = None,
+        checkpoint: Mapping[str, Any] | None = None,
+        session: Session | None = None,
+    ) -> None:
+        self.queue.checkpoint(
+            self.job.id,
+            self.worker_id,
+            done=done,
+            total=total,
+            checkpoint=checkpoint,
+            session=session,
+        )
+        if self.on_progress is not None and done is not None:
+            self.on_progress(self.job, done, total if total is not None else -1)
+
+
+Handler = Callable[[Job, JobContext], None]
+
+
+class Worker:
+    def __init__(
+        self,
+        queue: JobQueue,
+        handlers: Mapping[str, Handler],
+        *,
+        worker_id: str | None = None,
+        on_progress: Callable[[Job, int, int], None] | None = None,
+    ) -> None:
+        self.queue = queue
+        self.handlers = dict(handlers)
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.on_progress = on_progress
+
+    def run_one(self, kinds: Sequence[str] | None = None) -> Job | None:
+        """Claim and run one job; returns it as it ended, or None when there was none."""
+        job = self.queue.claim(self.worker_id, kinds or tuple(self.handlers))
+        if job is None:
+            return None
+        handler = self.handlers.get(job.kind)
+        if handler is None:
+            return self.queue.fail(job.id, self.worker_id, f"no handler for job kind {job.kind}")
+        context = JobContext(self.queue, job, self.worker_id, self.on_progress)
+        try:
+            handler(job, context)
+        except LeaseLost:
+            log.warning("job %s was taken over by another worker", job.id)
+            return self.queue.get(job.id)
+        except PermanentJobError as exc:
+            return self.queue.fail(job.id, self.worker_id, exc.message)
+        except Exception as exc:
+            message = exc.message if isinstance(exc, CustomerKeyError) else repr(exc)
+            log.warning(
+                "job %s failed (attempt %d): %s\n%s",
+                job.id,
+                job.attempts,
+                message,
+                traceback.format_exc(),
+            )
+            return self.queue.finish(job.id, self.worker_id, error=message)
+        return self.queue.finish(job.id, self.worker_id)
+
+    def run_until_idle(
+        self, kinds: Sequence[str] | None = None, max_jobs: int = 10_000
+    ) -> list[Job]:
+        done: list[Job] = []
+        for _ in range(max_jobs):
+            job = self.run_one(kinds)
+            if job is None:
+                break
+            done.append(job)
+        return done
+
+    def run_forever(self, stop: threading.Event, *, poll_seconds: float = 1.0) -> None:
+        host, pid = socket.gethostname(), os.getpid()
+        try:
+            while not stop.is_set():
+                self.queue.announce(self.worker_id, host, pid)
+                try:
+                    job = self.run_one()
+                except Exception:
+                    log.exception("worker loop error")
+                    job = None
+                if job is None:
+                    stop.wait(poll_seconds)
+        finally:
+            self.queue.retire(self.worker_id)

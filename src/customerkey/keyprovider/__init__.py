@@ -1,0 +1,1 @@
+"""How the service reaches root keys: a small interface and its implementations."""

@@ -1,0 +1,539 @@
+"""Data encryption policies (DEPs) and their key generations.
+
+A DEP names two root keys in two different vaults. Creating one validates both keys as the
+workload's service principal would use them (RSA, enabled, not expired unless the expiry is
+9999-12-31, soft delete on, and the principal holds get, wrapKey and unwrapKey), makes the
+DEP's availability key (AES-256, sealed under the master key) and the first generation: a
+random DEP key wrapped by both root keys' newest versions and by the availability key.
+``Set-DataEncryptionPolicy -Refresh`` adds a generation (see ``refresh``).
+
+Vault calls never happen inside a database transaction: the in-process vault opens its own,
+and on SQLite a second writer would wait on the first.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from customerkey.audit import AuditLog
+from customerkey.clock import Clock
+from customerkey.crypto.wrap import aes_kwp_unwrap, aes_kwp_wrap
+from customerkey.errors import (
+    BadParameter,
+    Conflict,
+    Forbidden,
+    KeyAccessDenied,
+    KeyProviderUnavailable,
+    NotFound,
+)
+from customerkey.keyprovider.base import KeyProvider, KeyUri, RootKeyProperties
+from customerkey.rng import Rng
+from customerkey.service.dep_keys import (
+    FALLBACK_ACTIVITY,
+    DepKeyResolver,
+    FallbackEvent,
+    WrappedDepKey,
+)
+from customerkey.service.key_cache import DepKeyCache
+from customerkey.service.sealing import MasterSealer
+from customerkey.storage.database import Database
+from customerkey.storage.models import GenerationRow, PolicyRow, TenantRow
+from customerkey.vault.models import Actor
+
+MAX_MAILBOX_POLICIES = 50
+NO_EXPIRY = datetime(9999, 12, 31, tzinfo=UTC)
+REQUIRED_PERMISSIONS = ("get", "wrapKey", "unwrapKey")
+KINDS = ("mailbox", "files")
+_NAME = re.compile(r"^\S{1,64}$")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+class PolicyNotFound(NotFound):
+    code = "DataEncryptionPolicyNotFound"
+
+
+@dataclass(frozen=True)
+class DataEncryptionPolicy:
+    id: str
+    tenant: str
+    kind: str
+    name: str
+    description: str
+    enabled: bool
+    azure_key_ids: tuple[str, str]
+    state: str
+    current_generation_id: str | None
+    generation_count: int
+    created_at: datetime
+    updated_at: datetime
+    purge_reason: str | None = None
+    purge_contact: str | None = None
+    purge_requested_by: str | None = None
+    purge_requested_at: datetime | None = None
+    purged_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PolicyGeneration:
+    id: str
+    policy_id: str
+    seq: int
+    key_uri_1: str
+    key_uri_2: str
+    created_at: datetime
+    retired_at: datetime | None
+
+
+def _generation(row: GenerationRow) -> PolicyGeneration:
+    return PolicyGeneration(
+        row.id,
+        row.policy_id,
+        row.seq,
+        row.key_uri_1,
+        row.key_uri_2,
+        row.created_at,
+        row.retired_at,
+    )
+
+
+class PolicyService:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Clock,
+        rng: Rng,
+        audit: AuditLog,
+        sealer: MasterSealer,
+        providers: Mapping[str, KeyProvider],
+        cache: DepKeyCache,
+    ) -> None:
+        self.db = db
+        self._clock = clock
+        self._rng = rng
+        self._audit = audit
+        self._sealer = sealer
+        self._providers = providers
+        self.cache = cache
+        self.resolver = DepKeyResolver(
+            cache=cache,
+            rng=rng,
+            unwrap_with_availability=self._unwrap_with_availability,
+            on_fallback=self._record_fallback,
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    def provider(self, kind: str) -> KeyProvider:
+        return self._providers[kind]
+
+    def _uuid(self) -> str:
+        return str(uuid.UUID(bytes=self._rng.token_bytes(16), version=4))
+
+    @staticmethod
+    def _require_admin(actor: Actor, tenant: str) -> None:
+        if not actor.is_tenant_admin(tenant):
+            raise Forbidden(f"'{actor.principal_id}' is not an administrator of tenant '{tenant}'.")
+
+    def _view(self, session: Session, row: PolicyRow) -> DataEncryptionPolicy:
+        current = self._current_generation_row(session, row.id)
+        count = session.scalar(
+            select(func.count()).select_from(GenerationRow).where(GenerationRow.policy_id == row.id)
+        )
+        return DataEncryptionPolicy(
+            id=row.id,
+            tenant=row.tenant_id,
+            kind=row.kind,
+            name=row.name,
+            description=row.description,
+            enabled=row.enabled,
+            azure_key_ids=(row.key_uri_1, row.key_uri_2),
+            state=row.state,
+            current_generation_id=current.id if current else None,
+            generation_count=int(count or 0),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            purge_reason=row.purge_reason,
+            purge_contact=row.purge_contact,
+            purge_requested_by=row.purge_requested_by,
+            purge_requested_at=row.purge_requested_at,
+            purged_at=row.purged_at,
+        )
+
+    @staticmethod
+    def _current_generation_row(session: Session, policy_id: str) -> GenerationRow | None:
+        return session.scalar(
+            select(GenerationRow)
+            .where(GenerationRow.policy_id == policy_id, GenerationRow.retired_at.is_(None))
+            .order_by(GenerationRow.seq.desc())
+            .limit(1)
+        )
+
+    def _find(self, session: Session, tenant: str, identity: str, kind: str | None) -> PolicyRow:
+        ident = identity.strip()
+        row: PolicyRow | None = None
+        if _GUID.match(ident):
+            row = session.get(PolicyRow, ident.lower())
+            if row is None:
+                generation = session.get(GenerationRow, ident.lower())
+                if generation is not None:
+                    row = session.get(PolicyRow, generation.policy_id)
+        else:
+            query = select(PolicyRow).where(
+                PolicyRow.tenant_id == tenant, PolicyRow.name_lower == ident.lower()
+            )
+            if kind is not None:
+                query = query.where(PolicyRow.kind == kind)
+            row = session.scalar(query)
+        if row is None or row.tenant_id != tenant or (kind is not None and row.kind != kind):
+            raise PolicyNotFound(
+                f"The data encryption policy '{identity}' was not found in tenant '{tenant}'."
+            )
+        return row
+
+    # ------------------------------------------------------------------ validation
+
+    def validate_root_key(self, kind: str, uri: KeyUri) -> RootKeyProperties:
+        """Check a root key the way Customer Key does; BadParameter says what is wrong."""
+        provider = self.provider(kind)
+        try:
+            props = provider.properties(uri)
+        except KeyAccessDenied as denied:
+            raise BadParameter(
+                f"The key {uri} cannot be read by the service principal: {denied.message}"
+            ) from None
+        except KeyProviderUnavailable as failed:
+            raise BadParameter(f"The vault of key {uri} is unreachable: {failed.message}") from None
+        if props.kty.upper() not in ("RSA", "RSA-HSM"):
+            raise BadParameter(f"The key {uri} is {props.kty}; root keys must be RSA keys.")
+        if not props.enabled:
+            raise BadParameter(f"The key {uri} is disabled.")
+        now = self._clock.now()
+        if props.expires is not None and props.expires < NO_EXPIRY:
+            if props.expires <= now:
+                raise BadParameter(f"The key {uri} has expired ({props.expires.isoformat()}).")
+            raise BadParameter(
+                f"The key {uri} expires on {props.expires.date().isoformat()}; root keys must "
+                "not expire (or expire on 12/31/9999)."
+            )
+        if "Recoverable" not in props.recovery_level:
+            raise BadParameter(
+                f"The vault of key {uri} does not have soft delete on (recoveryLevel "
+                f"'{props.recovery_level}')."
+            )
+        held = provider.holds(props.uri, REQUIRED_PERMISSIONS)
+        missing = [p for p in REQUIRED_PERMISSIONS if not held.get(p)]
+        if missing:
+            raise BadParameter(
+                f"The {kind} service principal lacks {', '.join(missing)} on the vault of key "
+                f"{uri}; grant get, wrapKey and unwrapKey first."
+            )
+        return props
+
+    # ------------------------------------------------------------------ create / read / update
+
+    def _wrap_generation(
+        self, kind: str, uri_1: KeyUri, uri_2: KeyUri, availability_key: bytes
+    ) -> tuple[bytes, tuple[KeyUri, bytes], tuple[KeyUri, bytes], bytes]:
+        """A fresh DEP key wrapped by both root keys (newest versions) and the availability key."""
+        provider = self.provider(kind)
+        dep_key = self._rng.token_bytes(32)
+        first = provider.wrap(uri_1.unversioned(), dep_key)
+        second = provider.wrap(uri_2.unversioned(), dep_key)
+        return (
+            dep_key,
+            (first.uri, first.wrapped),
+            (second.uri, second.wrapped),
+            aes_kwp_wrap(availability_key, dep_key),
+        )
+
+    def create(
+        self,
+        actor: Actor,
+        tenant: str,
+        name: str,
+        key_uris: Sequence[str],
+        *,
+        description: str = "",
+        enabled: bool = True,
+        kind: str = "mailbox",
+    ) -> DataEncryptionPolicy:
+        tenant = tenant.lower()
+        self._require_admin(actor, tenant)
+        if kind not in KINDS:
+            raise BadParameter(f"Policy kind must be one of {', '.join(KINDS)}.")
+        if not _NAME.match(name or ""):
+            raise BadParameter(
+                f"The policy name '{name}' is invalid: 1-64 characters with no spaces."
+            )
+        if len(key_uris) != 2:
+            raise BadParameter(
+                f"A data encryption policy needs exactly two key URIs (AzureKeyIDs), got "
+                f"{len(key_uris)}."
+            )
+        uri_1, uri_2 = (KeyUri.parse(u) for u in key_uris)
+        if uri_1.netloc == uri_2.netloc:
+            raise BadParameter(
+                "The two root keys must be in two different vaults (ideally in two regions)."
+            )
+        with self.db.transaction() as session:
+            if session.get(TenantRow, tenant) is None:
+                raise NotFound(f"No tenant named '{tenant}'.")
+            self._check_name_free(session, tenant, kind, name)
+            if kind == "mailbox":
+                count = session.scalar(
+                    select(func.count())
+                    .select_from(PolicyRow)
+                    .where(PolicyRow.tenant_id == tenant, PolicyRow.kind == "mailbox")
+                )
+                if int(count or 0) >= MAX_MAILBOX_POLICIES:
+                    raise Conflict(
+                        f"Tenant '{tenant}' already has {MAX_MAILBOX_POLICIES} mailbox data "
+                        "encryption policies, the most allowed."
+                    )
+        self.validate_root_key(kind, uri_1)
+        self.validate_root_key(kind, uri_2)
+        availability_key = self._rng.token_bytes(32)
+        _, (v1, w1), (v2, w2), wa = self._wrap_generation(kind, uri_1, uri_2, availability_key)
+        now = self._clock.now()
+        policy_id = self._uuid()
+        with self.db.transaction() as session:
+            self._check_name_free(session, tenant, kind, name)
+            row = PolicyRow(
+                id=policy_id,
+                tenant_id=tenant,
+                kind=kind,
+                name=name,
+                name_lower=name.lower(),
+                description=description,
+                enabled=enabled,
+                key_uri_1=str(uri_1),
+                key_uri_2=str(uri_2),
+                sealed_availability_key=self._sealer.seal(
+                    availability_key, purpose="availability-key", subject=policy_id
+                ),
+                state="active",
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(row)
+            session.flush()
+            generation = self._add_generation(session, row, v1, w1, v2, w2, wa)
+            self._audit.append(
+                session,
+                principal=actor.principal_id,
+                operation="DataEncryptionPolicyCreate",
+                request_id=actor.request_id,
+                details={
+                    "policy": policy_id,
+                    "name": name,
+                    "kind": kind,
+                    "tenant": tenant,
+                    "generation": generation.id,
+                    "keys": [str(v1), str(v2)],
+                },
+            )
+            return self._view(session, row)
+
+    @staticmethod
+    def _check_name_free(session: Session, tenant: str, kind: str, name: str) -> None:
+        taken = session.scalar(
+            select(PolicyRow).where(
+                PolicyRow.tenant_id == tenant,
+                PolicyRow.kind == kind,
+                PolicyRow.name_lower == name.lower(),
+            )
+        )
+        if taken is not None:
+            raise Conflict(f"A data encryption policy named '{taken.name}' already exists.")
+
+    def _add_generation(
+        self,
+        session: Session,
+        policy: PolicyRow,
+        v1: KeyUri,
+        w1: bytes,
+        v2: KeyUri,
+        w2: bytes,
+        wa: bytes,
+    ) -> GenerationRow:
+        seq = session.scalar(
+            select(func.max(GenerationRow.seq)).where(GenerationRow.policy_id == policy.id)
+        )
+        generation = GenerationRow(
+            id=self._uuid(),
+            policy_id=policy.id,
+            seq=int(seq or 0) + 1,
+            key_uri_1=str(v1),
+            wrapped_1=w1,
+            key_uri_2=str(v2),
+            wrapped_2=w2,
+            wrapped_availability=wa,
+            created_at=self._clock.now(),
+        )
+        session.add(generation)
+        session.flush()
+        return generation
+
+    def get(
+        self, actor: Actor, tenant: str, identity: str, *, kind: str | None = None
+    ) -> DataEncryptionPolicy:
+        """By name, by DEP GUID, or by the GUID of one of its generations."""
+        tenant = tenant.lower()
+        self._require_admin(actor, tenant)
+        with self.db.transaction() as session:
+            return self._view(session, self._find(session, tenant, identity, kind))
+
+    def list_policies(
+        self, actor: Actor, tenant: str, *, kind: str | None = None
+    ) -> list[DataEncryptionPolicy]:
+        tenant = tenant.lower()
+        self._require_admin(actor, tenant)
+        with self.db.transaction() as session:
+            query = select(PolicyRow).where(PolicyRow.tenant_id == tenant)
+            if kind is not None:
+                query = query.where(PolicyRow.kind == kind)
+            return [self._view(session, r) for r in session.scalars(query.order_by(PolicyRow.name))]
+
+    def update(
+        self,
+        actor: Actor,
+        tenant: str,
+        identity: str,
+        *,
+        enabled: bool | None = None,
+        name: str | None = None,
+        description: str | None = None,
+    ) -> DataEncryptionPolicy:
+        tenant = tenant.lower()
+        self._require_admin(actor, tenant)
+        if name is not None and not _NAME.match(name):
+            raise BadParameter(f"The policy name '{name}' is invalid: 1-64 characters, no spaces.")
+        with self.db.transaction() as session:
+            row = self._find(session, tenant, identity, None)
+            if row.state != "active":
+                raise Conflict(f"Policy '{row.name}' is {row.state} and can no longer change.")
+            changes: dict[str, object] = {}
+            if name is not None and name != row.name:
+                self._check_name_free(session, tenant, row.kind, name)
+                changes["name"] = [row.name, name]
+                row.name, row.name_lower = name, name.lower()
+            if description is not None and description != row.description:
+                changes["description"] = description
+                row.description = description
+            if enabled is not None and enabled != row.enabled:
+                changes["enabled"] = enabled
+                row.enabled = enabled
+            row.updated_at = self._clock.now()
+            self._audit.append(
+                session,
+                principal=actor.principal_id,
+                operation="DataEncryptionPolicySet",
+                request_id=actor.request_id,
+                details={"policy": row.id, **changes},
+            )
+            return self._view(session, row)
+
+    def generations(self, policy_id: str) -> list[PolicyGeneration]:
+        with self.db.transaction() as session:
+            rows = session.scalars(
+                select(GenerationRow)
+                .where(GenerationRow.policy_id == policy_id)
+                .order_by(GenerationRow.seq)
+            )
+            return [_generation(r) for r in rows]
+
+    def assignable(self, tenant: str, identity: str, kind: str) -> tuple[str, str]:
+        """(policy id, current generation id) of a policy that may be assigned now."""
+        with self.db.transaction() as session:
+            row = self._find(session, tenant.lower(), identity, kind)
+            if row.state != "active":
+                raise Conflict(
+                    f"Policy '{row.name}' has a permanent data purge requested; it can no "
+                    "longer be assigned."
+                )
+            if not row.enabled:
+                raise Conflict(f"Policy '{row.name}' is disabled and cannot be assigned.")
+            current = self._current_generation_row(session, row.id)
+            if current is None:
+                raise Conflict(f"Policy '{row.name}' has no usable key generation.")
+            return row.id, current.id
+
+    # ------------------------------------------------------------------ DEP keys
+
+    def wrapped_generation(self, generation_id: str) -> tuple[str, WrappedDepKey]:
+        """(policy kind, what is needed to unwrap) for a generation."""
+        with self.db.transaction() as session:
+            generation = session.get(GenerationRow, generation_id)
+            if generation is None or generation.wrapped_1 is None or generation.wrapped_2 is None:
+                raise KeyAccessDenied(
+                    f"Key generation {generation_id} has been destroyed; its content cannot be "
+                    "decrypted."
+                )
+            policy = session.get(PolicyRow, generation.policy_id)
+            assert policy is not None
+            return policy.kind, WrappedDepKey(
+                policy_id=policy.id,
+                generation_id=generation.id,
+                uri_1=KeyUri.parse(generation.key_uri_1),
+                wrapped_1=generation.wrapped_1,
+                uri_2=KeyUri.parse(generation.key_uri_2),
+                wrapped_2=generation.wrapped_2,
+                wrapped_availability=generation.wrapped_availability,
+            )
+
+    def generation_key(
+        self, generation_id: str, *, system: bool = False, request_id: str | None = None
+    ) -> bytes:
+        """The unwrapped DEP key of a generation, under the availability rules."""
+        kind, wrapped = self.wrapped_generation(generation_id)
+        return self.resolver.resolve(
+            self.provider(kind),
+            wrapped,
+            system=system,
+            request_id=request_id,
+            allow_availability=kind == "mailbox",
+        )
+
+    def _unwrap_with_availability(self, wrapped: WrappedDepKey) -> bytes | None:
+        with self.db.transaction() as session:
+            policy = session.get(PolicyRow, wrapped.policy_id)
+            sealed = policy.sealed_availability_key if policy else None
+        if sealed is None or wrapped.wrapped_availability is None:
+            return None
+        availability = self._sealer.open(
+            sealed, purpose="availability-key", subject=wrapped.policy_id
+        )
+        return aes_kwp_unwrap(availability, wrapped.wrapped_availability)
+
+    def unwrap_with_availability_key(self, generation_id: str) -> bytes:
+        """Operator recovery path (files workload): use the availability key on purpose."""
+        _, wrapped = self.wrapped_generation(generation_id)
+        key = self._unwrap_with_availability(wrapped)
+        if key is None:
+            raise KeyAccessDenied("The availability key of this policy has been destroyed.")
+        return key
+
+    def _record_fallback(self, event: FallbackEvent) -> None:
+        with self.db.transaction() as session:
+            self._audit.append(
+                session,
+                principal="customerkey-service",
+                operation=FALLBACK_ACTIVITY,
+                result="success",
+                request_id=event.request_id,
+                details={
+                    "PolicyId": event.policy_id,
+                    "ScopeKeyVersionId": event.generation_id,
+                    "RequestId": event.request_id,
+                    "Reason": event.reason,
+                    "Failures": list(event.failures),
+                },
+            )

@@ -1,0 +1,823 @@
+"""The mail workload: mail users, mailboxes and their items, always stored encrypted.
+
+Key hierarchy (DESIGN.md): each mailbox has a mailbox key (AES-256), wrapped (AES-KWP) by the
+DEP key of the policy generation protecting it, or by the tenant's service-managed key when
+it has no customer DEP. Each item is one envelope (``crypto.aead``) under the mailbox key,
+bound to tenant, mailbox, item and key ids, in a blob named ``mail/<mailbox>/<item>.<key seq>``.
+The database holds ids, folder, sizes, a date and wrapped keys; never content.
+
+Changing a mailbox's DEP when it holds content (or ``$null``, back to service-managed keys)
+makes a new mailbox key that new writes use at once, and a ``mailbox-rekey`` job that
+re-encrypts every item under it and then destroys the old key. Items are always read under
+whichever key seals them, so the mailbox stays readable throughout.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from customerkey.audit import AuditLog
+from customerkey.clock import Clock
+from customerkey.crypto.aead import open_stream, seal, seal_stream
+from customerkey.crypto.wrap import aes_kwp_unwrap, aes_kwp_wrap
+from customerkey.errors import BadParameter, Conflict, Forbidden, NotFound
+from customerkey.jobs.queue import Job, JobQueue
+from customerkey.jobs.worker import JobContext, PermanentJobError
+from customerkey.rng import Rng
+from customerkey.service.policies import PolicyService
+from customerkey.service.sealing import MasterSealer
+from customerkey.storage.blobs import LocalBlobStore
+from customerkey.storage.database import Database
+from customerkey.storage.models import (
+    MailboxKeyRow,
+    MailboxRow,
+    MailItemRow,
+    PolicyRow,
+    TenantRow,
+)
+from customerkey.vault.models import Actor
+from customerkey.workloads.mail import formats
+
+REKEY_JOB = "mailbox-rekey"
+IMPORT_BATCH = 200
+REKEY_BATCH = 100
+Progress = Callable[[int, int | None], None]
+
+
+class MailboxNotFound(NotFound):
+    code = "MailboxNotFound"
+
+
+class ItemNotFound(NotFound):
+    code = "ItemNotFound"
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    id: str
+    tenant: str
+    upn: str
+    alias: str
+    display_name: str
+    kind: str  # user | shared | mailuser
+    state: str
+    policy_id: str | None
+    policy_name: str | None
+    created_at: datetime
+
+    @property
+    def recipient_type(self) -> str:
+        return {"user": "UserMailbox", "shared": "SharedMailbox", "mailuser": "MailUser"}[self.kind]
+
+
+@dataclass(frozen=True)
+class MailboxStatistics:
+    mailbox: Mailbox
+    item_count: int
+    total_size: int
+    is_encrypted: bool
+    data_encryption_policy_id: str | None
+    job_state: str | None
+    percent_complete: float | None
+
+
+@dataclass(frozen=True)
+class MailItem:
+    id: str
+    seq: int
+    folder: str
+    size: int
+    received_at: datetime
+    key_id: str
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    mailbox: str
+    imported: int
+    bytes: int
+
+
+def item_context(tenant: str, mailbox_id: str, item_id: str, key_id: str) -> dict[str, str]:
+    return {"tenant": tenant, "mailbox": mailbox_id, "item": item_id, "key": key_id}
+
+
+class MailService:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Clock,
+        rng: Rng,
+        audit: AuditLog,
+        policies: PolicyService,
+        sealer: MasterSealer,
+        blobs: LocalBlobStore,
+        jobs: JobQueue,
+    ) -> None:
+        self.db = db
+        self._clock = clock
+        self._rng = rng
+        self._audit = audit
+        self.policies = policies
+        self._sealer = sealer
+        self.blobs = blobs
+        self.jobs = jobs
+
+    # ------------------------------------------------------------------ helpers
+
+    def _uuid(self) -> str:
+        return str(uuid.UUID(bytes=self._rng.token_bytes(16), version=4))
+
+    @staticmethod
+    def _may_manage(actor: Actor, tenant: str) -> None:
+        if not actor.is_tenant_admin(tenant):
+            raise Forbidden(f"'{actor.principal_id}' is not an administrator of '{tenant}'.")
+
+    @staticmethod
+    def _may_use(actor: Actor, row: MailboxRow) -> None:
+        if actor.is_tenant_admin(row.tenant_id) or actor.principal_id == row.upn:
+            return
+        raise Forbidden(f"'{actor.principal_id}' may not open mailbox '{row.upn}'.")
+
+    @staticmethod
+    def _find(session: Session, identity: str) -> MailboxRow:
+        ident = identity.strip().lower()
+        row = session.scalar(select(MailboxRow).where(MailboxRow.upn == ident))
+        if row is None:
+            row = session.get(MailboxRow, ident)
+        if row is None:
+            matches = list(session.scalars(select(MailboxRow).where(MailboxRow.alias == ident)))
+            if len(matches) == 1:
+                row = matches[0]
+        if row is None or row.state == "deleted":
+            raise MailboxNotFound(f"The mailbox or mail user '{identity}' was not found.")
+        return row
+
+    def _view(self, session: Session, row: MailboxRow) -> Mailbox:
+        policy_name = None
+        if row.policy_id:
+            policy = session.get(PolicyRow, row.policy_id)
+            policy_name = policy.name if policy else None
+        return Mailbox(
+            id=row.id,
+            tenant=row.tenant_id,
+            upn=row.upn,
+            alias=row.alias,
+            display_name=row.display_name,
+            kind=row.kind,
+            state=row.state,
+            policy_id=row.policy_id,
+            policy_name=policy_name,
+            created_at=row.created_at,
+        )
+
+    def _wrap_new_key(
+        self, tenant: str, generation_id: str | None, *, system: bool = False
+    ) -> tuple[bytes, bytes]:
+        """A fresh mailbox key and its wrapped form (needs the vault: no transaction open)."""
+        key = self._rng.token_bytes(32)
+        return key, aes_kwp_wrap(self._kek(tenant, generation_id, system=system), key)
+
+    def _kek(
+        self, tenant: str, generation_id: str | None, *, system: bool, request_id: str | None = None
+    ) -> bytes:
+        if generation_id is None:
+            return self._sealer.service_key(tenant)
+        return self.policies.generation_key(generation_id, system=system, request_id=request_id)
+
+    def unwrap_mailbox_key(
+        self,
+        tenant: str,
+        generation_id: str | None,
+        wrapped: bytes | None,
+        *,
+        system: bool = False,
+        request_id: str | None = None,
+    ) -> bytes:
+        if wrapped is None:
+            raise PermanentJobError("This mailbox key has been destroyed.")
+        kek = self._kek(tenant, generation_id, system=system, request_id=request_id)
+        return aes_kwp_unwrap(kek, wrapped)
+
+    def _add_key(
+        self, session: Session, mailbox: MailboxRow, generation_id: str | None, wrapped: bytes
+    ) -> MailboxKeyRow:
+        seq = session.scalar(
+            select(func.max(MailboxKeyRow.seq)).where(MailboxKeyRow.mailbox_id == mailbox.id)
+        )
+        row = MailboxKeyRow(
+            id=self._uuid(),
+            mailbox_id=mailbox.id,
+            seq=int(seq or 0) + 1,
+            generation_id=generation_id,
+            wrapped=wrapped,
+            state="active",
+            created_at=self._clock.now(),
+        )
+        session.add(row)
+        session.flush()
+        return row
+
+    def _resolve_policy(self, tenant: str, policy: str | None) -> tuple[str | None, str | None]:
+        if policy is None:
+            return None, None
+        return self.policies.assignable(tenant, policy, "mailbox")
+
+    # ------------------------------------------------------------------ recipients
+
+    def create_mailbox(
+        self,
+        actor: Actor,
+        tenant: str,
+        upn: str,
+        *,
+        alias: str | None = None,
+        display_name: str | None = None,
+        kind: str = "user",
+        policy: str | None = None,
+    ) -> Mailbox:
+        """A mailbox (kind user or shared) or a mail user not yet migrated (kind mailuser)."""
+        tenant = tenant.lower()
+        self._may_manage(actor, tenant)
+        if kind not in ("user", "shared", "mailuser"):
+            raise BadParameter("A mailbox kind is user, shared or mailuser.")
+        upn_l = upn.strip().lower()
+        if "@" not in upn_l or upn_l.startswith("@") or " " in upn_l:
+            raise BadParameter(f"'{upn}' is not a user principal name (name@domain).")
+        with self.db.transaction() as session:
+            tenant_row = session.get(TenantRow, tenant)
+            if tenant_row is None:
+                raise NotFound(f"No tenant named '{tenant}'.")
+            if upn_l.split("@", 1)[1] != tenant_row.mail_domain:
+                raise BadParameter(
+                    f"'{upn}' is not in tenant '{tenant}''s mail domain {tenant_row.mail_domain}."
+                )
+            if session.scalar(select(MailboxRow).where(MailboxRow.upn == upn_l)) is not None:
+                raise Conflict(f"A mailbox or mail user '{upn_l}' already exists.")
+        policy_id, generation_id = self._resolve_policy(tenant, policy)
+        _, wrapped = self._wrap_new_key(tenant, generation_id)
+        now = self._clock.now()
+        with self.db.transaction() as session:
+            if session.scalar(select(MailboxRow).where(MailboxRow.upn == upn_l)) is not None:
+                raise Conflict(f"A mailbox or mail user '{upn_l}' already exists.")
+            row = MailboxRow(
+                id=self._uuid(),
+                tenant_id=tenant,
+                upn=upn_l,
+                alias=(alias or upn_l.split("@", 1)[0]).lower(),
+                display_name=display_name or upn_l.split("@", 1)[0],
+                kind=kind,
+                state="active",
+                policy_id=policy_id,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(row)
+            session.flush()
+            key = self._add_key(session, row, generation_id, wrapped)
+            row.current_key_id = key.id
+            self._audit.append(
+                session,
+                principal=actor.principal_id,
+                operation="MailUserCreate" if kind == "mailuser" else "MailboxCreate",
+                request_id=actor.request_id,
+                details={"mailbox": row.id, "upn": upn_l, "kind": kind, "policy": policy_id},
+            )
+            return self._view(session, row)
+
+    def get(self, actor: Actor, identity: str) -> Mailbox:
+        with self.db.transaction() as session:
+            row = self._find(session, identity)
+            self._may_use(actor, row)
+            return self._view(session, row)
+
+    def list_mailboxes(
+        self, actor: Actor, tenant: str, *, kind: str | None = None
+    ) -> list[Mailbox]:
+        tenant = tenant.lower()
+        self._may_manage(actor, tenant)
+        with self.db.transaction() as session:
+            query = select(MailboxRow).where(
+                MailboxRow.tenant_id == tenant, MailboxRow.state != "deleted"
+            )
+            if kind is not None:
+                query = query.where(MailboxRow.kind == kind)
+            return [self._view(session, r) for r in session.scalars(query.order_by(MailboxRow.upn))]
+
+    def set_policy(self, actor: Actor, identity: str, policy: str | None) -> Job | None:
+        """Assign a DEP (or None: service-managed keys). Returns the re-key job, if one was
+        needed (the mailbox has content under another key)."""
+        with self.db.transaction() as session:
+            row = self._find(session, identity)
+            self._may_manage(actor, row.tenant_id)
+            tenant, mailbox_id = row.tenant_id, row.id
+            if self.jobs.active_for(session, REKEY_JOB, mailbox_id) is not None:
+                raise Conflict(
+                    f"Mailbox '{row.upn}' is being re-encrypted; wait for that job to finish."
+                )
+        policy_id, generation_id = self._resolve_policy(tenant, policy)
+        _, wrapped = self._wrap_new_key(tenant, generation_id)
+        with self.db.transaction() as session:
+            row = self._find(session, identity)
+            old_keys = list(
+                session.scalars(
+                    select(MailboxKeyRow).where(
+                        MailboxKeyRow.mailbox_id == row.id, MailboxKeyRow.state != "destroyed"
+                    )
+                )
+            )
+            items = session.scalar(
+                select(func.count())
+                .select_from(MailItemRow)
+                .where(MailItemRow.mailbox_id == row.id)
+            )
+            key = self._add_key(session, row, generation_id, wrapped)
+            row.current_key_id = key.id
+            row.policy_id = policy_id
+            row.updated_at = self._clock.now()
+            job: Job | None = None
+            if int(items or 0) == 0:
+                for old in old_keys:
+                    self._destroy_key(old)
+            else:
+                for old in old_keys:
+                    old.state = "retiring"
+                job = self.jobs.enqueue(
+                    session,
+                    REKEY_JOB,
+                    row.id,
+                    created_by=actor.principal_id,
+                    payload={"key_id": key.id, "reason": "policy-change"},
+                    total=int(items or 0),
+                )
+            self._audit.append(
+                session,
+                principal=actor.principal_id,
+                operation="MailboxSetDataEncryptionPolicy",
+                request_id=actor.request_id,
+                details={
+                    "mailbox": row.id,
+                    "policy": policy_id,
+                    "generation": generation_id,
+                    "job": job.id if job else None,
+                },
+            )
+            return job
+
+    def _destroy_key(self, key: MailboxKeyRow) -> None:
+        key.wrapped = None
+        key.state = "destroyed"
+        key.destroyed_at = self._clock.now()
+
+    # ------------------------------------------------------------------ content
+
+    def _current_key(self, session: Session, row: MailboxRow) -> MailboxKeyRow:
+        key = session.get(MailboxKeyRow, row.current_key_id) if row.current_key_id else None
+        if key is None or key.wrapped is None:
+            raise Conflict(f"Mailbox '{row.upn}' has no usable key.")
+        return key
+
+    def import_messages(
+        self,
+        actor: Actor,
+        identity: str,
+        path: Path,
+        *,
+        fmt: str | None = None,
+        progress: Progress | None = None,
+    ) -> ImportResult:
+        """Import a mail store, streaming: one message in memory at a time, batched commits.
+        Importing into a mail user migrates it (it becomes a user mailbox)."""
+        fmt = fmt or formats.detect_format(path)
+        if fmt not in formats.FORMATS:
+            raise BadParameter(f"Unknown mail format '{fmt}'; use mbox, maildir or eml.")
+        if not path.exists():
+            raise BadParameter(f"{path} does not exist.")
+        with self.db.transaction() as session:
+            row = self._find(session, identity)
+            self._may_use(actor, row)
+            key_row = self._current_key(session, row)
+            tenant, mailbox_id = row.tenant_id, row.id
+            key_id, key_seq = key_row.id, key_row.seq
+            generation_id, wrapped = key_row.generation_id, key_row.wrapped
+            next_seq = int(
+                session.scalar(
+                    select(func.max(MailItemRow.seq)).where(MailItemRow.mailbox_id == mailbox_id)
+                )
+                or 0
+            )
+        mailbox_key = self.unwrap_mailbox_key(
+            tenant, generation_id, wrapped, request_id=actor.request_id
+        )
+        total = formats.count_messages(path, fmt)
+        imported = 0
+        total_bytes = 0
+        pending: list[MailItemRow] = []
+
+        def flush() -> None:
+            if not pending:
+                return
+            with self.db.transaction() as session:
+                session.add_all(pending)
+                mailbox = session.get(MailboxRow, mailbox_id)
+                assert mailbox is not None
+                if mailbox.kind == "mailuser":
+                    mailbox.kind = "user"
+                mailbox.updated_at = self._clock.now()
+                self._audit.append(
+                    session,
+                    principal=actor.principal_id,
+                    operation="MailboxImport",
+                    request_id=actor.request_id,
+                    details={"mailbox": mailbox_id, "items": len(pending)},
+                )
+            pending.clear()
+
+        now = self._clock.now()
+        for folder, message in formats.read_messages(path, fmt):
+            next_seq += 1
+            item_id = self._uuid()
+            blob = f"mail/{mailbox_id}/{item_id}.{key_seq}"
+            sealed = seal(
+                mailbox_key,
+                message,
+                key_id=key_id,
+                key_version=str(key_seq),
+                context=item_context(tenant, mailbox_id, item_id, key_id),
+                rng=self._rng,
+            )
+            self.blobs.put_bytes(blob, sealed)
+            pending.append(
+                MailItemRow(
+                    id=item_id,
+                    mailbox_id=mailbox_id,
+                    seq=next_seq,
+                    folder=folder[:256],
+                    key_id=key_id,
+                    blob=blob,
+                    size=len(message),
+                    sealed_size=len(sealed),
+                    received_at=formats.received_time(message, now),
+                    created_at=now,
+                )
+            )
+            imported += 1
+            total_bytes += len(message)
+            if len(pending) >= IMPORT_BATCH:
+                flush()
+            if progress is not None:
+                progress(imported, total)
+        flush()
+        return ImportResult(mailbox=mailbox_id, imported=imported, bytes=total_bytes)
+
+    def add_message(
+        self, actor: Actor, identity: str, message: bytes, folder: str = "Inbox"
+    ) -> MailItem:
+        """Deliver one message (the write path applications use)."""
+        with self.db.transaction() as session:
+            row = self._find(session, identity)
+            self._may_use(actor, row)
+            key_row = self._current_key(session, row)
+            tenant, mailbox_id, key_id, key_seq = row.tenant_id, row.id, key_row.id, key_row.seq
+            generation_id, wrapped = key_row.generation_id, key_row.wrapped
+        mailbox_key = self.unwrap_mailbox_key(
+            tenant, generation_id, wrapped, request_id=actor.request_id
+        )
+        item_id = self._uuid()
+        blob = f"mail/{mailbox_id}/{item_id}.{key_seq}"
+        sealed = seal(
+            mailbox_key,
+            message,
+            key_id=key_id,
+            key_version=str(key_seq),
+            context=item_context(tenant, mailbox_id, item_id, key_id),
+            rng=self._rng,
+        )
+        self.blobs.put_bytes(blob, sealed)
+        now = self._clock.now()
+        with self.db.transaction() as session:
+            seq = (
+                int(
+                    session.scalar(
+                        select(func.max(MailItemRow.seq)).where(
+                            MailItemRow.mailbox_id == mailbox_id
+                        )
+                    )
+                    or 0
+                )
+                + 1
+            )
+            item = MailItemRow(
+                id=item_id,
+                mailbox_id=mailbox_id,
+                seq=seq,
+                folder=folder[:256],
+                key_id=key_id,
+                blob=blob,
+                size=len(message),
+                sealed_size=len(sealed),
+                received_at=formats.received_time(message, now),
+                created_at=now,
+            )
+            session.add(item)
+            self._audit.append(
+                session,
+                principal=actor.principal_id,
+                operation="MailItemCreate",
+                request_id=actor.request_id,
+                details={"mailbox": mailbox_id, "item": item_id},
+            )
+            return MailItem(item.id, item.seq, item.folder, item.size, item.received_at, key_id)
+
+    def list_items(
+        self, actor: Actor, identity: str, *, folder: str | None = None
+    ) -> list[MailItem]:
+        with self.db.transaction() as session:
+            row = self._find(session, identity)
+            self._may_use(actor, row)
+            query = select(MailItemRow).where(MailItemRow.mailbox_id == row.id)
+            if folder is not None:
+                query = query.where(MailItemRow.folder == folder)
+            return [
+                MailItem(i.id, i.seq, i.folder, i.size, i.received_at, i.key_id)
+                for i in session.scalars(query.order_by(MailItemRow.seq))
+            ]
+
+    def _open_item(
+        self,
+        tenant: str,
+        item: MailItemRow,
+        key: MailboxKeyRow,
+        *,
+        system: bool,
+        request_id: str | None,
+    ) -> bytes:
+        mailbox_key = self.unwrap_mailbox_key(
+            tenant, key.generation_id, key.wrapped, system=system, request_id=request_id
+        )
+        out = io.BytesIO()
+        with self.blobs.open(item.blob) as handle:
+            open_stream(
+                mailbox_key,
+                handle,
+                out,
+                context=item_context(tenant, item.mailbox_id, item.id, key.id),
+            )
+        return out.getvalue()
+
+    def _item(self, session: Session, row: MailboxRow, item_ref: str) -> MailItemRow:
+        item = session.get(MailItemRow, item_ref)
+        if item is None and item_ref.isdigit():
+            item = session.scalar(
+                select(MailItemRow).where(
+                    MailItemRow.mailbox_id == row.id, MailItemRow.seq == int(item_ref)
+                )
+            )
+        if item is None or item.mailbox_id != row.id:
+            raise ItemNotFound(f"No item '{item_ref}' in mailbox '{row.upn}'.")
+        return item
+
+    def read_item(self, actor: Actor, identity: str, item_ref: str) -> bytes:
+        with self.db.transaction() as session:
+            row = self._find(session, identity)
+            self._may_use(actor, row)
+            item = self._item(session, row, item_ref)
+            key = session.get(MailboxKeyRow, item.key_id)
+            assert key is not None
+            tenant = row.tenant_id
+        return self._open_item(tenant, item, key, system=False, request_id=actor.request_id)
+
+    def delete_item(self, actor: Actor, identity: str, item_ref: str) -> None:
+        with self.db.transaction() as session:
+            row = self._find(session, identity)
+            self._may_use(actor, row)
+            item = self._item(session, row, item_ref)
+            blob = item.blob
+            session.delete(item)
+            self._audit.append(
+                session,
+                principal=actor.principal_id,
+                operation="MailItemDelete",
+                request_id=actor.request_id,
+                details={"mailbox": row.id, "item": item.id},
+            )
+        self.blobs.delete(blob)
+
+    def iter_messages(
+        self, actor: Actor, identity: str, *, system: bool = False
+    ) -> Iterator[tuple[MailItem, bytes]]:
+        """Every item with its plaintext, oldest first, one at a time."""
+        items = self.list_items(actor, identity)
+        for item in items:
+            with self.db.transaction() as session:
+                row = session.get(MailItemRow, item.id)
+                if row is None:
+                    continue
+                key = session.get(MailboxKeyRow, row.key_id)
+                mailbox = session.get(MailboxRow, row.mailbox_id)
+                assert key is not None and mailbox is not None
+                tenant = mailbox.tenant_id
+            data = self._open_item(tenant, row, key, system=system, request_id=actor.request_id)
+            yield item, data
+
+    def export_messages(
+        self,
+        actor: Actor,
+        identity: str,
+        path: Path,
+        *,
+        fmt: str | None = None,
+        progress: Progress | None = None,
+    ) -> int:
+        fmt = fmt or ("eml" if path.suffix == "" and not path.name.endswith(".mbox") else "mbox")
+        writer = formats.MessageWriter(path, fmt)
+        count = 0
+        total = len(self.list_items(actor, identity))
+        try:
+            for item, data in self.iter_messages(actor, identity):
+                writer.add(item.folder, data)
+                count += 1
+                if progress is not None:
+                    progress(count, total)
+        finally:
+            writer.close()
+        return count
+
+    # ------------------------------------------------------------------ status
+
+    def statistics(self, actor: Actor, identity: str) -> MailboxStatistics:
+        with self.db.transaction() as session:
+            row = self._find(session, identity)
+            self._may_use(actor, row)
+            count, size = session.execute(
+                select(func.count(), func.coalesce(func.sum(MailItemRow.size), 0)).where(
+                    MailItemRow.mailbox_id == row.id
+                )
+            ).one()
+            current = session.get(MailboxKeyRow, row.current_key_id) if row.current_key_id else None
+            unprotected = session.scalar(
+                select(func.count())
+                .select_from(MailItemRow)
+                .join(MailboxKeyRow, MailboxKeyRow.id == MailItemRow.key_id)
+                .where(MailItemRow.mailbox_id == row.id, MailboxKeyRow.generation_id.is_(None))
+            )
+            customer = current is not None and current.generation_id is not None
+            job = self.jobs.active_for(session, REKEY_JOB, row.id)
+            percent = None
+            if job is not None:
+                percent = (
+                    100.0 * job.progress_done / job.progress_total if job.progress_total else 0.0
+                )
+            return MailboxStatistics(
+                mailbox=self._view(session, row),
+                item_count=int(count),
+                total_size=int(size),
+                is_encrypted=customer and int(unprotected or 0) == 0,
+                data_encryption_policy_id=current.generation_id if customer and current else None,
+                job_state=job.state if job is not None else None,
+                percent_complete=percent,
+            )
+
+    # ------------------------------------------------------------------ re-key job
+
+    def run_rekey(self, job: Job, context: JobContext) -> None:
+        """Re-encrypt every item of the mailbox under its current key, then destroy the
+        keys it replaced. Batches are idempotent: a new blob is written under a name that
+        carries the new key's sequence number, the row switches to it in one transaction,
+        and only then is the old blob removed."""
+        mailbox_id = job.target
+        with self.db.transaction() as session:
+            row = session.get(MailboxRow, mailbox_id)
+            if row is None:
+                raise PermanentJobError(f"Mailbox {mailbox_id} no longer exists.")
+            target = self._current_key(session, row)
+            tenant = row.tenant_id
+            total = session.scalar(
+                select(func.count())
+                .select_from(MailItemRow)
+                .where(MailItemRow.mailbox_id == row.id)
+            )
+        new_key = self.unwrap_mailbox_key(tenant, target.generation_id, target.wrapped, system=True)
+        old_keys: dict[str, bytes] = {}
+        while True:
+            with self.db.transaction() as session:
+                batch = list(
+                    session.scalars(
+                        select(MailItemRow)
+                        .where(
+                            MailItemRow.mailbox_id == mailbox_id, MailItemRow.key_id != target.id
+                        )
+                        .order_by(MailItemRow.seq)
+                        .limit(REKEY_BATCH)
+                    )
+                )
+                keys = {
+                    k.id: k
+                    for k in session.scalars(
+                        select(MailboxKeyRow).where(MailboxKeyRow.mailbox_id == mailbox_id)
+                    )
+                }
+                remaining = session.scalar(
+                    select(func.count())
+                    .select_from(MailItemRow)
+                    .where(MailItemRow.mailbox_id == mailbox_id, MailItemRow.key_id != target.id)
+                )
+            if not batch:
+                break
+            moves: list[tuple[str, str, str, int]] = []
+            for item in batch:
+                old = keys[item.key_id]
+                if old.id not in old_keys:
+                    old_keys[old.id] = self.unwrap_mailbox_key(
+                        tenant, old.generation_id, old.wrapped, system=True
+                    )
+                new_blob = f"mail/{mailbox_id}/{item.id}.{target.seq}"
+                source_key = old_keys[old.id]
+
+                def fill(
+                    handle: object,
+                    item: MailItemRow = item,
+                    old_id: str = old.id,
+                    source_key: bytes = source_key,
+                ) -> None:
+                    plain = io.BytesIO()
+                    with self.blobs.open(item.blob) as src:
+                        open_stream(
+                            source_key,
+                            src,
+                            plain,
+                            context=item_context(tenant, mailbox_id, item.id, old_id),
+                        )
+                    plain.seek(0)
+                    seal_stream(
+                        new_key,
+                        plain,
+                        handle,  # type: ignore[arg-type]
+                        key_id=target.id,
+                        key_version=str(target.seq),
+                        context=item_context(tenant, mailbox_id, item.id, target.id),
+                        rng=self._rng,
+                    )
+
+                sealed_size = self.blobs.write(new_blob, fill)
+                moves.append((item.id, item.blob, new_blob, sealed_size))
+            done = int(total or 0) - int(remaining or 0) + len(moves)
+            with self.db.transaction() as session:
+                for item_id, _, new_blob, sealed_size in moves:
+                    item_row = session.get(MailItemRow, item_id)
+                    if item_row is None:
+                        continue
+                    item_row.key_id = target.id
+                    item_row.blob = new_blob
+                    item_row.sealed_size = sealed_size
+                context.checkpoint(done=done, total=int(total or 0), session=session)
+            for _, old_blob, new_blob, _ in moves:
+                if old_blob != new_blob:
+                    self.blobs.delete(old_blob)
+        with self.db.transaction() as session:
+            destroyed = []
+            for key in session.scalars(
+                select(MailboxKeyRow).where(
+                    MailboxKeyRow.mailbox_id == mailbox_id,
+                    MailboxKeyRow.id != target.id,
+                    MailboxKeyRow.state != "destroyed",
+                )
+            ):
+                self._destroy_key(key)
+                destroyed.append(key.seq)
+            self._audit.append(
+                session,
+                principal="customerkey-service",
+                operation="MailboxRekeyComplete",
+                details={"mailbox": mailbox_id, "key": target.id, "destroyed_keys": destroyed},
+            )
+        # Blobs a crash left behind under destroyed keys' names.
+        suffixes = tuple(f".{seq}" for seq in destroyed)
+        if suffixes:
+            for name in self.blobs.list(f"mail/{mailbox_id}"):
+                if name.endswith(suffixes):
+                    self.blobs.delete(name)
+
+    def generation_users(self, session: Session, generation_id: str) -> tuple[int, int]:
+        """(mailboxes, items) whose content depends on a generation."""
+        mailboxes = session.scalar(
+            select(func.count(func.distinct(MailboxKeyRow.mailbox_id))).where(
+                MailboxKeyRow.generation_id == generation_id, MailboxKeyRow.state != "destroyed"
+            )
+        )
+        items = session.scalar(
+            select(func.count())
+            .select_from(MailItemRow)
+            .join(MailboxKeyRow, MailboxKeyRow.id == MailItemRow.key_id)
+            .where(MailboxKeyRow.generation_id == generation_id)
+        )
+        return int(mailboxes or 0), int(items or 0)
