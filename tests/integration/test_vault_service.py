@@ -602,9 +602,7 @@ def test_private_key_material_sealed_and_bound_to_identity(runtime: Runtime) -> 
             .where(KeyVersionRow.version == b.id.version)
             .values(sealed_private_key=sealed_a)
         )
-    runtime.vault._private_keys.discard(
-        [rows[b.id.version].id]
-    )
+    runtime.vault._private_keys.discard([rows[b.id.version].id])
     with pytest.raises(Exception) as failure:
         runtime.vault.wrap_key(OPERATOR, VAULT, "key-b", None, "RSA-OAEP-256", b"x" * 32)
     assert "Decryption failed" in str(failure.value)
