@@ -27,6 +27,8 @@ MASTER_KEY_BYTES = 32
 class HomeError(CustomerKeyError):
     """The home folder is missing, unreadable or has unsafe permissions."""
 
+    code = "HomeFolderError"
+
 
 @dataclass(frozen=True)
 class Home:

@@ -106,8 +106,17 @@ def usage_view(usage: VersionUsage) -> dict[str, Any]:
     }
 
 
-def rotation_policy_view(policy: RotationPolicy) -> dict[str, Any]:
+def rotation_policy_view(
+    policy: RotationPolicy, *, vault: str | None = None, key: str | None = None
+) -> dict[str, Any]:
+    """Like Get-AzKeyVaultKeyRotationPolicy (which names the vault and key when it knows)."""
+    named: dict[str, Any] = {}
+    if vault is not None:
+        named["VaultName"] = vault
+    if key is not None:
+        named["KeyName"] = key
     return {
+        **named,
         "LifetimeActions": [
             {
                 "Action": a.action,

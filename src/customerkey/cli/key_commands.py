@@ -150,7 +150,7 @@ def rotation_policy(
         except ValueError as exc:
             raise BadParameter(f"The rotation policy is not valid JSON: {exc}") from None
         policy = c.runtime.vault.set_rotation_policy(c.actor, vault, name, body)
-    emit_object(rotation_policy_view(policy), as_json=c.as_json)
+    emit_object(rotation_policy_view(policy, vault=vault, key=name), as_json=c.as_json)
 
 
 def _read_policy_text(value: str) -> str:

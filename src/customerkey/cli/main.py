@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import typer
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from customerkey import __version__
 from customerkey.cli import (
@@ -66,6 +68,14 @@ def root(
     ctx.call_on_close(ctx.obj.close)
 
 
+def display_database_url(url: str) -> str:
+    """The database URL without its password, fit to print."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparsable database URL)"
+
+
 @app.command("init")
 def init(ctx: typer.Context) -> None:
     """Create the home folder (0700), its master key (0600) and the database."""
@@ -78,7 +88,11 @@ def init(ctx: typer.Context) -> None:
         "Home": str(home.path),
         "MasterKey": str(home.master_key_file),
         "MasterKeyCreated": created,
-        "Database": runtime.db.url if runtime.settings.database_url else str(home.database_file),
+        "Database": (
+            display_database_url(runtime.db.url)
+            if runtime.settings.database_url
+            else str(home.database_file)
+        ),
         "SchemaRevision": runtime.db.current_revision(),
     }
     emit_object(view, as_json=c.as_json)

@@ -77,7 +77,10 @@ def _dt(value: Any) -> datetime | None:
         return None
     if not isinstance(value, int | float):
         raise InvalidBackup(_CORRUPT)
-    return from_unix(value)
+    try:
+        return from_unix(value)
+    except (OverflowError, OSError, ValueError):
+        raise InvalidBackup(_CORRUPT) from None
 
 
 def _header_bytes(header: BackupHeader) -> bytes:

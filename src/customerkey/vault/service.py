@@ -848,6 +848,8 @@ class KeyVaultService:
             if clean_tags is not None:
                 target.tags = clean_tags
                 changes["tags"] = clean_tags
+            if not changes:
+                return self._bundle(row, key, target)
             target.updated_at = self._clock.now()
             self._record(
                 session,
@@ -1265,6 +1267,8 @@ class KeyVaultService:
     def tick(self, actor: Actor) -> TickReport:
         """The scheduler's periodic work: purge what retention has released, apply rotation
         policies. Safe to run from several processes (each step is its own transaction)."""
+        if not actor.is_operator:
+            raise Forbidden("Only the platform operator runs the scheduler.")
         now = self._clock.now()
         purged_keys: list[str] = []
         purged_vaults: list[str] = []
