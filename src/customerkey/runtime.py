@@ -23,6 +23,7 @@ from customerkey.keyprovider.router import KeyProviderRouter
 from customerkey.rng import Rng, SystemRng
 from customerkey.service.auditing import AuditService
 from customerkey.service.key_cache import DepKeyCache
+from customerkey.service.key_usage import KeyUsageService
 from customerkey.service.policies import PolicyService
 from customerkey.service.principals import PrincipalService
 from customerkey.service.sealing import MasterSealer
@@ -32,7 +33,7 @@ from customerkey.storage.blobs import LocalBlobStore
 from customerkey.storage.database import Database
 from customerkey.vault.protection import SoftwareKeyProtector
 from customerkey.vault.service import KeyVaultService
-from customerkey.workloads.mail.service import REKEY_JOB, MailService
+from customerkey.workloads.mail.service import PURGE_JOB, REFRESH_JOB, REKEY_JOB, MailService
 
 
 def _remote_provider(remote: RemoteVault) -> KeyProvider:
@@ -66,6 +67,7 @@ class Runtime:
     mail: MailService
     jobs: JobQueue
     key_cache: DepKeyCache
+    usage: KeyUsageService
     routers: dict[str, KeyProviderRouter] = field(default_factory=dict)
 
     @classmethod
@@ -157,11 +159,16 @@ class Runtime:
             mail=mail,
             jobs=jobs,
             key_cache=cache,
+            usage=KeyUsageService(db, vault, mail),
             routers=routers,
         )
 
     def job_handlers(self) -> dict[str, Handler]:
-        return {REKEY_JOB: self.mail.run_rekey}
+        return {
+            REKEY_JOB: self.mail.run_rekey,
+            REFRESH_JOB: self.mail.run_refresh,
+            PURGE_JOB: self.mail.run_purge,
+        }
 
     def worker(self, **kwargs: object) -> Worker:
         return Worker(self.jobs, self.job_handlers(), **kwargs)  # type: ignore[arg-type]

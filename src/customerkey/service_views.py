@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from customerkey.jobs.queue import Job
+from customerkey.service.key_usage import GenerationUsage
 from customerkey.service.policies import DataEncryptionPolicy
 from customerkey.service.tenants import Tenant
 from customerkey.views import iso
@@ -106,4 +107,36 @@ def job_view(job: Job) -> dict[str, Any]:
         "Error": job.error,
         "Created": iso(job.created_at),
         "Finished": iso(job.finished_at),
+    }
+
+
+def generation_usage_view(usage: GenerationUsage) -> dict[str, Any]:
+    return {
+        "KeyGenerationId": usage.generation_id,
+        "Sequence": usage.seq,
+        "RootKeyVersions": list(usage.key_uris),
+        "Mailboxes": usage.mailboxes,
+        "Items": usage.items,
+        "Retired": usage.retired,
+    }
+
+
+_MOVE_STATUS = {
+    "queued": "Queued",
+    "running": "InProgress",
+    "succeeded": "Completed",
+    "failed": "Failed",
+}
+
+
+def move_view(job: Job, identity: str) -> dict[str, Any]:
+    """Get-MoveRequest's shape."""
+    return {
+        "DisplayName": identity,
+        "Status": _MOVE_STATUS.get(job.state, job.state),
+        "PercentComplete": round(job.percent, 1),
+        "ItemsTransferred": job.progress_done,
+        "TotalItems": job.progress_total,
+        "JobId": job.id,
+        "Error": job.error,
     }

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from customerkey import __version__
-from customerkey.api import admin_api, auth_api, keys_api
+from customerkey.api import admin_api, auth_api, keys_api, service_api
 from customerkey.api.deps import ApiContext, AuthChallenge, request_id
 from customerkey.api.middleware import AccessLogMiddleware, BodySizeLimitMiddleware
 from customerkey.errors import CustomerKeyError
@@ -142,6 +142,7 @@ def create_app(context: ApiContext, *, max_request_bytes: int | None = None) -> 
 
     app.include_router(auth_api.router)
     app.include_router(admin_api.router)
+    app.include_router(service_api.router)
     app.include_router(keys_api.router)
 
     app.add_middleware(MetricsMiddleware, registry=registry)

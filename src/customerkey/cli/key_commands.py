@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from customerkey.cli.context import cli_context, parse_tags, parse_time, split_list
+from customerkey.cli.context import CliContext, cli_context, parse_tags, parse_time, split_list
 from customerkey.cli.output import emit_list, emit_message, emit_object
 from customerkey.errors import BadParameter
 from customerkey.views import deleted_key_view, key_view, rotation_policy_view, usage_view
@@ -105,9 +105,15 @@ def update(
     expires: str | None = typer.Option(None, "--expires"),
     ops: str | None = typer.Option(None, "--ops"),
     tag: list[str] | None = typer.Option(None, "--tag"),
+    force: bool = typer.Option(
+        False, "--force", help="Disable even though the version still protects data."
+    ),
 ) -> None:
     """Change a version's enabled state, validity times, operations or tags."""
     c = cli_context(ctx)
+    if enable is False and not force:
+        target = version or c.runtime.vault.get_key(c.actor, vault, name).id.version
+        _refuse_if_protecting(c, vault, name, target, "Disabling")
     bundle = c.runtime.vault.update_key(
         c.actor,
         vault,
@@ -167,10 +173,28 @@ def _read_policy_text(value: str) -> str:
         raise BadParameter(f"The rotation policy file {path} is not UTF-8 text.") from None
 
 
+def _refuse_if_protecting(
+    c: CliContext, vault: str, name: str, version: str | None, doing: str
+) -> None:
+    protecting = c.runtime.usage.still_protects(c.actor, vault, name, version)
+    if protecting:
+        what = f"version {version}" if version else f"key {name}"
+        raise BadParameter(
+            f"{doing} {what} would remove a root key that still protects data: {protecting}"
+        )
+
+
 @app.command("delete")
-def delete(ctx: typer.Context, vault: str, name: str) -> None:
+def delete(
+    ctx: typer.Context,
+    vault: str,
+    name: str,
+    force: bool = typer.Option(False, "--force", help="Delete even though it protects data."),
+) -> None:
     """Soft-delete a key with all its versions (recoverable until the retention ends)."""
     c = cli_context(ctx)
+    if not force:
+        _refuse_if_protecting(c, vault, name, None, "Deleting")
     deleted = c.runtime.vault.delete_key(c.actor, vault, name)
     emit_object(deleted_key_view(deleted, domain=c.domain, port=c.port), as_json=c.as_json)
 
@@ -253,7 +277,16 @@ def restore(
 def usage(ctx: typer.Context, vault: str, name: str) -> None:
     """Per version: operations performed and what still depends on it."""
     c = cli_context(ctx)
-    views = [usage_view(u) for u in c.runtime.vault.key_usage(c.actor, vault, name)]
-    columns = ["Version", "Sequence", "Enabled", "Created", "Operations"]
-    extra = sorted({k for v in views for k in v} - set(columns))
-    emit_list(views, columns + extra, as_json=c.as_json)
+    views = [usage_view(u) for u in c.runtime.usage.key_usage(c.actor, vault, name)]
+    columns = [
+        "Version",
+        "Sequence",
+        "Enabled",
+        "Created",
+        "Operations",
+        "DepGenerations",
+        "Policies",
+        "Mailboxes",
+        "Items",
+    ]
+    emit_list(views, columns, as_json=c.as_json)

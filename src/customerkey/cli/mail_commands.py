@@ -11,9 +11,12 @@ from customerkey.cli.context import CliContext, cli_context
 from customerkey.cli.job_commands import finish_or_report
 from customerkey.cli.output import emit_list, emit_message, emit_object, err_console
 from customerkey.errors import BadParameter
+from customerkey.service.workloads import EXCHANGE
 from customerkey.service_views import (
+    generation_usage_view,
     item_view,
     mailbox_view,
+    move_view,
     policy_view,
     statistics_view,
     tenant_view,
@@ -121,7 +124,11 @@ def dep_show(
 ) -> None:
     c = cli_context(ctx)
     policy = c.runtime.policies.get(c.actor, tenant_of(c, tenant), identity)
-    emit_object(policy_view(policy), as_json=c.as_json)
+    view = policy_view(policy)
+    view["KeyGenerationUsage"] = [
+        generation_usage_view(g) for g in c.runtime.usage.policy_generations(policy.id)
+    ]
+    emit_object(view, as_json=c.as_json)
 
 
 @deps.command("list")
@@ -129,6 +136,70 @@ def dep_list(ctx: typer.Context, tenant: str | None = typer.Option(None, "--tena
     c = cli_context(ctx)
     policies = c.runtime.policies.list_policies(c.actor, tenant_of(c, tenant))
     emit_list([policy_view(p) for p in policies], POLICY_COLUMNS, as_json=c.as_json)
+
+
+@deps.command("refresh")
+def dep_refresh(
+    ctx: typer.Context,
+    identity: str,
+    tenant: str | None = typer.Option(None, "--tenant"),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Queue the re-wrap and return."),
+) -> None:
+    """Set-DataEncryptionPolicy -Refresh: use the newest root-key versions after a key roll."""
+    c = cli_context(ctx)
+    tenant_id = tenant_of(c, tenant)
+    job = c.runtime.mail.refresh(c.actor, tenant_id, identity)
+    if job is None:
+        emit_message(
+            f"Policy '{identity}' already uses the newest version of both root keys; "
+            "nothing to refresh.",
+            as_json=c.as_json,
+            data={"refreshed": False},
+        )
+        return
+    finish_or_report(c, job, no_wait=no_wait)
+    policy = c.runtime.policies.get(c.actor, tenant_id, identity)
+    emit_object(policy_view(policy), as_json=c.as_json)
+
+
+@deps.command("purge-request")
+def dep_purge_request(
+    ctx: typer.Context,
+    identity: str,
+    reason: str = typer.Option(..., "--reason"),
+    contact: str = typer.Option(..., "--contact"),
+    tenant: str | None = typer.Option(None, "--tenant"),
+) -> None:
+    """Set-DataEncryptionPolicy -PermanentDataPurgeRequested (refused while the mail service
+    principal still has wrapKey/unwrapKey on either vault)."""
+    c = cli_context(ctx)
+    policy = c.runtime.policies.request_purge(
+        c.actor,
+        tenant_of(c, tenant),
+        identity,
+        reason=reason,
+        contact=contact,
+        workload_principal=EXCHANGE.app_id,
+    )
+    emit_object(policy_view(policy), as_json=c.as_json)
+
+
+@deps.command("purge-approve")
+def dep_purge_approve(
+    ctx: typer.Context,
+    identity: str,
+    approver: str = typer.Option(..., "--approver", help="A second tenant admin's UPN."),
+    tenant: str | None = typer.Option(None, "--tenant"),
+    no_wait: bool = typer.Option(False, "--no-wait"),
+) -> None:
+    """Approve a requested purge: every key of the DEP is destroyed, its mailboxes deleted."""
+    c = cli_context(ctx)
+    tenant_id = tenant_of(c, tenant)
+    job = c.runtime.mail.approve_purge(c.actor, tenant_id, identity, approver)
+    finish_or_report(c, job, no_wait=no_wait)
+    emit_object(
+        policy_view(c.runtime.policies.get(c.actor, tenant_id, identity)), as_json=c.as_json
+    )
 
 
 @deps.command("set")
@@ -241,6 +312,29 @@ def mailbox_set(
     finish_or_report(c, job, no_wait=no_wait)
     stats = c.runtime.mail.statistics(c.actor, identity)
     emit_object(statistics_view(stats), as_json=c.as_json)
+
+
+@mailboxes.command("move")
+def mailbox_move(
+    ctx: typer.Context,
+    identity: str,
+    no_wait: bool = typer.Option(False, "--no-wait"),
+) -> None:
+    """New-MoveRequest: re-encrypt all content under a new mailbox key."""
+    c = cli_context(ctx)
+    job = c.runtime.mail.move(c.actor, identity)
+    done = finish_or_report(c, job, no_wait=no_wait)
+    emit_object(move_view(done or job, identity), as_json=c.as_json)
+
+
+@mailboxes.command("move-status")
+def mailbox_move_status(ctx: typer.Context, identity: str) -> None:
+    """Get-MoveRequest."""
+    c = cli_context(ctx)
+    job = c.runtime.mail.move_status(c.actor, identity)
+    if job is None:
+        raise BadParameter(f"There is no move request for '{identity}'.")
+    emit_object(move_view(job, identity), as_json=c.as_json)
 
 
 @mailboxes.command("stats")

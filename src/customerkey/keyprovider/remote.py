@@ -30,6 +30,13 @@ from customerkey.keyprovider.base import KeyUri, RootKeyProperties, WrapResult
 T = TypeVar("T")
 
 
+def _text(value: object) -> str:
+    """The wire value of an SDK enum (``str(KeyType.rsa_hsm)`` is "KeyType.rsa_hsm")."""
+    if value is None:
+        return ""
+    return str(getattr(value, "value", value))
+
+
 class RemoteKeyProvider:
     def __init__(
         self,
@@ -112,13 +119,13 @@ class RemoteKeyProvider:
         version = props.version or ""
         return RootKeyProperties(
             uri=uri.with_version(version),
-            kty=str(key.key_type),
+            kty=_text(key.key_type),
             key_size=len(getattr(key.key, "n", None) or b"") * 8,
             enabled=bool(props.enabled),
             not_before=props.not_before,
             expires=props.expires_on,
-            key_ops=tuple(str(op) for op in (key.key_operations or ())),
-            recovery_level=str(props.recovery_level or ""),
+            key_ops=tuple(_text(op) for op in (key.key_operations or ())),
+            recovery_level=_text(props.recovery_level),
         )
 
     def holds(self, uri: KeyUri, permissions: tuple[str, ...]) -> dict[str, bool]:

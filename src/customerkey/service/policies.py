@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -450,6 +450,142 @@ class PolicyService:
             )
             return [_generation(r) for r in rows]
 
+    def find_id(self, actor: Actor, tenant: str, identity: str, kind: str | None = None) -> str:
+        return self.get(actor, tenant, identity, kind=kind).id
+
+    def new_generation(
+        self,
+        actor: Actor,
+        policy_id: str,
+        *,
+        in_transaction: Callable[[Session, GenerationRow], None] | None = None,
+    ) -> PolicyGeneration | None:
+        """A new generation wrapped by the newest versions of both root keys, or None when
+        neither root key has a version newer than the current generation's (nothing to do).
+        ``in_transaction`` runs in the transaction that stores it (to queue the re-wrap)."""
+        with self.db.transaction() as session:
+            policy = session.get(PolicyRow, policy_id)
+            if policy is None:
+                raise PolicyNotFound(f"No data encryption policy {policy_id}.")
+            if policy.state != "active":
+                raise Conflict(f"Policy '{policy.name}' is {policy.state}; it cannot be refreshed.")
+            current = self._current_generation_row(session, policy_id)
+            kind = policy.kind
+            uri_1, uri_2 = KeyUri.parse(policy.key_uri_1), KeyUri.parse(policy.key_uri_2)
+            current_versions = (
+                (current.key_uri_1, current.key_uri_2) if current is not None else ("", "")
+            )
+            sealed = policy.sealed_availability_key
+        newest = []
+        for uri in (uri_1, uri_2):
+            props = self.validate_root_key(kind, uri)
+            newest.append(props.uri)
+        if (str(newest[0]), str(newest[1])) == current_versions:
+            return None
+        if sealed is None:
+            raise Conflict("This policy's availability key has been destroyed.")
+        availability = self._sealer.open(sealed, purpose="availability-key", subject=policy_id)
+        _, (v1, w1), (v2, w2), wa = self._wrap_generation(kind, newest[0], newest[1], availability)
+        with self.db.transaction() as session:
+            policy = session.get(PolicyRow, policy_id)
+            assert policy is not None
+            generation = self._add_generation(session, policy, v1, w1, v2, w2, wa)
+            policy.updated_at = self._clock.now()
+            if in_transaction is not None:
+                in_transaction(session, generation)
+            self._audit.append(
+                session,
+                principal=actor.principal_id,
+                operation="DataEncryptionPolicyRefresh",
+                request_id=actor.request_id,
+                details={
+                    "policy": policy_id,
+                    "generation": generation.id,
+                    "seq": generation.seq,
+                    "keys": [str(v1), str(v2)],
+                },
+            )
+            return _generation(generation)
+
+    def current_generation(self, policy_id: str) -> PolicyGeneration | None:
+        with self.db.transaction() as session:
+            row = self._current_generation_row(session, policy_id)
+            return _generation(row) if row else None
+
+    def retire_generation(self, session: Session, generation_id: str, *, reason: str) -> bool:
+        """Destroy a generation's wrapped DEP keys (inside the caller's transaction)."""
+        generation = session.get(GenerationRow, generation_id)
+        if generation is None or generation.retired_at is not None:
+            return False
+        generation.wrapped_1 = None
+        generation.wrapped_2 = None
+        generation.wrapped_availability = None
+        generation.retired_at = self._clock.now()
+        self.cache.invalidate_policy(generation.policy_id)
+        self._audit.append(
+            session,
+            principal="customerkey-service",
+            operation="DataEncryptionPolicyGenerationRetired",
+            details={"policy": generation.policy_id, "generation": generation.id, "reason": reason},
+        )
+        return True
+
+    def request_purge(
+        self,
+        actor: Actor,
+        tenant: str,
+        identity: str,
+        *,
+        reason: str,
+        contact: str,
+        workload_principal: str,
+    ) -> DataEncryptionPolicy:
+        """Set-DataEncryptionPolicy -PermanentDataPurgeRequested: refused while the workload
+        principal still holds wrapKey or unwrapKey on either vault."""
+        tenant = tenant.lower()
+        self._require_admin(actor, tenant)
+        if not reason.strip() or not contact.strip():
+            raise BadParameter("A purge request needs a reason and a contact.")
+        with self.db.transaction() as session:
+            row = self._find(session, tenant, identity, None)
+            if row.state != "active":
+                raise Conflict(f"Policy '{row.name}' is already {row.state}.")
+            policy_id, kind = row.id, row.kind
+            uris = (KeyUri.parse(row.key_uri_1), KeyUri.parse(row.key_uri_2))
+        provider = self.provider(kind)
+        still: list[str] = []
+        for uri in uris:
+            try:
+                held = provider.holds(uri, ("wrapKey", "unwrapKey"))
+            except KeyAccessDenied:
+                continue  # the vault or key is gone: nothing is held there
+            granted = [p for p, ok in held.items() if ok]
+            if granted:
+                still.append(f"{', '.join(granted)} on vault '{uri.vault}'")
+        if still:
+            raise Conflict(
+                f"The {kind} service principal ({workload_principal}) still holds "
+                + "; ".join(still)
+                + ". Remove its access to both vaults before requesting a permanent data purge."
+            )
+        with self.db.transaction() as session:
+            row = self._find(session, tenant, policy_id, None)
+            now = self._clock.now()
+            row.state = "purge-requested"
+            row.purge_reason = reason
+            row.purge_contact = contact
+            row.purge_requested_by = actor.principal_id
+            row.purge_requested_at = now
+            row.updated_at = now
+            self._audit.append(
+                session,
+                principal=actor.principal_id,
+                operation="DataEncryptionPolicyPurgeRequested",
+                request_id=actor.request_id,
+                details={"policy": row.id, "reason": reason, "contact": contact},
+            )
+            return self._view(session, row)
+
     def assignable(self, tenant: str, identity: str, kind: str) -> tuple[str, str]:
         """(policy id, current generation id) of a policy that may be assigned now."""
         with self.db.transaction() as session:
@@ -522,17 +658,20 @@ class PolicyService:
         return key
 
     def _record_fallback(self, event: FallbackEvent) -> None:
+        # Every fallback record carries a request id, one of its own when the caller had none
+        # (system operations, the CLI), so it can be told apart and correlated.
+        request_id = event.request_id or self._uuid()
         with self.db.transaction() as session:
             self._audit.append(
                 session,
                 principal="customerkey-service",
                 operation=FALLBACK_ACTIVITY,
                 result="success",
-                request_id=event.request_id,
+                request_id=request_id,
                 details={
                     "PolicyId": event.policy_id,
                     "ScopeKeyVersionId": event.generation_id,
-                    "RequestId": event.request_id,
+                    "RequestId": request_id,
                     "Reason": event.reason,
                     "Failures": list(event.failures),
                 },

@@ -141,7 +141,7 @@ class VersionUsage:
     enabled: bool
     created: datetime
     operation_count: int
-    dependents: Mapping[str, int] = field(default_factory=dict)
+    dependents: Mapping[str, int | str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from customerkey.service.sealing import MasterSealer
 from customerkey.storage.blobs import LocalBlobStore
 from customerkey.storage.database import Database
 from customerkey.storage.models import (
+    GenerationRow,
     MailboxKeyRow,
     MailboxRow,
     MailItemRow,
@@ -47,6 +48,9 @@ from customerkey.vault.models import Actor
 from customerkey.workloads.mail import formats
 
 REKEY_JOB = "mailbox-rekey"
+REFRESH_JOB = "dep-refresh"
+PURGE_JOB = "dep-purge"
+REFRESH_BATCH = 500
 IMPORT_BATCH = 200
 REKEY_BATCH = 100
 Progress = Callable[[int, int | None], None]
@@ -158,7 +162,7 @@ class MailService:
             matches = list(session.scalars(select(MailboxRow).where(MailboxRow.alias == ident)))
             if len(matches) == 1:
                 row = matches[0]
-        if row is None or row.state == "deleted":
+        if row is None or row.state in ("deleted", "purged"):
             raise MailboxNotFound(f"The mailbox or mail user '{identity}' was not found.")
         return row
 
@@ -307,7 +311,7 @@ class MailService:
         self._may_manage(actor, tenant)
         with self.db.transaction() as session:
             query = select(MailboxRow).where(
-                MailboxRow.tenant_id == tenant, MailboxRow.state != "deleted"
+                MailboxRow.tenant_id == tenant, MailboxRow.state.not_in(("deleted", "purged"))
             )
             if kind is not None:
                 query = query.where(MailboxRow.kind == kind)
@@ -319,12 +323,49 @@ class MailService:
         with self.db.transaction() as session:
             row = self._find(session, identity)
             self._may_manage(actor, row.tenant_id)
-            tenant, mailbox_id = row.tenant_id, row.id
-            if self.jobs.active_for(session, REKEY_JOB, mailbox_id) is not None:
+            tenant = row.tenant_id
+        policy_id, generation_id = self._resolve_policy(tenant, policy)
+        return self._rekey(actor, identity, policy_id, generation_id, reason="policy-change")
+
+    def move(self, actor: Actor, identity: str) -> Job:
+        """New-MoveRequest: a new mailbox key under the mailbox's DEP's current generation
+        (or the service key), all content re-encrypted, the old key destroyed."""
+        with self.db.transaction() as session:
+            row = self._find(session, identity)
+            self._may_manage(actor, row.tenant_id)
+            tenant, policy_id = row.tenant_id, row.policy_id
+        generation_id = None
+        if policy_id is not None:
+            _, generation_id = self.policies.assignable(tenant, policy_id, "mailbox")
+        job = self._rekey(actor, identity, policy_id, generation_id, reason="move", always=True)
+        assert job is not None
+        return job
+
+    def move_status(self, actor: Actor, identity: str) -> Job | None:
+        """Get-MoveRequest: the newest re-key job of the mailbox."""
+        with self.db.transaction() as session:
+            row = self._find(session, identity)
+            self._may_manage(actor, row.tenant_id)
+            mailbox_id = row.id
+        return self.jobs.latest_for(mailbox_id, REKEY_JOB)
+
+    def _rekey(
+        self,
+        actor: Actor,
+        identity: str,
+        policy_id: str | None,
+        generation_id: str | None,
+        *,
+        reason: str,
+        always: bool = False,
+    ) -> Job | None:
+        with self.db.transaction() as session:
+            row = self._find(session, identity)
+            if self.jobs.active_for(session, REKEY_JOB, row.id) is not None:
                 raise Conflict(
                     f"Mailbox '{row.upn}' is being re-encrypted; wait for that job to finish."
                 )
-        policy_id, generation_id = self._resolve_policy(tenant, policy)
+            tenant = row.tenant_id
         _, wrapped = self._wrap_new_key(tenant, generation_id)
         with self.db.transaction() as session:
             row = self._find(session, identity)
@@ -335,17 +376,20 @@ class MailService:
                     )
                 )
             )
-            items = session.scalar(
-                select(func.count())
-                .select_from(MailItemRow)
-                .where(MailItemRow.mailbox_id == row.id)
+            items = int(
+                session.scalar(
+                    select(func.count())
+                    .select_from(MailItemRow)
+                    .where(MailItemRow.mailbox_id == row.id)
+                )
+                or 0
             )
             key = self._add_key(session, row, generation_id, wrapped)
             row.current_key_id = key.id
             row.policy_id = policy_id
             row.updated_at = self._clock.now()
             job: Job | None = None
-            if int(items or 0) == 0:
+            if items == 0 and not always:
                 for old in old_keys:
                     self._destroy_key(old)
             else:
@@ -356,13 +400,15 @@ class MailService:
                     REKEY_JOB,
                     row.id,
                     created_by=actor.principal_id,
-                    payload={"key_id": key.id, "reason": "policy-change"},
-                    total=int(items or 0),
+                    payload={"key_id": key.id, "reason": reason},
+                    total=items,
                 )
             self._audit.append(
                 session,
                 principal=actor.principal_id,
-                operation="MailboxSetDataEncryptionPolicy",
+                operation="MailboxMoveRequest"
+                if reason == "move"
+                else "MailboxSetDataEncryptionPolicy",
                 request_id=actor.request_id,
                 details={
                     "mailbox": row.id,
@@ -821,3 +867,272 @@ class MailService:
             .where(MailboxKeyRow.generation_id == generation_id)
         )
         return int(mailboxes or 0), int(items or 0)
+
+    # ------------------------------------------------------------------ key roll: refresh
+
+    def refresh(self, actor: Actor, tenant: str, identity: str) -> Job | None:
+        """Set-DataEncryptionPolicy -Refresh: a new generation on the newest root-key versions
+        and a job re-wrapping every mailbox key of the DEP onto it (no content rewritten).
+        Returns None, changing nothing, when neither root key has a newer version."""
+        policy_id = self.policies.find_id(actor, tenant, identity, kind="mailbox")
+        with self.db.transaction() as session:
+            running = self.jobs.active_for(session, REFRESH_JOB, policy_id)
+            if running is not None:
+                raise Conflict(
+                    f"A refresh of this policy is already running (job {running.id}); wait for "
+                    "it to finish."
+                )
+        queued: list[Job] = []
+
+        def enqueue(session: Session, generation: GenerationRow) -> None:
+            if self.jobs.active_for(session, REFRESH_JOB, policy_id) is not None:
+                raise Conflict("A refresh of this policy is already running.")
+            queued.append(
+                self.jobs.enqueue(
+                    session,
+                    REFRESH_JOB,
+                    policy_id,
+                    created_by=actor.principal_id,
+                    payload={"generation_id": generation.id},
+                    total=self._keys_to_rewrap(session, policy_id, generation.id),
+                )
+            )
+
+        generation = self.policies.new_generation(actor, policy_id, in_transaction=enqueue)
+        if generation is None:
+            return None
+        return queued[0]
+
+    @staticmethod
+    def _keys_to_rewrap(session: Session, policy_id: str, generation_id: str) -> int:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(MailboxKeyRow)
+                .join(GenerationRow, GenerationRow.id == MailboxKeyRow.generation_id)
+                .where(
+                    GenerationRow.policy_id == policy_id,
+                    MailboxKeyRow.generation_id != generation_id,
+                    MailboxKeyRow.state != "destroyed",
+                )
+            )
+            or 0
+        )
+
+    def run_refresh(self, job: Job, context: JobContext) -> None:
+        """Re-wrap every live mailbox key of the policy onto the job's generation, a batch per
+        transaction. Idempotent: a key already on the new generation is skipped, so a killed
+        job resumes where its last committed batch ended."""
+        policy_id = job.target
+        target_id = str(job.payload["generation_id"])
+        with self.db.transaction() as session:
+            tenant_row = session.get(PolicyRow, policy_id)
+            if tenant_row is None:
+                raise PermanentJobError(f"Policy {policy_id} no longer exists.")
+            tenant = tenant_row.tenant_id
+            total = self._keys_to_rewrap(session, policy_id, target_id)
+            done_before = int(job.checkpoint.get("done", 0))
+        new_dep_key = self.policies.generation_key(target_id, system=True)
+        old_dep_keys: dict[str, bytes] = {}
+        done = done_before
+        while True:
+            with self.db.transaction() as session:
+                batch = list(
+                    session.scalars(
+                        select(MailboxKeyRow)
+                        .join(GenerationRow, GenerationRow.id == MailboxKeyRow.generation_id)
+                        .where(
+                            GenerationRow.policy_id == policy_id,
+                            MailboxKeyRow.generation_id != target_id,
+                            MailboxKeyRow.state != "destroyed",
+                        )
+                        .order_by(MailboxKeyRow.id)
+                        .limit(REFRESH_BATCH)
+                    )
+                )
+                pairs = [(k.id, k.generation_id, k.wrapped) for k in batch]
+            if not pairs:
+                break
+            rewrapped: list[tuple[str, bytes]] = []
+            for key_id, generation_id, wrapped in pairs:
+                assert generation_id is not None
+                if generation_id not in old_dep_keys:
+                    old_dep_keys[generation_id] = self.policies.generation_key(
+                        generation_id, system=True
+                    )
+                if wrapped is None:
+                    continue
+                mailbox_key = aes_kwp_unwrap(old_dep_keys[generation_id], wrapped)
+                rewrapped.append((key_id, aes_kwp_wrap(new_dep_key, mailbox_key)))
+            with self.db.transaction() as session:
+                for key_id, wrapped in rewrapped:
+                    row = session.get(MailboxKeyRow, key_id)
+                    if row is None or row.state == "destroyed":
+                        continue
+                    row.generation_id = target_id
+                    row.wrapped = wrapped
+                done += len(pairs)
+                context.checkpoint(
+                    done=done,
+                    total=max(total + done_before, done),
+                    checkpoint={"done": done},
+                    session=session,
+                )
+        with self.db.transaction() as session:
+            retired = self.retire_unused_generations(session, policy_id)
+            self._audit.append(
+                session,
+                principal="customerkey-service",
+                operation="DataEncryptionPolicyRefreshComplete",
+                details={
+                    "policy": policy_id,
+                    "generation": target_id,
+                    "rewrapped": done,
+                    "retired_generations": retired,
+                    "tenant": tenant,
+                },
+            )
+
+    def retire_unused_generations(self, session: Session, policy_id: str) -> list[str]:
+        """Retire every old generation that no live mailbox key depends on any more."""
+        generations = list(
+            session.scalars(
+                select(GenerationRow)
+                .where(GenerationRow.policy_id == policy_id, GenerationRow.retired_at.is_(None))
+                .order_by(GenerationRow.seq)
+            )
+        )
+        retired: list[str] = []
+        for generation in generations[:-1]:  # never the current one
+            users = session.scalar(
+                select(func.count())
+                .select_from(MailboxKeyRow)
+                .where(
+                    MailboxKeyRow.generation_id == generation.id,
+                    MailboxKeyRow.state != "destroyed",
+                )
+            )
+            if int(users or 0) == 0 and self.policies.retire_generation(
+                session, generation.id, reason="no mailbox depends on it"
+            ):
+                retired.append(generation.id)
+        return retired
+
+    # ------------------------------------------------------------------ data purge path
+
+    def approve_purge(self, actor: Actor, tenant: str, identity: str, approver: str) -> Job:
+        """The second tenant admin signs off; the purge job then destroys the DEP's keys."""
+        tenant = tenant.lower()
+        policy = self.policies.get(actor, tenant, identity, kind="mailbox")
+        approver_id = approver.strip().lower()
+        if policy.state != "purge-requested":
+            raise Conflict(
+                f"Policy '{policy.name}' has no permanent data purge requested (state "
+                f"{policy.state})."
+            )
+        if approver_id == (policy.purge_requested_by or "").lower():
+            raise Forbidden("The approver must be a different tenant admin than the requester.")
+        if not actor.is_operator and actor.principal_id != approver_id:
+            raise Forbidden("Only the approver can approve, acting as themselves.")
+        with self.db.transaction() as session:
+            from customerkey.storage.models import PrincipalRow
+
+            principal = session.get(PrincipalRow, approver_id)
+            if (
+                principal is None
+                or principal.tenant != tenant
+                or "tenant-admin" not in principal.roles
+            ):
+                raise Forbidden(f"'{approver}' is not a tenant admin of '{tenant}'.")
+            if self.jobs.active_for(session, PURGE_JOB, policy.id) is not None:
+                raise Conflict("The purge of this policy is already running.")
+            row = session.get(PolicyRow, policy.id)
+            assert row is not None
+            row.state = "purging"
+            row.updated_at = self._clock.now()
+            job = self.jobs.enqueue(
+                session,
+                PURGE_JOB,
+                policy.id,
+                created_by=approver_id,
+                payload={"approver": approver_id},
+            )
+            self._audit.append(
+                session,
+                principal=actor.principal_id,
+                operation="DataEncryptionPolicyPurgeApproved",
+                request_id=actor.request_id,
+                details={"policy": policy.id, "approver": approver_id, "job": job.id},
+            )
+            return job
+
+    def run_purge(self, job: Job, context: JobContext) -> None:
+        """Destroy every mailbox key, mailbox and blob of the DEP, then every generation and
+        the availability key. Each mailbox is one transaction; rerunning skips finished ones."""
+        policy_id = job.target
+        with self.db.transaction() as session:
+            policy = session.get(PolicyRow, policy_id)
+            if policy is None:
+                raise PermanentJobError(f"Policy {policy_id} no longer exists.")
+            generation_ids = list(
+                session.scalars(
+                    select(GenerationRow.id).where(GenerationRow.policy_id == policy_id)
+                )
+            )
+            affected = set(
+                session.scalars(select(MailboxRow.id).where(MailboxRow.policy_id == policy_id))
+            ) | set(
+                session.scalars(
+                    select(MailboxKeyRow.mailbox_id).where(
+                        MailboxKeyRow.generation_id.in_(generation_ids)
+                    )
+                )
+            )
+        mailbox_ids = sorted(affected)
+        for index, mailbox_id in enumerate(mailbox_ids, start=1):
+            with self.db.transaction() as session:
+                mailbox = session.get(MailboxRow, mailbox_id)
+                assert mailbox is not None
+                if mailbox.state != "purged":
+                    for key in session.scalars(
+                        select(MailboxKeyRow).where(MailboxKeyRow.mailbox_id == mailbox_id)
+                    ):
+                        self._destroy_key(key)
+                    for item in session.scalars(
+                        select(MailItemRow).where(MailItemRow.mailbox_id == mailbox_id)
+                    ):
+                        session.delete(item)
+                    mailbox.state = "purged"
+                    mailbox.updated_at = self._clock.now()
+                    self._audit.append(
+                        session,
+                        principal="customerkey-service",
+                        operation="MailboxPurged",
+                        details={"policy": policy_id, "mailbox": mailbox_id, "upn": mailbox.upn},
+                    )
+                context.checkpoint(done=index, total=len(mailbox_ids) + 1, session=session)
+            self.blobs.delete_prefix(f"mail/{mailbox_id}")
+        with self.db.transaction() as session:
+            for generation_id in generation_ids:
+                self.policies.retire_generation(session, generation_id, reason="data purge")
+            policy = session.get(PolicyRow, policy_id)
+            assert policy is not None
+            policy.sealed_availability_key = None
+            policy.state = "purged"
+            policy.purged_at = self._clock.now()
+            policy.updated_at = policy.purged_at
+            self._audit.append(
+                session,
+                principal="customerkey-service",
+                operation="DataEncryptionPolicyPurged",
+                details={
+                    "policy": policy_id,
+                    "mailboxes": len(mailbox_ids),
+                    "generations": len(generation_ids),
+                    "availability_key": "destroyed",
+                },
+            )
+            context.checkpoint(
+                done=len(mailbox_ids) + 1, total=len(mailbox_ids) + 1, session=session
+            )
+        self.policies.cache.invalidate_policy(policy_id)
