@@ -7,7 +7,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from tests.integration.mailfixtures import TENANT, setup_policy, write_mbox
 
 from customerkey.clock import FrozenClock
 from customerkey.jobs.queue import Job, JobQueue, LeaseLost
@@ -15,6 +14,7 @@ from customerkey.jobs.worker import JobContext, PermanentJobError, Worker
 from customerkey.runtime import Runtime
 from customerkey.vault.models import OPERATOR
 from customerkey.workloads.mail import service as mail_service
+from tests.integration.mailfixtures import TENANT, setup_policy, write_mbox
 
 pytestmark = pytest.mark.storage
 

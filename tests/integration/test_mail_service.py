@@ -9,6 +9,14 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+
+from customerkey.clock import FrozenClock
+from customerkey.errors import BadParameter, Conflict, Forbidden, KeyAccessDenied
+from customerkey.runtime import Runtime
+from customerkey.service.dep_keys import FALLBACK_ACTIVITY
+from customerkey.service.workloads import EXCHANGE
+from customerkey.storage.models import MailboxKeyRow, MailItemRow
+from customerkey.vault.models import OPERATOR
 from tests.integration.mailfixtures import (
     KEY_A,
     KEY_B,
@@ -23,14 +31,6 @@ from tests.integration.mailfixtures import (
     setup_tenant_and_keys,
     write_mbox,
 )
-
-from customerkey.clock import FrozenClock
-from customerkey.errors import BadParameter, Conflict, Forbidden, KeyAccessDenied
-from customerkey.runtime import Runtime
-from customerkey.service.dep_keys import FALLBACK_ACTIVITY
-from customerkey.service.workloads import EXCHANGE
-from customerkey.storage.models import MailboxKeyRow, MailItemRow
-from customerkey.vault.models import OPERATOR
 
 pytestmark = pytest.mark.storage
 
