@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -38,14 +37,12 @@ from customerkey.clock import from_unix
 from customerkey.crypto.rsa import b64url_decode, b64url_encode
 from customerkey.errors import BadParameter
 from customerkey.vault.models import Actor, DeletedKeyBundle, KeyBundle
-from customerkey.vault.rotation import parse_duration
 
 router = APIRouter(tags=["keys"], dependencies=[Depends(check_api_version)])
 
 DEFAULT_PAGE = 25
 # Longest duration a rotation policy may name. Unbounded ones overflowed timedelta (a 500) or,
 # stored, the dates computed from them at every rotation and scheduler tick.
-MAX_POLICY_DURATION = timedelta(days=100 * 365)
 
 
 def _base(request: Request) -> str:
@@ -111,25 +108,6 @@ def _page(
             f"&$skiptoken={token}&maxresults={size}"
         )
     return {"value": page, "nextLink": next_link}
-
-
-def _check_policy_durations(body: RotationPolicyBody) -> None:
-    texts = [body.attributes.expiryTime if body.attributes else None]
-    for action in body.lifetimeActions or []:
-        texts += [action.trigger.timeAfterCreate, action.trigger.timeBeforeExpiry]
-    for text in texts:
-        if text is None:
-            continue
-        try:
-            too_long = parse_duration(text) > MAX_POLICY_DURATION
-        except BadParameter:
-            continue  # malformed: the vault service says what is wrong
-        except (OverflowError, ValueError):  # past timedelta's range, or too many digits
-            too_long = True
-        if too_long:
-            raise BadParameter(
-                f"Rotation policy durations must be at most P100Y, got '{text[:40]}'."
-            )
 
 
 def _decode_value(value: str) -> bytes:
@@ -233,7 +211,6 @@ def set_rotation_policy(
     vault: str = Depends(vault_name),
     actor: Actor = Depends(vault_actor),
 ) -> dict[str, Any]:
-    _check_policy_durations(body)
     policy = api(request).runtime.vault.set_rotation_policy(
         actor, vault, name, body.model_dump(exclude_none=True)
     )

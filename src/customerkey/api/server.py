@@ -5,10 +5,16 @@ keep-alive on, no ``server`` header, no uvicorn access log (``AccessLogMiddlewar
 no trust in ``X-Forwarded-*`` headers, and a graceful shutdown on SIGTERM or SIGINT: stop
 accepting, let in-flight requests finish for up to ``graceful_timeout`` seconds, run the app's
 lifespan shutdown, then return normally.
+
+Connections that are idle when the shutdown starts are closed at once. Over TLS a close waits
+for the client's ``close_notify``, which a client idling in its keep-alive pool never sends, so
+left to uvicorn every idle client would hold the shutdown for the whole ``graceful_timeout``;
+after ``IDLE_CLOSE_GRACE`` seconds such connections are dropped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import threading
@@ -26,6 +32,8 @@ ASGIApplication = ASGIApp
 
 # ECDHE only, AEAD only, for TLS 1.2; TLS 1.3 suites are not affected by this string.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+# How long an idle connection gets to finish its TLS close during a shutdown before it is dropped.
+IDLE_CLOSE_GRACE = 0.5
 
 
 class _Server(uvicorn.Server):
@@ -45,11 +53,34 @@ class _Server(uvicorn.Server):
         if self.started and self._on_started is not None:
             self._on_started()
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn asks idle connections to close as its shutdown begins; those are the ones to
+        # drop if their TLS close is still waiting on the client after the grace period.
+        idle = [c for c in self.server_state.connections if _is_idle(c)]
+        reaper = asyncio.ensure_future(self._drop_after_grace(idle))
+        try:
+            await super().shutdown(sockets=sockets)
+        finally:
+            reaper.cancel()
+
+    async def _drop_after_grace(self, connections: list[Any]) -> None:
+        await asyncio.sleep(IDLE_CLOSE_GRACE)
+        for connection in connections:
+            transport = getattr(connection, "transport", None)
+            if connection in self.server_state.connections and transport is not None:
+                transport.abort()
+
     async def on_tick(self, counter: int) -> bool:
         if self._shutdown is not None and self._shutdown.is_set():
             self.should_exit = True
         result: bool = await super().on_tick(counter)
         return result
+
+
+def _is_idle(connection: Any) -> bool:
+    """Whether a uvicorn HTTP connection is between requests (no response being produced)."""
+    cycle = getattr(connection, "cycle", None)
+    return cycle is None or bool(getattr(cycle, "response_complete", False))
 
 
 def run_https(

@@ -26,18 +26,24 @@ _DURATION = re.compile(
 MIN_EXPIRY = timedelta(days=28)
 MIN_ROTATE_AFTER_CREATE = timedelta(days=7)
 MIN_BEFORE_EXPIRY = timedelta(days=7)
+MAX_DURATION = timedelta(days=100 * 365)  # P100Y: far past any key's life, far inside a date
 
 
 def parse_duration(text: str) -> timedelta:
+    """An ISO 8601 duration, at most P100Y (longer ones would overflow dates computed from it)."""
     match = _DURATION.match(text.strip().upper()) if isinstance(text, str) else None
     if not match:
-        raise BadParameter(f"'{text}' is not an ISO 8601 duration such as P90D or P2Y.")
+        raise BadParameter(f"'{str(text)[:40]}' is not an ISO 8601 duration such as P90D or P2Y.")
+    if len(text) > 40:
+        raise BadParameter(f"Rotation policy durations must be at most P100Y, got '{text[:40]}'.")
     parts = {k: int(v) for k, v in match.groupdict().items() if v}
     days = parts.get("y", 0) * 365 + parts.get("mo", 0) * 30 + parts.get("w", 0) * 7
     days += parts.get("d", 0)
-    return timedelta(
-        days=days, hours=parts.get("h", 0), minutes=parts.get("mi", 0), seconds=parts.get("s", 0)
-    )
+    seconds = days * 86400 + parts.get("h", 0) * 3600 + parts.get("mi", 0) * 60
+    seconds += parts.get("s", 0)
+    if seconds > MAX_DURATION.total_seconds():
+        raise BadParameter(f"Rotation policy durations must be at most P100Y, got '{text}'.")
+    return timedelta(seconds=seconds)
 
 
 def policy_from_json(body: Mapping[str, Any]) -> RotationPolicy:
