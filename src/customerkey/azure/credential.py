@@ -13,6 +13,10 @@ the credential has it, and otherwise ``get_token(scope, tenant_id=..., enable_ca
 tenant is the first path segment of the challenge's ``authorization`` URL; the scope is the
 challenge's ``resource`` plus ``/.default``. Only that tenant is taken from the challenge: the
 secret always goes to the configured ``authority``, never to a URL a server named.
+
+A failed sign-in raises ``ClientAuthenticationError``; its ``status_code`` is the token
+endpoint's HTTP status when it answered (401 for a refused secret), ``None`` when it could not
+be reached or answered with something unreadable.
 """
 
 from __future__ import annotations
@@ -161,12 +165,15 @@ class ClientSecretCredential:
                 message=f"customerkey token request to {url} failed: {exc}"
             ) from exc
         if response.status_code != 200:
-            raise ClientAuthenticationError(
+            refused = ClientAuthenticationError(
                 message=(
                     f"customerkey token request to {url} failed ({response.status_code}): "
                     f"{_error_message(response)}"
                 )
             )
+            # The endpoint answered: callers tell a refusal (4xx) from an outage by this.
+            refused.status_code = response.status_code
+            raise refused
         try:
             body = response.json()
             token = body["access_token"]

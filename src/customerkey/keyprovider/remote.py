@@ -2,9 +2,13 @@
 SDK: it works against another customerkey server and against real Azure Key Vault alike.
 
 Failures are classified for the availability rules: 401/403/404 (and a disabled, expired or
-deleted key, which Key Vault answers with 403 or 404) are ``KeyAccessDenied``; connection
-errors, timeouts and 5xx are ``KeyProviderUnavailable``. Retries are few and timeouts short,
-so an unreachable vault is noticed in seconds and the other root key is tried.
+deleted key, which Key Vault answers with 403 or 404) and a token endpoint refusing the
+service principal (4xx) are ``KeyAccessDenied``; connection errors, timeouts, 429 and 5xx
+(from the vault or the token endpoint) are ``KeyProviderUnavailable``. Retries are few and
+timeouts short, so an unreachable vault is noticed in seconds and the other root key is tried.
+
+Every operation goes to the vault, wrapping too: the SDK's local public-key wrap is turned
+off, so the vault checks wrapKey permission and key state and audits each wrap.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from customerkey.errors import KeyAccessDenied, KeyProviderUnavailable
 from customerkey.keyprovider.base import KeyUri, RootKeyProperties, WrapResult
 
 T = TypeVar("T")
+CONNECTION_TIMEOUT = 3.0  # seconds
+READ_TIMEOUT = 10.0
 
 
 def _text(value: object) -> str:
@@ -43,8 +49,8 @@ class RemoteKeyProvider:
         credential: TokenCredential,
         *,
         verify: str | bool = True,
-        connection_timeout: float = 3.0,
-        read_timeout: float = 10.0,
+        connection_timeout: float = CONNECTION_TIMEOUT,
+        read_timeout: float = READ_TIMEOUT,
         retries: int = 1,
     ) -> None:
         self._credential = credential
@@ -73,6 +79,11 @@ class RemoteKeyProvider:
             client = self._crypto_clients.get(key)
             if client is None:
                 client = CryptographyClient(key, self._credential, **self._options)
+                # Left alone the SDK downloads the public key and wraps locally, so wrapKey
+                # permission, key state and the vault's audit would never see a wrap (and
+                # ``holds`` could not tell a missing wrapKey). The SDK's own switch for "may
+                # not get the key" sends every operation to the vault.
+                client._keys_get_forbidden = True
                 self._crypto_clients[key] = client
             return client
 
@@ -81,8 +92,11 @@ class RemoteKeyProvider:
         try:
             return fn()
         except ClientAuthenticationError as exc:
+            # From the vault (401/403 after the challenge) or from the token endpoint: a 4xx is
+            # the customer's side refusing (a removed principal, a reset secret); no answer, a
+            # 5xx or throttling means the system failed.
             status = getattr(exc, "status_code", None)
-            if status is None:  # could not get a token at all: the system failed
+            if status is None or status >= 500 or status == 429:
                 raise KeyProviderUnavailable(f"{uri}: {exc.message}") from None
             raise KeyAccessDenied(f"{uri}: {exc.message}") from None
         except HttpResponseError as exc:
