@@ -1,13 +1,18 @@
 """Where every root-key version is still used: which DEP generations it wraps and how many
-mailboxes and items depend on them, so an admin knows when an old version may be disabled.
+mailboxes and items (and, for files policies, sites, files and file versions) depend on them,
+so an admin knows when an old version may be disabled.
 
 A version "protects data" while a live (not retired) generation is wrapped by it and some
-mailbox key still sits under that generation.
+mailbox key or site key still sits under that generation. The ``dependents`` of a version
+always carry ``DepGenerations``, ``Policies``, ``Mailboxes`` and ``Items``; ``Sites``,
+``Files`` and ``FileVersions`` are added when a files policy's generation (a TIK) is among
+those it wraps.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
@@ -17,6 +22,11 @@ from customerkey.storage.models import GenerationRow, PolicyRow
 from customerkey.vault.models import Actor, VersionUsage
 from customerkey.vault.service import KeyVaultService
 from customerkey.workloads.mail.service import MailService
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from customerkey.workloads.files.service import FilesService
 
 
 @dataclass(frozen=True)
@@ -29,13 +39,47 @@ class GenerationUsage:
     mailboxes: int
     items: int
     retired: bool
+    kind: str = "mailbox"
+    sites: int = 0
+    files: int = 0
+    file_versions: int = 0
 
 
 class KeyUsageService:
-    def __init__(self, db: Database, vault: KeyVaultService, mail: MailService) -> None:
+    def __init__(
+        self,
+        db: Database,
+        vault: KeyVaultService,
+        mail: MailService,
+        files: FilesService | None = None,
+    ) -> None:
         self.db = db
         self._vault = vault
         self._mail = mail
+        self._files = files
+
+    def _usage(
+        self, session: Session, policy: PolicyRow | None, generation: GenerationRow
+    ) -> GenerationUsage:
+        mailboxes, items = self._mail.generation_users(session, generation.id)
+        kind = policy.kind if policy is not None else "mailbox"
+        sites = files = versions = 0
+        if kind == "files" and self._files is not None:
+            sites, files, versions = self._files.generation_users(session, generation.id)
+        return GenerationUsage(
+            policy_id=generation.policy_id,
+            policy_name=policy.name if policy else "",
+            generation_id=generation.id,
+            seq=generation.seq,
+            key_uris=(generation.key_uri_1, generation.key_uri_2),
+            mailboxes=mailboxes,
+            items=items,
+            retired=generation.retired_at is not None,
+            kind=kind,
+            sites=sites,
+            files=files,
+            file_versions=versions,
+        )
 
     def _generations_of(self, vault: str, name: str) -> dict[str, list[GenerationUsage]]:
         """Live generations by the version of (vault, name) that wraps them."""
@@ -51,18 +95,8 @@ class KeyUsageService:
                     uri = KeyUri.parse(text)
                     if uri.vault != vault.lower() or uri.name.lower() != name.lower():
                         continue
-                    mailboxes, items = self._mail.generation_users(session, generation.id)
                     found.setdefault(uri.version or "", []).append(
-                        GenerationUsage(
-                            policy_id=policy.id,
-                            policy_name=policy.name,
-                            generation_id=generation.id,
-                            seq=generation.seq,
-                            key_uris=(generation.key_uri_1, generation.key_uri_2),
-                            mailboxes=mailboxes,
-                            items=items,
-                            retired=generation.retired_at is not None,
-                        )
+                        self._usage(session, policy, generation)
                     )
         return found
 
@@ -72,17 +106,17 @@ class KeyUsageService:
         result = []
         for usage in versions:
             live = [g for g in generations.get(usage.version, []) if not g.retired]
-            result.append(
-                replace(
-                    usage,
-                    dependents={
-                        "DepGenerations": len(live),
-                        "Policies": ", ".join(sorted({g.policy_name for g in live})),
-                        "Mailboxes": sum(g.mailboxes for g in live),
-                        "Items": sum(g.items for g in live),
-                    },
-                )
-            )
+            dependents: dict[str, int | str] = {
+                "DepGenerations": len(live),
+                "Policies": ", ".join(sorted({g.policy_name for g in live})),
+                "Mailboxes": sum(g.mailboxes for g in live),
+                "Items": sum(g.items for g in live),
+            }
+            if any(g.kind == "files" for g in generations.get(usage.version, [])):
+                dependents["Sites"] = sum(g.sites for g in live)
+                dependents["Files"] = sum(g.files for g in live)
+                dependents["FileVersions"] = sum(g.file_versions for g in live)
+            result.append(replace(usage, dependents=dependents))
         return result
 
     def still_protects(
@@ -96,11 +130,17 @@ class KeyUsageService:
         for usage in usages:
             if int(usage.dependents.get("DepGenerations", 0) or 0) == 0:
                 continue
-            lines.append(
-                f"version {usage.version} wraps {usage.dependents['DepGenerations']} key "
-                f"generation(s) of policy {usage.dependents['Policies']} protecting "
+            protecting = (
                 f"{usage.dependents['Mailboxes']} mailbox(es) and {usage.dependents['Items']} "
                 "item(s)"
+            )
+            if "Sites" in usage.dependents:
+                protecting += (
+                    f", {usage.dependents['Sites']} site(s) and {usage.dependents['Files']} file(s)"
+                )
+            lines.append(
+                f"version {usage.version} wraps {usage.dependents['DepGenerations']} key "
+                f"generation(s) of policy {usage.dependents['Policies']} protecting {protecting}"
             )
         if not lines:
             return None
@@ -121,19 +161,4 @@ class KeyUsageService:
                     .order_by(GenerationRow.seq)
                 )
             )
-            out = []
-            for generation in rows:
-                mailboxes, items = self._mail.generation_users(session, generation.id)
-                out.append(
-                    GenerationUsage(
-                        policy_id=policy_id,
-                        policy_name=policy.name if policy else "",
-                        generation_id=generation.id,
-                        seq=generation.seq,
-                        key_uris=(generation.key_uri_1, generation.key_uri_2),
-                        mailboxes=mailboxes,
-                        items=items,
-                        retired=generation.retired_at is not None,
-                    )
-                )
-            return out
+            return [self._usage(session, policy, generation) for generation in rows]

@@ -478,7 +478,8 @@ class PolicyService:
             sealed = policy.sealed_availability_key
         newest = []
         for uri in (uri_1, uri_2):
-            props = self.validate_root_key(kind, uri)
+            # the newest version, even when the policy was written with a versioned key id
+            props = self.validate_root_key(kind, uri.unversioned())
             newest.append(props.uri)
         if (str(newest[0]), str(newest[1])) == current_versions:
             return None
@@ -503,6 +504,73 @@ class PolicyService:
                     "generation": generation.id,
                     "seq": generation.seq,
                     "keys": [str(v1), str(v2)],
+                },
+            )
+            return _generation(generation)
+
+    def new_generation_with_keys(
+        self,
+        actor: Actor,
+        policy_id: str,
+        wrap_with: tuple[KeyUri, KeyUri],
+        *,
+        policy_uris: tuple[str, str],
+        operation: str,
+        details: Mapping[str, object] | None = None,
+        in_transaction: Callable[[Session, GenerationRow], None] | None = None,
+    ) -> PolicyGeneration:
+        """A new generation whose fresh DEP key is wrapped by exactly the two root keys of
+        ``wrap_with`` (a versioned URI wraps with that version, an unversioned one with the
+        newest) and by the availability key; the policy's key URIs become ``policy_uris``.
+
+        For the files workload's key roll to another key or version (Update-SPO-
+        DataEncryptionPolicy) and its recovery onto new keys. The caller validates the root
+        keys first. ``in_transaction`` runs in the transaction that stores the generation, after
+        the policy row is locked (so two callers cannot both pass a check made there)."""
+        uri_1, uri_2 = wrap_with
+        if uri_1.netloc == uri_2.netloc:
+            raise BadParameter(
+                "The two root keys must be in two different vaults (ideally in two regions)."
+            )
+        with self.db.transaction() as session:
+            policy = session.get(PolicyRow, policy_id)
+            if policy is None:
+                raise PolicyNotFound(f"No data encryption policy {policy_id}.")
+            if policy.state != "active":
+                raise Conflict(f"Policy '{policy.name}' is {policy.state}; its keys cannot change.")
+            kind = policy.kind
+            sealed = policy.sealed_availability_key
+        if sealed is None:
+            raise Conflict("This policy's availability key has been destroyed.")
+        availability = self._sealer.open(sealed, purpose="availability-key", subject=policy_id)
+        provider = self.provider(kind)
+        dep_key = self._rng.token_bytes(32)
+        first = provider.wrap(uri_1, dep_key)
+        second = provider.wrap(uri_2, dep_key)
+        wa = aes_kwp_wrap(availability, dep_key)
+        with self.db.transaction() as session:
+            policy = session.get(PolicyRow, policy_id, with_for_update=True, populate_existing=True)
+            assert policy is not None
+            if policy.state != "active":
+                raise Conflict(f"Policy '{policy.name}' is {policy.state}; its keys cannot change.")
+            generation = self._add_generation(
+                session, policy, first.uri, first.wrapped, second.uri, second.wrapped, wa
+            )
+            policy.key_uri_1, policy.key_uri_2 = policy_uris
+            policy.updated_at = self._clock.now()
+            if in_transaction is not None:
+                in_transaction(session, generation)
+            self._audit.append(
+                session,
+                principal=actor.principal_id,
+                operation=operation,
+                request_id=actor.request_id,
+                details={
+                    "policy": policy_id,
+                    "generation": generation.id,
+                    "seq": generation.seq,
+                    "keys": [str(first.uri), str(second.uri)],
+                    **(details or {}),
                 },
             )
             return _generation(generation)
@@ -629,6 +697,12 @@ class PolicyService:
         self, generation_id: str, *, system: bool = False, request_id: str | None = None
     ) -> bytes:
         """The unwrapped DEP key of a generation, under the availability rules."""
+        # Rule 1 of the resolver (a cached key is used while its TTL lasts) needs only the
+        # generation id: a warm read reads no database row for it. Retiring a generation and
+        # revoking a root key drop its entry (``retire_generation``, the vault listener).
+        cached = self.cache.peek(generation_id)
+        if cached is not None:
+            return cached
         kind, wrapped = self.wrapped_generation(generation_id)
         return self.resolver.resolve(
             self.provider(kind),

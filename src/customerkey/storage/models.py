@@ -308,3 +308,96 @@ class WorkerRow(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime]
     last_seen_at: Mapped[datetime]
+
+
+# ---------------------------------------------------------------------- files workload
+
+
+class SiteRow(Base):
+    """A SharePoint/OneDrive site, identified by its URL (lower-case, no trailing slash)."""
+
+    __tablename__ = "sites"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # GUID
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    url: Mapped[str] = mapped_column(String(512), unique=True)
+    title: Mapped[str] = mapped_column(String(256))
+    kind: Mapped[str] = mapped_column(String(16))  # "site" | "onedrive"
+    state: Mapped[str] = mapped_column(String(16), default="active")  # active | purged
+    current_key_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class SiteKeyRow(Base):
+    """A site key (AES-256), wrapped by a files TIK generation's key, or by the tenant's
+    service-managed key when ``generation_id`` is null. ``wrapped`` is cleared on destruction."""
+
+    __tablename__ = "site_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    generation_id: Mapped[str | None] = mapped_column(
+        ForeignKey("dep_generations.id"), nullable=True, index=True
+    )
+    wrapped: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="active")  # active | destroyed
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    destroyed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class FileRow(Base):
+    """A file in a site's folder tree. ``active_path`` is the lower-cased path while the file
+    is live and null while it sits in the recycle bin, so live paths are unique per site."""
+
+    __tablename__ = "files"
+    __table_args__ = (UniqueConstraint("site_id", "active_path"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
+    path: Mapped[str] = mapped_column(String(1024))  # as given, e.g. "Shared Documents/a.xlsx"
+    path_lower: Mapped[str] = mapped_column(String(1024))
+    active_path: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="active")  # active | recycled
+    current_version: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    deleted_by: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class FileVersionRow(Base):
+    """One version of a file: its size and how many chunks hold it (a dropped chunk shows)."""
+
+    __tablename__ = "file_versions"
+    __table_args__ = (UniqueConstraint("file_id", "number"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    file_id: Mapped[str] = mapped_column(ForeignKey("files.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)  # 1, 2, ... per file
+    size: Mapped[int] = mapped_column(BigInteger)
+    sealed_size: Mapped[int] = mapped_column(BigInteger)
+    chunk_size: Mapped[int] = mapped_column(Integer)
+    chunk_count: Mapped[int] = mapped_column(Integer)
+    created_by: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime]
+
+
+class FileChunkRow(Base):
+    """One chunk of a file version: its own AES-256 key, AES-KWP-wrapped by a site key, and
+    the blob holding its envelope. ``wrapped_key`` is cleared when the chunk is destroyed."""
+
+    __tablename__ = "file_chunks"
+    __table_args__ = (UniqueConstraint("version_id", "position"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # also the chunk key id
+    version_id: Mapped[str] = mapped_column(ForeignKey("file_versions.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)  # 0, 1, ... within the version
+    site_key_id: Mapped[str] = mapped_column(ForeignKey("site_keys.id"), index=True)
+    wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    blob: Mapped[str] = mapped_column(String(256))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sealed_size: Mapped[int] = mapped_column(BigInteger)

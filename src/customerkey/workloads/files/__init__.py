@@ -1,0 +1,1 @@
+"""The files workload (SharePoint Online / OneDrive): sites, files, versions, a recycle bin."""
