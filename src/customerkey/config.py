@@ -1,7 +1,9 @@
 """Settings, read from the environment (prefix ``CUSTOMERKEY_``) with sane defaults.
 
 ``CUSTOMERKEY_HOME`` is the data folder (default ``~/.customerkey``); without
-``CUSTOMERKEY_DATABASE_URL`` the database is SQLite inside it.
+``CUSTOMERKEY_DATABASE_URL`` the database is SQLite inside it. Background jobs are tuned by
+``CUSTOMERKEY_JOB_LEASE_SECONDS`` (how long a silent worker keeps a job before another may
+take it over), ``CUSTOMERKEY_REKEY_BATCH`` and ``CUSTOMERKEY_REFRESH_BATCH``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     token_lifetime_seconds: int = Field(default=3600, ge=60)
     job_lease_seconds: int = Field(default=60, ge=5)
+    # Items re-encrypted per transaction by a mailbox re-key (move, DEP change), and mailbox
+    # keys re-wrapped per transaction by a DEP refresh: smaller batches lose less work to a
+    # crash and hold locks for less time; larger ones commit less often.
+    rekey_batch: int = Field(default=100, ge=1)
+    refresh_batch: int = Field(default=500, ge=1)
     remote_vaults: list[RemoteVault] = Field(default_factory=list)
 
     def resolved_database_url(self) -> str:

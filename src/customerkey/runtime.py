@@ -33,20 +33,25 @@ from customerkey.storage.blobs import LocalBlobStore
 from customerkey.storage.database import Database
 from customerkey.vault.protection import SoftwareKeyProtector
 from customerkey.vault.service import KeyVaultService
+from customerkey.workloads.files import service as files_service
+from customerkey.workloads.files.service import FilesService
 from customerkey.workloads.mail.service import PURGE_JOB, REFRESH_JOB, REKEY_JOB, MailService
 
 
 def _remote_provider(remote: RemoteVault) -> KeyProvider:
     from customerkey.azure.credential import ClientSecretCredential
-    from customerkey.keyprovider.remote import RemoteKeyProvider
+    from customerkey.keyprovider.remote import READ_TIMEOUT, RemoteKeyProvider
 
     verify: str | bool = remote.ca_file or True
+    # A hung token endpoint must be given up on as soon as a hung vault is, so that the other
+    # root key (or the availability key) is tried within seconds.
     credential = ClientSecretCredential(
         remote.tenant,
         remote.client_id,
         remote.client_secret,
         authority=remote.authority,
         verify=verify,
+        timeout=READ_TIMEOUT,
     )
     return RemoteKeyProvider(credential, verify=verify)
 
@@ -68,6 +73,7 @@ class Runtime:
     jobs: JobQueue
     key_cache: DepKeyCache
     usage: KeyUsageService
+    files: FilesService
     routers: dict[str, KeyProviderRouter] = field(default_factory=dict)
 
     @classmethod
@@ -143,6 +149,18 @@ class Runtime:
             sealer=sealer,
             blobs=LocalBlobStore(home.blobs_dir),
             jobs=jobs,
+            rekey_batch=settings.rekey_batch,
+            refresh_batch=settings.refresh_batch,
+        )
+        files = FilesService(
+            db,
+            clock=clock,
+            rng=rng,
+            audit=audit,
+            policies=policies,
+            sealer=sealer,
+            blobs=LocalBlobStore(home.blobs_dir),
+            jobs=jobs,
         )
         return cls(
             settings=settings,
@@ -159,7 +177,8 @@ class Runtime:
             mail=mail,
             jobs=jobs,
             key_cache=cache,
-            usage=KeyUsageService(db, vault, mail),
+            usage=KeyUsageService(db, vault, mail, files),
+            files=files,
             routers=routers,
         )
 
@@ -168,6 +187,9 @@ class Runtime:
             REKEY_JOB: self.mail.run_rekey,
             REFRESH_JOB: self.mail.run_refresh,
             PURGE_JOB: self.mail.run_purge,
+            files_service.REGISTER_JOB: self.files.run_register,
+            files_service.ROLL_JOB: self.files.run_roll,
+            files_service.PURGE_JOB: self.files.run_purge,
         }
 
     def worker(self, **kwargs: object) -> Worker:

@@ -13,7 +13,6 @@ from customerkey.jobs.queue import Job, JobQueue, LeaseLost
 from customerkey.jobs.worker import JobContext, PermanentJobError, Worker
 from customerkey.runtime import Runtime
 from customerkey.vault.models import OPERATOR
-from customerkey.workloads.mail import service as mail_service
 from tests.integration.mailfixtures import TENANT, setup_policy, write_mbox
 
 pytestmark = pytest.mark.storage
@@ -104,7 +103,7 @@ def test_rekey_interrupted_midway_resumes_without_loss(
     mail.create_mailbox(OPERATOR, TENANT, "bob@contoso.com")
     originals = write_mbox(tmp_path / "bob.mbox", 25)
     mail.import_messages(OPERATOR, "bob@contoso.com", tmp_path / "bob.mbox")
-    monkeypatch.setattr(mail_service, "REKEY_BATCH", 4)
+    monkeypatch.setattr(runtime.mail, "rekey_batch", 4)
     job = mail.set_policy(OPERATOR, "bob@contoso.com", "NA-DEP")
     assert job is not None
     # A worker that dies inside its second batch, before that batch commits: the lease

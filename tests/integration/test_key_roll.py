@@ -119,12 +119,11 @@ def test_refresh_rewrap_resumes_after_interruption(
     runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from customerkey.jobs.queue import JobQueue
-    from customerkey.workloads.mail import service as mail_service
 
     setup_policy(runtime)
     contents = _populate(runtime, tmp_path)
     runtime.vault.rotate_key(OPERATOR, VAULT_B, KEY_B)
-    monkeypatch.setattr(mail_service, "REFRESH_BATCH", 1)
+    monkeypatch.setattr(runtime.mail, "refresh_batch", 1)
     job = runtime.mail.refresh(OPERATOR, TENANT, "NA-DEP")
     assert job is not None
     real = JobQueue.checkpoint

@@ -16,10 +16,12 @@ from sqlalchemy.exc import ArgumentError
 from customerkey import __version__
 from customerkey.cli import (
     admin_commands,
+    files_commands,
     job_commands,
     key_commands,
     mail_commands,
     serve_command,
+    shell_commands,
     vault_commands,
 )
 from customerkey.cli.context import CliContext, cli_context
@@ -42,8 +44,13 @@ app.add_typer(mail_commands.deps, name="dep")
 app.add_typer(mail_commands.mailusers, name="mailuser")
 app.add_typer(mail_commands.mailboxes, name="mailbox")
 app.add_typer(job_commands.app, name="jobs")
+app.add_typer(files_commands.files_app, name="files")
+app.add_typer(files_commands.sites, name="site")
+app.add_typer(files_commands.file_app, name="file")
 app.command("serve")(serve_command.serve)
 app.command("worker")(job_commands.worker)
+app.command("ps", context_settings={"ignore_unknown_options": True})(shell_commands.ps)
+app.command("shell")(shell_commands.shell)
 
 
 def _version(value: bool) -> None:

@@ -7,23 +7,33 @@ SQLite's ``BEGIN IMMEDIATE`` (one writer at a time) there. Each checkpoint renew
 and fails with ``LeaseLost`` if another worker took the job over, so two workers never both
 finish one job. Handlers make every step idempotent, so a reclaimed job resumes from its
 last checkpoint without losing or redoing work.
+
+A worker that is killed (SIGKILL, the OOM killer) never retires its row in
+the worker registry. ``release_dead_workers`` finds such rows on this host, by checking
+whether their process still exists, and returns their running jobs to the queue at once;
+every worker does this when it starts and from time to time while idle. Workers on other
+hosts (or whose pid was reused) are not judged: their jobs wait for the lease to expire.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from customerkey.clock import Clock
 from customerkey.errors import Conflict, NotFound
 from customerkey.storage.database import Database
 from customerkey.storage.models import JobRow, WorkerRow
+
+log = logging.getLogger("customerkey.jobs")
 
 STATES = ("queued", "running", "succeeded", "failed")
 MAX_ATTEMPTS = 5
@@ -290,9 +300,63 @@ class JobQueue:
             if row is not None:
                 session.delete(row)
 
+    def release_dead_workers(self, host: str) -> list[str]:
+        """Return the running jobs of this host's dead workers to the queue (lease cleared)
+        and delete those workers' rows; returns the released job ids.
+
+        A worker counts as dead when its pid no longer names a process. Rows of other hosts
+        are left alone: their pids mean nothing here."""
+        now = self._clock.now()
+        with self.db.transaction() as session:
+            rows = list(session.scalars(select(WorkerRow).where(WorkerRow.host == host)))
+            dead = [row for row in rows if not pid_alive(row.pid)]
+            if not dead:
+                return []
+            dead_ids = [row.id for row in dead]
+            jobs = list(
+                session.scalars(
+                    select(JobRow)
+                    .where(JobRow.state == "running", JobRow.lease_owner.in_(dead_ids))
+                    .with_for_update()
+                )
+            )
+            for job in jobs:
+                log.warning("releasing job %s of dead worker %s", job.id, job.lease_owner)
+                job.state = "queued"
+                job.lease_owner = None
+                job.lease_expires_at = None
+                job.updated_at = now
+            # A bulk delete: another worker releasing at the same time may have removed them.
+            session.execute(delete(WorkerRow).where(WorkerRow.id.in_(dead_ids)))
+        log.info("removed dead workers %s", ", ".join(dead_ids))
+        return [job.id for job in jobs]
+
     def live_workers(self, within: timedelta = timedelta(seconds=30)) -> list[str]:
         cutoff = self._clock.now() - within
         with self.db.transaction() as session:
             return list(
                 session.scalars(select(WorkerRow.id).where(WorkerRow.last_seen_at >= cutoff))
             )
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` names a running process on this host. A zombie (killed, not yet
+    reaped by its parent) is dead: it will never renew a lease again."""
+    if pid <= 0:
+        return True  # not a real pid (0 and negatives address process groups): do not judge
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except FileNotFoundError:
+        return not os.path.isdir("/proc/self")  # with procfs, the process has just gone
+    except OSError:
+        return True  # os.kill said it was there
+    # "pid (comm) state ...": comm may hold spaces and parentheses, so split at the last ")".
+    state = stat.rpartition(b")")[2].split(maxsplit=1)[:1]
+    return state != [b"Z"]

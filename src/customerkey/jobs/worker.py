@@ -5,6 +5,10 @@ in idempotent batches, and calls ``context.checkpoint(...)`` after each (inside 
 own transaction when it passes ``session=``), which renews the lease. A handler that raises
 ``PermanentJobError`` fails the job at once; any other error sends it back to the queue until
 its attempts run out.
+
+``run_forever`` is the loop of ``customerkey worker`` (any number of them may share a
+PostgreSQL database): it announces the worker in the registry, and on start and while idle
+releases the jobs of workers of this host that were killed while holding them.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +30,8 @@ from customerkey.errors import CustomerKeyError
 from customerkey.jobs.queue import Job, JobQueue, LeaseLost
 
 log = logging.getLogger("customerkey.worker")
+
+RELEASE_EVERY_SECONDS = 2.0
 
 
 class PermanentJobError(CustomerKeyError):
@@ -117,8 +124,27 @@ class Worker:
             done.append(job)
         return done
 
-    def run_forever(self, stop: threading.Event, *, poll_seconds: float = 1.0) -> None:
+    def release_dead_workers(self) -> list[str]:
+        """Requeue the jobs of this host's workers that died holding them (never raises)."""
+        try:
+            return self.queue.release_dead_workers(socket.gethostname())
+        except Exception:
+            log.exception("could not release the jobs of dead workers")
+            return []
+
+    def run_forever(
+        self,
+        stop: threading.Event,
+        *,
+        poll_seconds: float = 1.0,
+        release_every: float = RELEASE_EVERY_SECONDS,
+    ) -> None:
+        """Claim and run jobs until ``stop`` is set. On start, and every ``release_every``
+        seconds while idle, jobs held by dead workers of this host go back to the queue, so a
+        killed worker's job resumes at once instead of after its lease."""
         host, pid = socket.gethostname(), os.getpid()
+        self.release_dead_workers()
+        last_release = time.monotonic()
         try:
             while not stop.is_set():
                 self.queue.announce(self.worker_id, host, pid)
@@ -128,6 +154,9 @@ class Worker:
                     log.exception("worker loop error")
                     job = None
                 if job is None:
+                    if time.monotonic() - last_release >= release_every:
+                        self.release_dead_workers()
+                        last_release = time.monotonic()
                     stop.wait(poll_seconds)
         finally:
             self.queue.retire(self.worker_id)

@@ -29,7 +29,7 @@ from customerkey.clock import Clock
 from customerkey.crypto.aead import open_stream, seal, seal_stream
 from customerkey.crypto.wrap import aes_kwp_unwrap, aes_kwp_wrap
 from customerkey.errors import BadParameter, Conflict, Forbidden, NotFound
-from customerkey.jobs.queue import Job, JobQueue
+from customerkey.jobs.queue import Job, JobQueue, pid_alive
 from customerkey.jobs.worker import JobContext, PermanentJobError
 from customerkey.rng import Rng
 from customerkey.service.policies import PolicyService
@@ -50,9 +50,9 @@ from customerkey.workloads.mail import formats
 REKEY_JOB = "mailbox-rekey"
 REFRESH_JOB = "dep-refresh"
 PURGE_JOB = "dep-purge"
-REFRESH_BATCH = 500
+REFRESH_BATCH = 500  # default of Settings.refresh_batch
 IMPORT_BATCH = 200
-REKEY_BATCH = 100
+REKEY_BATCH = 100  # default of Settings.rekey_batch
 Progress = Callable[[int, int | None], None]
 
 
@@ -126,7 +126,11 @@ class MailService:
         sealer: MasterSealer,
         blobs: LocalBlobStore,
         jobs: JobQueue,
+        rekey_batch: int = REKEY_BATCH,
+        refresh_batch: int = REFRESH_BATCH,
     ) -> None:
+        if rekey_batch < 1 or refresh_batch < 1:
+            raise ValueError("batch sizes must be at least 1")
         self.db = db
         self._clock = clock
         self._rng = rng
@@ -135,6 +139,8 @@ class MailService:
         self._sealer = sealer
         self.blobs = blobs
         self.jobs = jobs
+        self.rekey_batch = rekey_batch  # items re-encrypted per transaction (run_rekey)
+        self.refresh_batch = refresh_batch  # mailbox keys re-wrapped per transaction
 
     # ------------------------------------------------------------------ helpers
 
@@ -739,8 +745,17 @@ class MailService:
         """Re-encrypt every item of the mailbox under its current key, then destroy the
         keys it replaced. Batches are idempotent: a new blob is written under a name that
         carries the new key's sequence number, the row switches to it in one transaction,
-        and only then is the old blob removed."""
+        and only then is the old blob removed.
+
+        Crash safety: the final step (destroying the old keys, its audit record) commits
+        together with a checkpoint that marks it done, so a worker killed after it never
+        applies it twice; and a last sweep, repeated by every run that gets that far, removes
+        what a killed worker left on disk: old blobs of destroyed keys whose deletion it did
+        not reach, and half-written temporary files of writers that are dead."""
         mailbox_id = job.target
+        if "keys_destroyed" in job.checkpoint:
+            self._sweep_mailbox_blobs(mailbox_id)
+            return
         with self.db.transaction() as session:
             row = session.get(MailboxRow, mailbox_id)
             if row is None:
@@ -763,7 +778,7 @@ class MailService:
                             MailItemRow.mailbox_id == mailbox_id, MailItemRow.key_id != target.id
                         )
                         .order_by(MailItemRow.seq)
-                        .limit(REKEY_BATCH)
+                        .limit(self.rekey_batch)
                     )
                 )
                 keys = {
@@ -846,12 +861,42 @@ class MailService:
                 operation="MailboxRekeyComplete",
                 details={"mailbox": mailbox_id, "key": target.id, "destroyed_keys": destroyed},
             )
-        # Blobs a crash left behind under destroyed keys' names.
-        suffixes = tuple(f".{seq}" for seq in destroyed)
+            # In the same transaction: a rerun after a crash skips straight to the sweep, and
+            # a worker that lost its lease cannot commit this step.
+            context.checkpoint(
+                done=int(total or 0),
+                total=int(total or 0),
+                checkpoint={"keys_destroyed": destroyed},
+                session=session,
+            )
+        self._sweep_mailbox_blobs(mailbox_id)
+
+    def _sweep_mailbox_blobs(self, mailbox_id: str) -> None:
+        """Remove a mailbox's files no item can need any more: blobs named after its
+        destroyed keys (their items moved on; a crash came before the old blob's deletion),
+        and temporary files of blob writers that died (killed in the middle of a write).
+        Temporary files of live writers (this process included) are left alone."""
+        with self.db.transaction() as session:
+            destroyed = set(
+                session.scalars(
+                    select(MailboxKeyRow.seq).where(
+                        MailboxKeyRow.mailbox_id == mailbox_id,
+                        MailboxKeyRow.state == "destroyed",
+                    )
+                )
+            )
+        suffixes = tuple(f".{seq}" for seq in sorted(destroyed))
         if suffixes:
             for name in self.blobs.list(f"mail/{mailbox_id}"):
                 if name.endswith(suffixes):
                     self.blobs.delete(name)
+        # LocalBlobStore.write stages a blob as ".<name>.<writer pid>.tmp" in its folder.
+        folder = self.blobs.root / "mail" / mailbox_id
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                pid = tmp.name.rsplit(".", 2)[-2]
+                if pid.isdigit() and not pid_alive(int(pid)):
+                    tmp.unlink(missing_ok=True)
 
     def generation_users(self, session: Session, generation_id: str) -> tuple[int, int]:
         """(mailboxes, items) whose content depends on a generation."""
@@ -922,9 +967,13 @@ class MailService:
     def run_refresh(self, job: Job, context: JobContext) -> None:
         """Re-wrap every live mailbox key of the policy onto the job's generation, a batch per
         transaction. Idempotent: a key already on the new generation is skipped, so a killed
-        job resumes where its last committed batch ended."""
+        job resumes where its last committed batch ended; the final step (retiring old
+        generations, its audit record) commits with a checkpoint marking it done, so a rerun
+        after a crash does not repeat it."""
         policy_id = job.target
         target_id = str(job.payload["generation_id"])
+        if job.checkpoint.get("complete"):
+            return
         with self.db.transaction() as session:
             tenant_row = session.get(PolicyRow, policy_id)
             if tenant_row is None:
@@ -947,7 +996,7 @@ class MailService:
                             MailboxKeyRow.state != "destroyed",
                         )
                         .order_by(MailboxKeyRow.id)
-                        .limit(REFRESH_BATCH)
+                        .limit(self.refresh_batch)
                     )
                 )
                 pairs = [(k.id, k.generation_id, k.wrapped) for k in batch]
@@ -991,6 +1040,12 @@ class MailService:
                     "retired_generations": retired,
                     "tenant": tenant,
                 },
+            )
+            context.checkpoint(
+                done=done,
+                total=max(total + done_before, done),
+                checkpoint={"done": done, "complete": True},
+                session=session,
             )
 
     def retire_unused_generations(self, session: Session, policy_id: str) -> list[str]:
@@ -1068,7 +1123,9 @@ class MailService:
 
     def run_purge(self, job: Job, context: JobContext) -> None:
         """Destroy every mailbox key, mailbox and blob of the DEP, then every generation and
-        the availability key. Each mailbox is one transaction; rerunning skips finished ones."""
+        the availability key. Each mailbox is one transaction; rerunning skips finished ones
+        (but deletes their blob folders again, in case a crash came first, and never reports
+        less progress than before), and skips the final step once the policy is purged."""
         policy_id = job.target
         with self.db.transaction() as session:
             policy = session.get(PolicyRow, policy_id)
@@ -1110,28 +1167,32 @@ class MailService:
                         operation="MailboxPurged",
                         details={"policy": policy_id, "mailbox": mailbox_id, "upn": mailbox.upn},
                     )
-                context.checkpoint(done=index, total=len(mailbox_ids) + 1, session=session)
+                # A rerun walks the finished mailboxes again: progress must not go back.
+                context.checkpoint(
+                    done=max(index, job.progress_done), total=len(mailbox_ids) + 1, session=session
+                )
             self.blobs.delete_prefix(f"mail/{mailbox_id}")
         with self.db.transaction() as session:
-            for generation_id in generation_ids:
-                self.policies.retire_generation(session, generation_id, reason="data purge")
             policy = session.get(PolicyRow, policy_id)
             assert policy is not None
-            policy.sealed_availability_key = None
-            policy.state = "purged"
-            policy.purged_at = self._clock.now()
-            policy.updated_at = policy.purged_at
-            self._audit.append(
-                session,
-                principal="customerkey-service",
-                operation="DataEncryptionPolicyPurged",
-                details={
-                    "policy": policy_id,
-                    "mailboxes": len(mailbox_ids),
-                    "generations": len(generation_ids),
-                    "availability_key": "destroyed",
-                },
-            )
+            if policy.state != "purged":  # else a crash came after this step committed
+                for generation_id in generation_ids:
+                    self.policies.retire_generation(session, generation_id, reason="data purge")
+                policy.sealed_availability_key = None
+                policy.state = "purged"
+                policy.purged_at = self._clock.now()
+                policy.updated_at = policy.purged_at
+                self._audit.append(
+                    session,
+                    principal="customerkey-service",
+                    operation="DataEncryptionPolicyPurged",
+                    details={
+                        "policy": policy_id,
+                        "mailboxes": len(mailbox_ids),
+                        "generations": len(generation_ids),
+                        "availability_key": "destroyed",
+                    },
+                )
             context.checkpoint(
                 done=len(mailbox_ids) + 1, total=len(mailbox_ids) + 1, session=session
             )

@@ -1,0 +1,696 @@
+"""A shell session: variables, who the lines act as, and running scripts.
+
+``Session.run(source)`` parses the whole script first (a script that does not parse runs
+nothing), then runs it statement by statement, printing each statement's output as
+PowerShell's Out-Default would and each error the way PowerShell prints an error record.
+A failing statement changes nothing and the script goes on with the next one, unless
+``$ErrorActionPreference = 'Stop'``.
+
+Within a pipeline every command is looked up and bound before any of them runs, so an
+unknown cmdlet or a bad parameter anywhere in it stops the whole pipeline.
+
+Connections (``Connect-AzAccount``, ``Connect-ExchangeOnline``, ``Connect-SPOService``) set
+who the following lines act as: by default the local operator (or the principal given with
+``customerkey --as``); with a user name, that principal when it exists. The Exchange cmdlets
+work in the connected user's tenant (the principal's, or the tenant owning the UPN's mail
+domain), else in the only tenant there is.
+
+Jobs that the real service runs in the background (a DEP refresh, a move request, a DEP
+change on a mailbox with content) are run here to completion when no worker is live, and
+waited for when one is, as the service eventually does on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from customerkey.cli.shell import parser as ast
+from customerkey.cli.shell.binding import (
+    Argument,
+    BindingError,
+    BoundArguments,
+    NamedArgument,
+    PositionalArgument,
+    bind,
+    convert,
+    missing_mandatory,
+)
+from customerkey.cli.shell.formatting import (
+    ENUMERATION_LIMIT,
+    as_object,
+    render,
+    to_jsonable,
+    to_ps_string,
+)
+from customerkey.cli.shell.parser import ParseError, caret_lines, parse
+from customerkey.errors import CustomerKeyError, PrincipalNotFound
+from customerkey.jobs.queue import Job
+from customerkey.service.tenants import TenantNotFound
+from customerkey.vault.models import OPERATOR, Actor
+
+if TYPE_CHECKING:
+    from customerkey.cli.shell.cmdlets import CmdletSpec, Registry
+    from customerkey.runtime import Runtime
+
+_CONSTANTS: dict[str, Any] = {"true": True, "false": False, "null": None}
+_CATEGORIES = {
+    400: "InvalidArgument",
+    401: "AuthenticationError",
+    403: "PermissionDenied",
+    404: "ObjectNotFound",
+    408: "OperationTimeout",
+    409: "ResourceExists",
+    413: "LimitsExceeded",
+    429: "LimitsExceeded",
+    503: "ResourceUnavailable",
+}
+
+
+class ShellError(Exception):
+    """A statement that failed: an unknown command, bad arguments, or a refusal from the
+    service. Printed as PowerShell prints an error record."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_id: str,
+        category: str = "NotSpecified",
+        exception: str = "RuntimeException",
+        target: str = "",
+        command: str | None = None,
+        cmdlet: str | None = None,
+        start: int | None = None,
+        end: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.error_id = error_id
+        self.category = category
+        self.exception = exception
+        self.target = target
+        self.command = command  # the name as typed (the message's prefix)
+        self.cmdlet = cmdlet  # the cmdlet's own name (in CategoryInfo)
+        self.start = start
+        self.end = end
+
+    def render(self, source: str, file: str | None = None) -> str:
+        head = f"{self.command} : {self.message}" if self.command else self.message
+        lines = [head]
+        if self.start is not None:
+            offset = self.start
+            line = source.count("\n", 0, offset) + 1
+            column = offset - (source.rfind("\n", 0, offset) + 1) + 1
+            where = f"At {file}:{line}" if file else f"At line:{line}"
+            lines.append(f"{where} char:{column}")
+            end = self.end if self.end is not None else offset + 1
+            lines.extend(caret_lines(source, offset, end - offset))
+        bracket = f"[{self.cmdlet}]" if self.cmdlet else "[]"
+        target = f"({self.target})" if self.target else "(:)"
+        lines.append(
+            f"    + CategoryInfo          : {self.category}: {target} {bracket}, {self.exception}"
+        )
+        error_id = f"{self.error_id},{self.cmdlet}" if self.cmdlet else self.error_id
+        lines.append(f"    + FullyQualifiedErrorId : {error_id}")
+        return "\n".join(lines)
+
+
+class _Stop(Exception):
+    """``$ErrorActionPreference = 'Stop'`` and an error happened: end the script."""
+
+
+@dataclass
+class Connection:
+    """What one ``Connect-*`` established."""
+
+    service: str  # "Az" | "ExchangeOnline" | "SPO"
+    actor: Actor
+    account: str
+    tenant: str | None
+    details: dict[str, str] = field(default_factory=dict)
+    principal_found: bool = False  # the named principal exists (and is who the lines act as)
+
+
+def collapse(items: Sequence[Any]) -> Any:
+    """A pipeline's output as one value: nothing is $null, one item is itself."""
+    if not items:
+        return None
+    if len(items) == 1:
+        return items[0]
+    return list(items)
+
+
+def enumerate_value(value: Any) -> list[Any]:
+    """What a value puts into a pipeline: an array's items, $null nothing, else itself."""
+    if value is None:
+        return []
+    if isinstance(value, list | tuple):
+        return list(value)
+    return [value]
+
+
+def member(value: Any, name: str) -> Any:
+    """``value.name``: a property (any case), an array's Count/Length, or member
+    enumeration over an array's items; $null when there is no such member."""
+    lower = name.lower()
+    if value is None:
+        return None
+    if isinstance(value, list | tuple):
+        if lower in ("count", "length"):
+            return len(value)
+        found = [member(v, name) for v in value]
+        flat: list[Any] = []
+        for item in found:
+            if isinstance(item, list):
+                flat.extend(item)
+            elif item is not None:
+                flat.append(item)
+        return collapse(flat)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if str(key).lower() == lower:
+                return item
+        if lower == "count":
+            return len(value)
+        if lower == "keys":
+            return list(value)
+        if lower == "values":
+            return list(value.values())
+        return None
+    if isinstance(value, str):
+        return len(value) if lower == "length" else None
+    return as_object(value).get(name)
+
+
+def index(value: Any, key: Any) -> Any:
+    if isinstance(value, dict):
+        return member(value, to_ps_string(key))
+    if isinstance(key, str) and key.lstrip("-").isdigit():
+        key = int(key)
+    if not isinstance(key, int) or isinstance(key, bool):
+        return None
+    if isinstance(value, list | tuple | str):
+        try:
+            return value[key]
+        except IndexError:
+            return None
+    if value is not None and key in (0, -1):
+        return value
+    return None
+
+
+class Session:
+    def __init__(
+        self,
+        runtime: Callable[[], Runtime],
+        *,
+        actor: Callable[[], Actor] | None = None,
+        out: TextIO,
+        err: TextIO,
+        registry: Registry | None = None,
+        as_json: bool = False,
+    ) -> None:
+        from customerkey.cli.shell.cmdlets import default_registry
+
+        self._runtime_factory = runtime
+        self._runtime: Runtime | None = None
+        self._base_actor = actor or (lambda: OPERATOR)
+        self.out = out
+        self.err = err
+        self.registry = registry or default_registry()
+        self.as_json = as_json
+        self.variables: dict[str, tuple[str, Any]] = {}
+        self.set_variable("ErrorActionPreference", "Continue")
+        self.set_variable("WarningPreference", "Continue")
+        self.set_variable("FormatEnumerationLimit", ENUMERATION_LIMIT)
+        self.connections: dict[str, Connection] = {}
+        self.errors = 0
+        self.last_error: ShellError | None = None
+        self._json: list[Any] = []
+        self._source = ""
+        self._file: str | None = None
+
+    # ------------------------------------------------------------------ context
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = self._runtime_factory()
+        return self._runtime
+
+    def base_actor(self) -> Actor:
+        return self._base_actor()
+
+    def actor_for(self, service: str) -> Actor:
+        connection = self.connections.get(service)
+        return connection.actor if connection is not None else self.base_actor()
+
+    def connect(
+        self,
+        service: str,
+        *,
+        principal: str | None = None,
+        tenant: str | None = None,
+        details: dict[str, str] | None = None,
+    ) -> Connection:
+        """Act as ``principal`` (when it exists) in ``tenant`` for ``service``'s cmdlets."""
+        runtime = self.runtime
+        actor = self.base_actor()
+        account = principal or actor.principal_id
+        resolved: str | None = None
+        found = None
+        if principal:
+            try:
+                found = runtime.principals.get(principal)
+            except PrincipalNotFound:
+                found = None
+            if found is not None:
+                actor = found.actor()
+                resolved = found.tenant
+            elif "@" in principal:
+                try:
+                    resolved = runtime.tenants.for_domain(principal.rsplit("@", 1)[1]).id
+                except TenantNotFound:
+                    resolved = None
+        if tenant:
+            resolved = runtime.tenants.get(tenant).id
+        if resolved is None and not actor.is_operator:
+            resolved = actor.tenant
+        connection = Connection(
+            service, actor, account, resolved, dict(details or {}), found is not None
+        )
+        self.connections[service] = connection
+        return connection
+
+    def disconnect(self, service: str) -> None:
+        self.connections.pop(service, None)
+
+    def connected_tenant(self, service: str) -> str | None:
+        """The tenant a connection (or a non-operator acting principal) implies, if any."""
+        connection = self.connections.get(service)
+        if connection is not None and connection.tenant:
+            return connection.tenant
+        actor = self.actor_for(service)
+        return None if actor.is_operator else actor.tenant
+
+    def tenant_for(self, service: str, connect_hint: str) -> str:
+        """The tenant ``service``'s cmdlets work in; an error saying how to connect if it is
+        not clear."""
+        tenant = self.connected_tenant(service)
+        if tenant:
+            return tenant
+        known = self.runtime.tenants.list()
+        if len(known) == 1:
+            return known[0].id
+        if not known:
+            raise ShellError(
+                "No tenant exists yet; create one first with 'customerkey tenant create <name> "
+                "--mail-domain <domain>'.",
+                error_id="NoTenant",
+                category="ObjectNotFound",
+            )
+        raise ShellError(
+            f"There are {len(known)} tenants ({', '.join(t.id for t in known)}); say which one "
+            f"these lines are for with {connect_hint}.",
+            error_id="NotConnected",
+            category="InvalidOperation",
+        )
+
+    # ------------------------------------------------------------------ variables
+
+    def set_variable(self, name: str, value: Any) -> None:
+        if name.lower() in _CONSTANTS:
+            raise ShellError(
+                f"Cannot overwrite variable {name} because it is read-only or constant.",
+                error_id="VariableNotWritable",
+                category="WriteError",
+                exception="SessionStateUnauthorizedAccessException",
+                target=name,
+            )
+        self.variables[name.lower()] = (name, value)
+
+    def get_variable(self, name: str) -> Any:
+        lower = name.lower()
+        if lower in _CONSTANTS:
+            return _CONSTANTS[lower]
+        if lower.startswith("env:"):
+            return os.environ.get(name[4:])
+        entry = self.variables.get(lower)
+        return entry[1] if entry is not None else None
+
+    @property
+    def enumeration_limit(self) -> int:
+        value = self.get_variable("FormatEnumerationLimit")
+        return value if isinstance(value, int) and not isinstance(value, bool) else 4
+
+    # ------------------------------------------------------------------ host
+
+    def write_lines(self, lines: Sequence[str]) -> None:
+        if lines:
+            self.out.write("\n".join(lines) + "\n")
+            self.out.flush()
+
+    def host(self, text: str) -> None:
+        """Write-Host: straight to the console (stderr under ``--json``)."""
+        stream = self.err if self.as_json else self.out
+        stream.write(text + "\n")
+        stream.flush()
+
+    def warning(self, text: str, *, action: str | None = None) -> None:
+        preference = action or to_ps_string(self.get_variable("WarningPreference"))
+        if preference.lower() in ("silentlycontinue", "ignore"):
+            return
+        self.err.write(f"WARNING: {text}\n")
+        self.err.flush()
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def path(self, text: str) -> Path:
+        """A file name as given, relative to the current folder."""
+        return Path(os.path.expanduser(text))
+
+    # ------------------------------------------------------------------ jobs
+
+    def run_jobs(self, jobs: Sequence[Job], activity: str) -> list[Job]:
+        """Run ``jobs`` here (no live worker) or wait for the worker running them."""
+        runtime = self.runtime
+        ids = [j.id for j in jobs]
+        progress = _Progress(self.err, activity)
+        worker = runtime.worker(on_progress=lambda job, done, total: progress.update(done, total))
+        try:
+            while True:
+                current = [runtime.jobs.get(i) for i in ids]
+                if all(j.finished for j in current):
+                    break
+                if not runtime.jobs.live_workers() and worker.run_one() is not None:
+                    continue
+                time.sleep(0.2)
+        finally:
+            progress.close()
+        for job in current:
+            if job.state == "failed":
+                raise CustomerKeyError(f"Job {job.id} ({job.kind}) failed: {job.error}")
+        return current
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, source: str, *, file: str | None = None) -> bool:
+        """Run a script; True when every statement succeeded."""
+        self._source, self._file = source, file
+        before = self.errors
+        self.last_error = None
+        try:
+            script = parse(source)
+        except ParseError as error:
+            self.variables["?"] = ("?", False)
+            self._report_text(error.render(file))
+            return False
+        try:
+            for statement in script.statements:
+                self._statement(statement)
+        except _Stop:
+            pass
+        finally:
+            if self.as_json and self._json:
+                self.out.write(json.dumps(to_jsonable(self._json), indent=2) + "\n")
+                self._json = []
+        return self.errors == before
+
+    def _report_text(self, text: str) -> None:
+        self.errors += 1
+        self.err.write(text + "\n")
+        self.err.flush()
+
+    def _statement(self, statement: ast.Statement) -> None:
+        try:
+            if isinstance(statement, ast.Assignment):
+                value = collapse(self.pipeline(statement.value))
+                self.set_variable(statement.variable, value)
+            else:
+                self._emit(self.pipeline(statement))
+        except ShellError as error:
+            if error.start is None:
+                error.start, error.end = statement.start, statement.end
+            self.last_error = error
+            self.variables["?"] = ("?", False)
+            self._report_text(error.render(self._source, self._file))
+            if to_ps_string(self.get_variable("ErrorActionPreference")).lower() == "stop":
+                raise _Stop() from None
+            return
+        self.variables["?"] = ("?", True)
+
+    def _emit(self, items: list[Any]) -> None:
+        if self.as_json:
+            self._json.extend(items)
+            return
+        self.write_lines(render(items, limit=self.enumeration_limit))
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self, node: ast.Expression) -> Any:
+        if isinstance(node, ast.StringLiteral):
+            return node.value
+        if isinstance(node, ast.NumberLiteral):
+            return node.value
+        if isinstance(node, ast.ExpandableString):
+            return "".join(
+                part if isinstance(part, str) else to_ps_string(self.evaluate(part))
+                for part in node.parts
+            )
+        if isinstance(node, ast.VariableRef):
+            return self.get_variable(node.name)
+        if isinstance(node, ast.MemberAccess):
+            return member(self.evaluate(node.target), node.member)
+        if isinstance(node, ast.IndexAccess):
+            return index(self.evaluate(node.target), self.evaluate(node.index))
+        if isinstance(node, ast.ArrayLiteral):
+            return [self.evaluate(item) for item in node.items]
+        if isinstance(node, ast.SubExpression):
+            return collapse(self.pipeline(node.pipeline))
+        if isinstance(node, ast.StatementBlock):
+            found: list[Any] = []
+            for statement in node.statements:
+                if isinstance(statement, ast.Assignment):
+                    self.set_variable(statement.variable, collapse(self.pipeline(statement.value)))
+                else:
+                    found.extend(self.pipeline(statement))
+            return found if node.array else collapse(found)
+        if isinstance(node, ast.HashLiteral):
+            table: dict[str, Any] = {}
+            for key, value in node.entries:
+                table[to_ps_string(self.evaluate(key))] = collapse(self.pipeline(value))
+            return table
+        raise AssertionError(f"unknown node {node!r}")
+
+    def _arguments(self, command: ast.Command) -> list[Argument]:
+        arguments: list[Argument] = []
+        for element in command.elements:
+            if isinstance(element, ast.CommandParameter):
+                has_value = element.argument is not None
+                value = self.evaluate(element.argument) if element.argument is not None else None
+                if element.colon and not has_value:
+                    arguments.append(NamedArgument(element.name, None, False, element.start))
+                    continue
+                arguments.append(
+                    NamedArgument(element.name, value, has_value, element.start, element.end)
+                )
+            else:
+                arguments.append(
+                    PositionalArgument(self.evaluate(element), element.start, element.end)
+                )
+        return arguments
+
+    def resolve(self, command: ast.Command) -> CmdletSpec:
+        spec = self.registry.resolve(command.name)
+        if spec is None:
+            raise ShellError(
+                f"The term '{command.name}' is not recognized as the name of a cmdlet, function, "
+                "script file, or operable program. Check the spelling of the name, or if a path "
+                "was included, verify that the path is correct and try again.",
+                error_id="CommandNotFoundException",
+                category="ObjectNotFound",
+                exception="CommandNotFoundException",
+                target=f"{command.name}:String",
+                command=command.name,
+                start=command.start,
+                end=command.name_end,
+            )
+        return spec
+
+    def _binding_error(
+        self, error: BindingError, command: ast.Command, spec: CmdletSpec
+    ) -> ShellError:
+        return ShellError(
+            error.message,
+            error_id=error.error_id,
+            category="InvalidArgument",
+            exception="ParameterBindingException",
+            command=command.name,
+            cmdlet=spec.name,
+            start=error.start if error.start is not None else command.start,
+            end=error.end if error.start is not None else command.name_end,
+        )
+
+    def pipeline(self, pipeline: ast.Pipeline) -> list[Any]:
+        stages: list[tuple[ast.Command | ast.Expression, CmdletSpec | None]] = []
+        for element in pipeline.elements:
+            if isinstance(element, ast.Command):
+                stages.append((element, self.resolve(element)))
+            else:
+                stages.append((element, None))
+        bound: list[BoundArguments | None] = []
+        for position, (element, spec) in enumerate(stages):
+            if spec is None or not isinstance(element, ast.Command):
+                bound.append(None)
+                continue
+            try:
+                bound.append(
+                    bind(spec.signature, self._arguments(element), expects_input=position > 0)
+                )
+            except BindingError as error:
+                raise self._binding_error(error, element, spec) from None
+        items: list[Any] = []
+        for position, ((element, spec), arguments) in enumerate(zip(stages, bound, strict=True)):
+            if isinstance(element, ast.Command):
+                assert spec is not None and arguments is not None
+                items = self._invoke(element, spec, arguments, items, first=position == 0)
+            else:
+                items = enumerate_value(self.evaluate(element))
+        return items
+
+    def _invoke(
+        self,
+        command: ast.Command,
+        spec: CmdletSpec,
+        arguments: BoundArguments,
+        items: list[Any],
+        *,
+        first: bool,
+    ) -> list[Any]:
+        feeder = spec.signature.pipeline_param()
+        if not first and feeder is not None and feeder.name not in arguments:
+            if not items:
+                return []
+            out: list[Any] = []
+            for item in items:
+                try:
+                    value = convert(feeder, item)
+                except BindingError as error:
+                    raise self._binding_error(error, command, spec) from None
+                each = arguments.with_value(feeder.name, value)
+                self._check_mandatory(command, spec, each)
+                out.extend(self._call(command, spec, each, [item]))
+            return out
+        self._check_mandatory(command, spec, arguments)
+        return self._call(command, spec, arguments, items)
+
+    def _check_mandatory(
+        self, command: ast.Command, spec: CmdletSpec, arguments: BoundArguments
+    ) -> None:
+        absent = missing_mandatory(spec.signature, arguments)
+        if absent:
+            raise self._binding_error(
+                BindingError(
+                    "Cannot process command because of one or more missing mandatory "
+                    f"parameters: {' '.join(absent)}.",
+                    error_id="MissingMandatoryParameter",
+                ),
+                command,
+                spec,
+            )
+
+    def _call(
+        self,
+        command: ast.Command,
+        spec: CmdletSpec,
+        arguments: BoundArguments,
+        items: list[Any],
+    ) -> list[Any]:
+        from customerkey.cli.shell.cmdlets import Invocation
+
+        if arguments.flag("WhatIf") and spec.signature.should_process:
+            target = next(
+                (
+                    to_ps_string(arguments.get(name))
+                    for name in ("Identity", "Name", "VaultName")
+                    if name in arguments
+                ),
+                "",
+            )
+            self.host(f'What if: Performing the operation "{spec.name}" on target "{target}".')
+            return []
+        action = to_ps_string(
+            arguments.get("ErrorAction") or self.get_variable("ErrorActionPreference")
+        ).lower()
+        invocation = Invocation(self, spec, arguments, items, command.name)
+        try:
+            try:
+                result = spec.run(invocation)
+                output = list(result) if result is not None else []
+            except CustomerKeyError as failure:
+                raise ShellError(
+                    failure.message,
+                    error_id=failure.code,
+                    category=_CATEGORIES.get(failure.status, "NotSpecified"),
+                    exception=type(failure).__name__,
+                ) from None
+            except OSError as failure:  # a file named on the line cannot be read or written
+                where = f" ({failure.filename})" if failure.filename else ""
+                raise ShellError(
+                    f"{failure.strerror or failure}{where}.",
+                    error_id="IOError",
+                    category="WriteError",
+                    exception="IOException",
+                ) from None
+        except ShellError as error:
+            if action in ("silentlycontinue", "ignore"):
+                return []
+            error.command = error.command or command.name
+            error.cmdlet = error.cmdlet or spec.name
+            if error.start is None:
+                error.start, error.end = command.start, command.end
+            raise
+        variable = arguments.get("OutVariable")
+        if variable:
+            self.set_variable(str(variable).lstrip("$"), collapse(output))
+        return output
+
+
+class _Progress:
+    """PowerShell's progress display for a long operation: on a terminal only, and gone
+    when it ends (it is not output)."""
+
+    def __init__(self, stream: TextIO, activity: str) -> None:
+        self._bar: Any = None
+        self._task: Any = None
+        isatty = getattr(stream, "isatty", None)
+        if not (callable(isatty) and isatty()):
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self._bar = Progress(
+            TextColumn(activity),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=Console(file=stream),
+            transient=True,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task(activity, total=None)
+
+    def update(self, done: int, total: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, total=total if total >= 0 else None)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
