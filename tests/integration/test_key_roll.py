@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from customerkey.errors import Conflict, Forbidden, KeyAccessDenied
+from customerkey.errors import Conflict, CustomerKeyError, Forbidden, KeyAccessDenied
 from customerkey.runtime import Runtime
 from customerkey.service.workloads import EXCHANGE
 from customerkey.storage.models import GenerationRow, MailboxKeyRow, PolicyRow
@@ -271,3 +272,67 @@ def test_purge_path_refused_while_permissions_remain_then_destroys_everything(
     ):
         assert step in operations
     assert operations.count("MailboxPurged") == len(USERS)
+
+
+def test_a_write_racing_a_move_is_moved_too_or_refused(
+    runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that picked up the old mailbox key before the move began commits its item
+    while the move runs: the move re-encrypts it as well; once the old key is destroyed, a
+    writer still holding it is refused and stores nothing."""
+    setup_policy(runtime)
+    upn = "active@contoso.com"
+    runtime.mail.create_mailbox(OPERATOR, TENANT, upn, policy="NA-DEP")
+    runtime.mail.add_message(OPERATOR, upn, b"Subject: first\n\nfirst")
+    with runtime.db.transaction() as session:
+        old_key = session.scalars(select(MailboxKeyRow)).one()
+        old_key_id = old_key.id
+    job = runtime.mail.move(OPERATOR, upn)
+    blobs = runtime.mail.blobs
+    real_delete = blobs.delete
+    real_transaction = runtime.mail.db.transaction
+    state = {"armed": False, "opened": 0, "done": False}
+
+    def late_write() -> None:
+        with monkeypatch.context() as patch:
+            patch.setattr(
+                runtime.mail,
+                "_current_key",
+                lambda session, row: session.get(MailboxKeyRow, old_key_id),
+            )
+            patch.setattr(runtime.mail.db, "transaction", real_transaction)
+            runtime.mail.add_message(OPERATOR, upn, b"Subject: late\n\nlate")
+
+    def delete_and_arm(name: str) -> bool:
+        state["armed"] = True  # the move's last batch has committed
+        return real_delete(name)
+
+    def transaction() -> Any:
+        # After the last batch: the 1st transaction finds nothing left to move, and just
+        # before the 2nd (the one destroying the old key) a concurrent writer commits.
+        if state["armed"] and not state["done"]:
+            state["opened"] += 1
+            if state["opened"] == 2:
+                state["done"] = True
+                late_write()
+        return real_transaction()
+
+    monkeypatch.setattr(blobs, "delete", delete_and_arm)
+    monkeypatch.setattr(runtime.mail.db, "transaction", transaction)
+    finished = runtime.worker().run_one()
+    assert finished is not None and finished.id == job.id and finished.state == "succeeded"
+    assert state["done"]
+    monkeypatch.undo()
+    bodies = sorted(data for _, data in runtime.mail.iter_messages(OPERATOR, upn))
+    assert bodies == [b"Subject: first\n\nfirst", b"Subject: late\n\nlate"]
+    # now the old key is destroyed: a writer still holding it is refused, nothing stored
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            runtime.mail,
+            "_current_key",
+            lambda session, row: session.get(MailboxKeyRow, old_key_id),
+        )
+        with pytest.raises(CustomerKeyError, match=r"destroyed|re-keyed while") as refused:
+            runtime.mail.add_message(OPERATOR, upn, b"Subject: too late\n\nx")
+    assert refused.value.status == 409
+    assert len(runtime.mail.list_items(OPERATOR, upn)) == 2

@@ -425,6 +425,16 @@ class MailService:
             )
             return job
 
+    @staticmethod
+    def _require_live_key(session: Session, key_id: str) -> None:
+        """Refuse to store items under a key a finished re-key has destroyed meanwhile."""
+        key = session.get(MailboxKeyRow, key_id)
+        if key is None or key.state == "destroyed":
+            raise Conflict(
+                "The mailbox was re-keyed while this write was in progress; nothing was stored "
+                "for it. Retry the write."
+            )
+
     def _destroy_key(self, key: MailboxKeyRow) -> None:
         key.wrapped = None
         key.state = "destroyed"
@@ -479,6 +489,7 @@ class MailService:
             if not pending:
                 return
             with self.db.transaction() as session:
+                self._require_live_key(session, key_id)
                 session.add_all(pending)
                 mailbox = session.get(MailboxRow, mailbox_id)
                 assert mailbox is not None
@@ -557,6 +568,7 @@ class MailService:
         self.blobs.put_bytes(blob, sealed)
         now = self._clock.now()
         with self.db.transaction() as session:
+            self._require_live_key(session, key_id)
             seq = (
                 int(
                     session.scalar(
@@ -770,105 +782,120 @@ class MailService:
         new_key = self.unwrap_mailbox_key(tenant, target.generation_id, target.wrapped, system=True)
         old_keys: dict[str, bytes] = {}
         while True:
-            with self.db.transaction() as session:
-                batch = list(
-                    session.scalars(
-                        select(MailItemRow)
+            while True:
+                with self.db.transaction() as session:
+                    batch = list(
+                        session.scalars(
+                            select(MailItemRow)
+                            .where(
+                                MailItemRow.mailbox_id == mailbox_id,
+                                MailItemRow.key_id != target.id,
+                            )
+                            .order_by(MailItemRow.seq)
+                            .limit(self.rekey_batch)
+                        )
+                    )
+                    keys = {
+                        k.id: k
+                        for k in session.scalars(
+                            select(MailboxKeyRow).where(MailboxKeyRow.mailbox_id == mailbox_id)
+                        )
+                    }
+                    remaining = session.scalar(
+                        select(func.count())
+                        .select_from(MailItemRow)
                         .where(
                             MailItemRow.mailbox_id == mailbox_id, MailItemRow.key_id != target.id
                         )
-                        .order_by(MailItemRow.seq)
-                        .limit(self.rekey_batch)
                     )
-                )
-                keys = {
-                    k.id: k
-                    for k in session.scalars(
-                        select(MailboxKeyRow).where(MailboxKeyRow.mailbox_id == mailbox_id)
-                    )
-                }
-                remaining = session.scalar(
+                if not batch:
+                    break
+                moves: list[tuple[str, str, str, int]] = []
+                for item in batch:
+                    old = keys[item.key_id]
+                    if old.id not in old_keys:
+                        old_keys[old.id] = self.unwrap_mailbox_key(
+                            tenant, old.generation_id, old.wrapped, system=True
+                        )
+                    new_blob = f"mail/{mailbox_id}/{item.id}.{target.seq}"
+                    source_key = old_keys[old.id]
+
+                    def fill(
+                        handle: object,
+                        item: MailItemRow = item,
+                        old_id: str = old.id,
+                        source_key: bytes = source_key,
+                    ) -> None:
+                        plain = io.BytesIO()
+                        with self.blobs.open(item.blob) as src:
+                            open_stream(
+                                source_key,
+                                src,
+                                plain,
+                                context=item_context(tenant, mailbox_id, item.id, old_id),
+                            )
+                        plain.seek(0)
+                        seal_stream(
+                            new_key,
+                            plain,
+                            handle,  # type: ignore[arg-type]
+                            key_id=target.id,
+                            key_version=str(target.seq),
+                            context=item_context(tenant, mailbox_id, item.id, target.id),
+                            rng=self._rng,
+                        )
+
+                    sealed_size = self.blobs.write(new_blob, fill)
+                    moves.append((item.id, item.blob, new_blob, sealed_size))
+                done = int(total or 0) - int(remaining or 0) + len(moves)
+                with self.db.transaction() as session:
+                    for item_id, _, new_blob, sealed_size in moves:
+                        item_row = session.get(MailItemRow, item_id)
+                        if item_row is None:
+                            continue
+                        item_row.key_id = target.id
+                        item_row.blob = new_blob
+                        item_row.sealed_size = sealed_size
+                    context.checkpoint(done=done, total=int(total or 0), session=session)
+                for _, old_blob, new_blob, _ in moves:
+                    if old_blob != new_blob:
+                        self.blobs.delete(old_blob)
+            with self.db.transaction() as session:
+                # A write that picked up an old key just before the re-key began may commit
+                # its item after the last batch: then there is more to move, not a key to
+                # destroy (the writers refuse once the key is destroyed).
+                late = session.scalar(
                     select(func.count())
                     .select_from(MailItemRow)
                     .where(MailItemRow.mailbox_id == mailbox_id, MailItemRow.key_id != target.id)
                 )
-            if not batch:
-                break
-            moves: list[tuple[str, str, str, int]] = []
-            for item in batch:
-                old = keys[item.key_id]
-                if old.id not in old_keys:
-                    old_keys[old.id] = self.unwrap_mailbox_key(
-                        tenant, old.generation_id, old.wrapped, system=True
+                if int(late or 0):
+                    continue
+                destroyed = []
+                for key in session.scalars(
+                    select(MailboxKeyRow).where(
+                        MailboxKeyRow.mailbox_id == mailbox_id,
+                        MailboxKeyRow.id != target.id,
+                        MailboxKeyRow.state != "destroyed",
                     )
-                new_blob = f"mail/{mailbox_id}/{item.id}.{target.seq}"
-                source_key = old_keys[old.id]
-
-                def fill(
-                    handle: object,
-                    item: MailItemRow = item,
-                    old_id: str = old.id,
-                    source_key: bytes = source_key,
-                ) -> None:
-                    plain = io.BytesIO()
-                    with self.blobs.open(item.blob) as src:
-                        open_stream(
-                            source_key,
-                            src,
-                            plain,
-                            context=item_context(tenant, mailbox_id, item.id, old_id),
-                        )
-                    plain.seek(0)
-                    seal_stream(
-                        new_key,
-                        plain,
-                        handle,  # type: ignore[arg-type]
-                        key_id=target.id,
-                        key_version=str(target.seq),
-                        context=item_context(tenant, mailbox_id, item.id, target.id),
-                        rng=self._rng,
-                    )
-
-                sealed_size = self.blobs.write(new_blob, fill)
-                moves.append((item.id, item.blob, new_blob, sealed_size))
-            done = int(total or 0) - int(remaining or 0) + len(moves)
-            with self.db.transaction() as session:
-                for item_id, _, new_blob, sealed_size in moves:
-                    item_row = session.get(MailItemRow, item_id)
-                    if item_row is None:
-                        continue
-                    item_row.key_id = target.id
-                    item_row.blob = new_blob
-                    item_row.sealed_size = sealed_size
-                context.checkpoint(done=done, total=int(total or 0), session=session)
-            for _, old_blob, new_blob, _ in moves:
-                if old_blob != new_blob:
-                    self.blobs.delete(old_blob)
-        with self.db.transaction() as session:
-            destroyed = []
-            for key in session.scalars(
-                select(MailboxKeyRow).where(
-                    MailboxKeyRow.mailbox_id == mailbox_id,
-                    MailboxKeyRow.id != target.id,
-                    MailboxKeyRow.state != "destroyed",
+                ):
+                    self._destroy_key(key)
+                    destroyed.append(key.seq)
+                self._audit.append(
+                    session,
+                    principal="customerkey-service",
+                    operation="MailboxRekeyComplete",
+                    details={"mailbox": mailbox_id, "key": target.id, "destroyed_keys": destroyed},
                 )
-            ):
-                self._destroy_key(key)
-                destroyed.append(key.seq)
-            self._audit.append(
-                session,
-                principal="customerkey-service",
-                operation="MailboxRekeyComplete",
-                details={"mailbox": mailbox_id, "key": target.id, "destroyed_keys": destroyed},
-            )
-            # In the same transaction: a rerun after a crash skips straight to the sweep, and
-            # a worker that lost its lease cannot commit this step.
-            context.checkpoint(
-                done=int(total or 0),
-                total=int(total or 0),
-                checkpoint={"keys_destroyed": destroyed},
-                session=session,
-            )
+                # In the same transaction: a rerun after a crash skips straight to the sweep, and
+                # a worker that lost its lease cannot commit this step.
+                context.checkpoint(
+                    done=int(total or 0),
+                    total=int(total or 0),
+                    checkpoint={"keys_destroyed": destroyed},
+                    session=session,
+                )
+            break
         self._sweep_mailbox_blobs(mailbox_id)
 
     def _sweep_mailbox_blobs(self, mailbox_id: str) -> None:
