@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
 from customerkey.clock import Clock
@@ -28,6 +28,11 @@ from customerkey.storage.models import AuditRow
 
 GENESIS_HASH = "0" * 64
 _PG_AUDIT_LOCK = 0x636B_6175  # "ckau"
+_AUDIT_TABLE = AuditRow.metadata.tables[AuditRow.__tablename__]
+# A prepared Core INSERT, not session.add + flush: the unit of work cost more than the rest of
+# an append, and nothing reads the row back through the session's identity map.
+_INSERT = insert(_AUDIT_TABLE)
+_HEAD = select(AuditRow.seq, AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1)
 
 
 @dataclass(frozen=True)
@@ -121,15 +126,45 @@ class AuditLog:
     ) -> AuditRecord:
         if session.get_bind().dialect.name == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
-        head = session.execute(
-            select(AuditRow.seq, AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1)
-        ).first()
+        head = session.execute(_HEAD).first()
         seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
         # Round-trip through JSON so what we hash is exactly what the database gives back.
         clean_details: dict[str, Any] = json.loads(json.dumps(dict(details or {}), default=str))
         # Databases keep microseconds at most; hash what will be read back.
         now = self._clock.now()
-        row = AuditRow(
+        digest = chain_hash(
+            prev,
+            _canonical(
+                seq,
+                now,
+                principal,
+                operation,
+                result,
+                vault,
+                key,
+                version,
+                request_id,
+                clean_details,
+            ),
+        )
+        session.execute(
+            _INSERT,
+            {
+                "seq": seq,
+                "time": now,
+                "principal": principal,
+                "operation": operation,
+                "result": result,
+                "vault": vault,
+                "key": key,
+                "version": version,
+                "request_id": request_id,
+                "details": clean_details,
+                "prev_hash": prev,
+                "hash": digest,
+            },
+        )
+        return AuditRecord(
             seq=seq,
             time=now,
             principal=principal,
@@ -141,12 +176,8 @@ class AuditLog:
             request_id=request_id,
             details=clean_details,
             prev_hash=prev,
-            hash="",
+            hash=digest,
         )
-        row.hash = _row_hash(row, prev)
-        session.add(row)
-        session.flush()
-        return _to_record(row)
 
     def records(
         self,

@@ -46,10 +46,11 @@ class Settings(BaseSettings):
     token_lifetime_seconds: int = Field(default=3600, ge=60)
     job_lease_seconds: int = Field(default=60, ge=5)
     # Items re-encrypted per transaction by a mailbox re-key (move, DEP change), and mailbox
-    # keys re-wrapped per transaction by a DEP refresh: smaller batches lose less work to a
-    # crash and hold locks for less time; larger ones commit less often.
+    # keys re-wrapped per transaction by a DEP refresh (site keys, by a files registration or
+    # key roll): smaller batches lose less work to a crash and hold locks for less time;
+    # larger ones commit less often.
     rekey_batch: int = Field(default=100, ge=1)
-    refresh_batch: int = Field(default=500, ge=1)
+    refresh_batch: int = Field(default=5000, ge=1)
     remote_vaults: list[RemoteVault] = Field(default_factory=list)
 
     def resolved_database_url(self) -> str:

@@ -161,6 +161,7 @@ class Runtime:
             sealer=sealer,
             blobs=LocalBlobStore(home.blobs_dir),
             jobs=jobs,
+            rewrap_batch=settings.refresh_batch,
         )
         return cls(
             settings=settings,

@@ -8,17 +8,62 @@ bare host, where the admin API, the token endpoint, ``/healthz`` and ``/metrics`
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from customerkey.api.tokens import TokenSigner
 from customerkey.errors import BadParameter, CustomerKeyError, Forbidden, Unauthorized
 from customerkey.runtime import Runtime
+from customerkey.service.principals import Principal
 from customerkey.vault.models import Actor
 
 SUPPORTED_API_VERSIONS = ("7.4", "7.5", "7.6", "2025-07-01")
+# How long a principal looked up for a request is reused by later requests of this process.
+PRINCIPAL_CACHE_SECONDS = 1.0
+
+
+class PrincipalCache:
+    """Principals by id for ``PRINCIPAL_CACHE_SECONDS`` (monotonic time), so a stream of calls
+    from one client reads the directory once a second instead of once per request.
+
+    Only principals that exist are kept: one created a moment ago is found at once. Removing a
+    principal or one of its roles takes effect within the TTL (in this process at once, for
+    whoever calls ``forget``/``clear``; in other server processes within the TTL). The TTL is
+    the bound, not the token lifetime: tokens still name a principal that must exist."""
+
+    def __init__(self, ttl: float = PRINCIPAL_CACHE_SECONDS) -> None:
+        self.ttl = ttl
+        self._items: dict[str, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, principal_id: str) -> Principal | None:
+        item = self._items.get(principal_id)
+        if item is None or item[0] <= time.monotonic():
+            return None
+        return item[1]
+
+    def put(self, principal: Principal, key: str) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if len(self._items) > 10_000:
+                now = time.monotonic()
+                self._items = {k: v for k, v in self._items.items() if v[0] > now}
+            self._items[key] = (time.monotonic() + self.ttl, principal)
+
+    def forget(self, principal_id: str) -> None:
+        with self._lock:
+            for key in [k for k, v in self._items.items() if v[1].id == principal_id.lower()]:
+                del self._items[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
 
 
 class AuthChallenge(Unauthorized):
@@ -41,6 +86,7 @@ class ApiContext:
     domain: str
     port: int
     audiences: tuple[str, ...] = field(default=())
+    principals: PrincipalCache = field(default_factory=PrincipalCache)
 
     def __post_init__(self) -> None:
         if not self.audiences:
@@ -95,7 +141,7 @@ def vault_label(host: str, domain: str) -> str | None:
     return label
 
 
-def vault_name(request: Request) -> str:
+async def vault_name(request: Request) -> str:
     """The vault this request is addressed to; refuses requests to the bare host."""
     context = api(request)
     label = vault_label(host_of(request), context.domain)
@@ -107,7 +153,7 @@ def vault_name(request: Request) -> str:
     return label
 
 
-def check_api_version(request: Request) -> str:
+async def check_api_version(request: Request) -> str:
     version = request.query_params.get("api-version")
     if version is None:
         raise BadParameter("The api-version query parameter is required.")
@@ -131,34 +177,43 @@ def _bearer(request: Request) -> str | None:
     return token.strip()
 
 
-def _actor_from_token(request: Request, token: str) -> Actor:
+async def _actor_from_token(request: Request, token: str) -> Actor:
     context = api(request)
     claims = context.signer.verify(token, audience=context.audiences)
     # Roles and existence come from the directory, not the token, so removing a principal or
-    # a role takes effect at once.
-    try:
-        principal = context.runtime.principals.get(claims.subject)
-    except CustomerKeyError:
-        raise Unauthorized("The token's principal no longer exists.") from None
+    # a role takes effect within PRINCIPAL_CACHE_SECONDS.
+    principal = context.principals.get(claims.subject)
+    if principal is None:
+        try:
+            # A database read: off the event loop (it may wait for a write transaction).
+            principal = await run_in_threadpool(context.runtime.principals.get, claims.subject)
+        except CustomerKeyError:
+            raise Unauthorized("The token's principal no longer exists.") from None
+        context.principals.put(principal, claims.subject)
     return principal.actor(request_id=request_id(request))
 
 
-def vault_actor(request: Request) -> Actor:
+# The dependencies below are coroutines on purpose: FastAPI runs a plain ``def`` dependency in
+# its thread pool, and those hand-offs (three per keys-API call, plus the endpoint's own) cost
+# more CPU than the checks themselves. They only compute, or await the pool for what blocks.
+
+
+async def vault_actor(request: Request) -> Actor:
     """Authenticate a keys-API call, answering a missing token with the Key Vault challenge."""
     context = api(request)
     token = _bearer(request)
     if token is None:
-        tenant = _vault_tenant(context, request)
+        tenant = await run_in_threadpool(_vault_tenant, context, request)
         raise AuthChallenge(
             "AKV10000: Request is missing a Bearer or PoP token.",
             f'Bearer authorization="{context.authority}/{tenant}", resource="{context.resource}"',
         )
     try:
-        return _actor_from_token(request, token)
+        return await _actor_from_token(request, token)
     except AuthChallenge:
         raise
     except Unauthorized as refused:
-        tenant = _vault_tenant(context, request)
+        tenant = await run_in_threadpool(_vault_tenant, context, request)
         raise AuthChallenge(
             refused.message,
             f'Bearer authorization="{context.authority}/{tenant}", resource="{context.resource}"',
@@ -171,14 +226,14 @@ def _vault_tenant(context: ApiContext, request: Request) -> str:
     return tenant or "common"
 
 
-def admin_actor(request: Request) -> Actor:
+async def admin_actor(request: Request) -> Actor:
     """Authenticate an admin-API call: a valid token of an operator or a tenant admin."""
     token = _bearer(request)
     if token is None:
         raise Unauthorized(
             "The admin API needs a bearer token (see POST /{tenant}/oauth2/v2.0/token)."
         )
-    actor = _actor_from_token(request, token)
+    actor = await _actor_from_token(request, token)
     if not actor.is_operator and "tenant-admin" not in actor.roles:
         raise Forbidden(
             f"'{actor.principal_id}' needs the operator or tenant-admin role for the admin API."

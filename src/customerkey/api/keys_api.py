@@ -326,7 +326,9 @@ def _crypto(
     return {"kid": kid, "value": b64url_encode(result.value)}
 
 
-@router.post("/keys/{name}/{version}/{operation}")
+# response_model=None: FastAPI would otherwise validate the returned dict against its
+# ``dict[str, Any]`` annotation in its thread pool, one more hand-off on the hottest route.
+@router.post("/keys/{name}/{version}/{operation}", response_model=None)
 def key_operation(
     name: str,
     version: str,
@@ -340,7 +342,7 @@ def key_operation(
     return _crypto(request, api(request), actor, vault, name, version, operation, body)
 
 
-@router.post("/keys/{name}//{operation}", include_in_schema=False)
+@router.post("/keys/{name}//{operation}", include_in_schema=False, response_model=None)
 def key_operation_newest(
     name: str,
     operation: str,

@@ -94,14 +94,16 @@ def run_https(
     shutdown: threading.Event | None = None,
     graceful_timeout: int = 10,
     keep_alive_timeout: int = 5,
+    sockets: list[socket.socket] | None = None,
 ) -> None:
     """Serve ``app`` on ``https://host:port`` with ``tls.cert`` / ``tls.key`` until told to stop.
 
     Blocks until SIGTERM or SIGINT (signals are only caught when called on the main thread) or,
     from any thread, until ``shutdown`` is set. ``on_started`` runs on the server's event loop
     once the socket is listening, so it must be quick. ``log_config`` is handed to uvicorn;
-    ``None`` leaves logging as the caller configured it. Raises ``RuntimeError`` when the server
-    cannot start (port taken, app startup failed).
+    ``None`` leaves logging as the caller configured it. ``sockets``, when given, are bound
+    sockets to listen on instead of binding ``host:port`` (see ``bind_listener``). Raises
+    ``RuntimeError`` when the server cannot start (port taken, app startup failed).
     """
     config = uvicorn.Config(
         app,
@@ -120,13 +122,34 @@ def run_https(
     server = _Server(config, on_started=on_started, shutdown=shutdown)
     try:
         with _quiet_signal_reraise(server):
-            server.run()
+            server.run(sockets=sockets)
     except SystemExit as exc:
         if server.started:
             raise
         raise RuntimeError(
             f"the HTTPS server on {host}:{port} did not start; see the uvicorn error log"
         ) from exc
+
+
+def bind_listener(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (not yet listening), as uvicorn would bind it.
+
+    With ``reuse_port`` (Linux, BSD) several processes each bind their own socket to the same
+    port and the kernel spreads new connections across them, which a single shared socket
+    does not do evenly. Raises ``OSError`` when the address is taken.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 @contextmanager

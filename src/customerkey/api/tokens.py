@@ -42,6 +42,8 @@ from customerkey.errors import Unauthorized
 from customerkey.rng import Rng, new_hex_id
 
 ALGORITHM = "ES256"
+# Tokens whose signature this signer has checked, kept so a client's next calls skip the check.
+VERIFIED_CACHE_SIZE = 1024
 DEFAULT_ISSUER = "https://localhost:8443"
 DEFAULT_LIFETIME = timedelta(hours=1)
 MANIFEST_FILE = "keys.json"
@@ -110,6 +112,8 @@ class TokenSigner:
         self._max_lifetime = max_lifetime
         self._lock = threading.Lock()
         self._set = _KeySet(active=None, keys={}, stamp=None)
+        # token -> (kid, the key that verified its signature, its claims); insertion ordered.
+        self._verified: dict[str, tuple[str, _SigningKey, dict[str, Any]]] = {}
 
     @classmethod
     def open(
@@ -213,21 +217,31 @@ class TokenSigner:
         ``audience`` is the audience (or audiences) this caller accepts; a trailing ``/`` is
         ignored on both sides, as Azure AD resources are written either way.
         """
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as exc:
-            raise Unauthorized("The access token is malformed.") from exc
-        if header.get("alg") != ALGORITHM:
-            raise Unauthorized("The access token is not signed with ES256.")
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise Unauthorized("The access token does not name its signing key.")
+        # A token whose signature was checked before (with the same key object, which a key
+        # file change replaces) skips the ECDSA check and the JSON parsing; everything that
+        # depends on time or on the caller (key retired?, exp, nbf, audience) is checked anew.
+        hit = self._verified.get(token)
+        if hit is not None:
+            kid = hit[0]
+        else:
+            try:
+                header = jwt.get_unverified_header(token)
+            except jwt.PyJWTError as exc:
+                raise Unauthorized("The access token is malformed.") from exc
+            if header.get("alg") != ALGORITHM:
+                raise Unauthorized("The access token is not signed with ES256.")
+            named = header.get("kid")
+            if not isinstance(named, str) or not named:
+                raise Unauthorized("The access token does not name its signing key.")
+            kid = named
         now = self._clock.now()
         with self._lock:
             self._refresh_locked()
             key = self._verification_key_locked(kid, now)
         if key is None:
             raise Unauthorized("The access token was signed by an unknown or retired key.")
+        if hit is not None and hit[1] is key:
+            return self._check_claims(hit[2], audience=audience, now=now)
         try:
             claims = jwt.decode(
                 token,
@@ -249,7 +263,12 @@ class TokenSigner:
             raise Unauthorized("The access token signature is invalid.") from exc
         except jwt.PyJWTError as exc:
             raise Unauthorized("The access token is malformed.") from exc
-        return self._check_claims(claims, audience=audience, now=now)
+        result = self._check_claims(claims, audience=audience, now=now)
+        with self._lock:
+            self._verified[token] = (kid, key, claims)
+            while len(self._verified) > VERIFIED_CACHE_SIZE:
+                self._verified.pop(next(iter(self._verified)))
+        return result
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         """The public half of every key that still verifies tokens, as a JWK Set."""

@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import hmac
 import io
+import os
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -391,12 +392,28 @@ def open_stream(
     aad = header.to_bytes() + context_bytes
     prefix = header.nonce_prefix
     segment_size = header.segment_size
-    plain, sealed = _segment_buffers(segment_size)
+    chunk = segment_size + TAG_SIZE
+    # An envelope shorter than one full segment (most mail items) gets buffers of its own size:
+    # two segment-sized ones (2 MiB by default, zero-filled) cost more than opening it.
+    remaining = _remaining(src)
+    small = remaining is not None and remaining < chunk
+    if small:
+        assert remaining is not None
+        plain, sealed = _small_buffers(remaining)
+    else:
+        plain, sealed = _segment_buffers(segment_size)
     written = 0
     index = 0
     while True:
         got = _fill(src, sealed)
-        last = got < segment_size + TAG_SIZE
+        if small and got == len(sealed):
+            # The stream holds more than it said (it grew): go on with full-size buffers.
+            small = False
+            plain, bigger = _segment_buffers(segment_size)
+            bigger[:got] = sealed[:got]
+            sealed = bigger
+            got += _fill(src, sealed[got:])
+        last = got < chunk
         if got < TAG_SIZE or (not last and index == MAX_SEGMENTS - 1):
             raise DecryptionFailed()
         size = got - TAG_SIZE
@@ -584,6 +601,28 @@ def _segment_buffers(segment_size: int) -> tuple[memoryview, memoryview]:
     """
     both = memoryview(bytearray(2 * segment_size + TAG_SIZE))
     return both[:segment_size], both[segment_size:]
+
+
+def _small_buffers(size: int) -> tuple[memoryview, memoryview]:
+    """(plaintext, sealed) buffers for an envelope body of ``size`` bytes, one byte longer than
+    needed so that ``_fill`` filling the sealed one whole shows the stream held more."""
+    both = memoryview(bytearray(2 * size + 2))
+    return both[: size + 1], both[size + 1 :]
+
+
+def _remaining(src: BinaryIO) -> int | None:
+    """How many bytes ``src`` holds from its position on, when that is cheap to know."""
+    try:
+        position = src.tell()
+        try:
+            return os.fstat(src.fileno()).st_size - position
+        except (AttributeError, OSError):
+            pass
+        if isinstance(src, io.BytesIO):
+            return len(src.getbuffer()) - position
+    except (AttributeError, OSError, ValueError):
+        pass
+    return None
 
 
 def _fill(src: BinaryIO, buffer: memoryview) -> int:

@@ -43,6 +43,17 @@ class DepKeyCache:
             self.hits += 1
             return entry.key
 
+    def peek(self, generation_id: str) -> bytes | None:
+        """Like ``get``, but a miss is not counted (for a caller that goes on to a lookup that
+        counts it); a hit is."""
+        now = self._clock.now()
+        with self._lock:
+            entry = self._entries.get(generation_id)
+            if entry is None or entry.expires <= now:
+                return None
+            self.hits += 1
+            return entry.key
+
     def put(self, generation_id: str, key: bytes, *, vaults: set[str], policy_id: str) -> None:
         if self._ttl <= timedelta(0):
             return

@@ -240,13 +240,22 @@ class PolicyService:
     # ------------------------------------------------------------------ create / read / update
 
     def _wrap_generation(
-        self, kind: str, uri_1: KeyUri, uri_2: KeyUri, availability_key: bytes
+        self,
+        kind: str,
+        uri_1: KeyUri,
+        uri_2: KeyUri,
+        availability_key: bytes,
+        *,
+        exact_versions: bool = False,
     ) -> tuple[bytes, tuple[KeyUri, bytes], tuple[KeyUri, bytes], bytes]:
-        """A fresh DEP key wrapped by both root keys (newest versions) and the availability key."""
+        """A fresh DEP key wrapped by both root keys (newest versions; with ``exact_versions``
+        the versions the URIs name) and the availability key."""
         provider = self.provider(kind)
         dep_key = self._rng.token_bytes(32)
-        first = provider.wrap(uri_1.unversioned(), dep_key)
-        second = provider.wrap(uri_2.unversioned(), dep_key)
+        if not exact_versions:
+            uri_1, uri_2 = uri_1.unversioned(), uri_2.unversioned()
+        first = provider.wrap(uri_1, dep_key)
+        second = provider.wrap(uri_2, dep_key)
         return (
             dep_key,
             (first.uri, first.wrapped),
@@ -264,7 +273,11 @@ class PolicyService:
         description: str = "",
         enabled: bool = True,
         kind: str = "mailbox",
+        exact_versions: bool = False,
     ) -> DataEncryptionPolicy:
+        """A policy over two root keys, its first generation wrapped by their newest versions;
+        with ``exact_versions`` by the versions versioned key URIs name (as
+        Register-SPODataEncryptionPolicy -PrimaryKeyVersion/-SecondaryKeyVersion do)."""
         tenant = tenant.lower()
         self._require_admin(actor, tenant)
         if kind not in KINDS:
@@ -301,7 +314,9 @@ class PolicyService:
         self.validate_root_key(kind, uri_1)
         self.validate_root_key(kind, uri_2)
         availability_key = self._rng.token_bytes(32)
-        _, (v1, w1), (v2, w2), wa = self._wrap_generation(kind, uri_1, uri_2, availability_key)
+        _, (v1, w1), (v2, w2), wa = self._wrap_generation(
+            kind, uri_1, uri_2, availability_key, exact_versions=exact_versions
+        )
         now = self._clock.now()
         policy_id = self._uuid()
         with self.db.transaction() as session:

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from customerkey.audit import AuditLog
@@ -85,6 +86,41 @@ _CRYPTO_OPS = {
 }
 
 
+_VAULTS = VaultRow.__table__.c
+_KEYS = KeyRow.__table__.c
+_VERSIONS = KeyVersionRow.__table__.c
+_POLICIES = AccessPolicyRow.__table__.c
+# What crypto() checks, in one Core query (no ORM objects): the vault by name, the principal's
+# access policy in it, the active key by name and the version (by id, or the newest).
+_CRYPTO_CHECK = (
+    select(
+        _VAULTS.id,
+        _VAULTS.name,
+        _VAULTS.deleted_at,
+        _KEYS.id,
+        _KEYS.name,
+        _KEYS.deleted_at,
+        _VERSIONS.id,
+        _VERSIONS.version,
+        _VERSIONS.enabled,
+        _VERSIONS.not_before,
+        _VERSIONS.expires,
+        _VERSIONS.key_ops,
+        _POLICIES.key_permissions,
+    )
+    .select_from(VaultRow.__table__)
+    .join(KeyRow.__table__, _KEYS.vault_id == _VAULTS.id)
+    .join(KeyVersionRow.__table__, _VERSIONS.key_id == _KEYS.id)
+    .outerjoin(
+        AccessPolicyRow.__table__,
+        (_POLICIES.vault_id == _VAULTS.id) & (_POLICIES.object_id == bindparam("principal")),
+    )
+    .where(_VAULTS.name == bindparam("vault"), _KEYS.name_lower == bindparam("key"))
+)
+_CRYPTO_CHECK_VERSION = _CRYPTO_CHECK.where(_VERSIONS.version == bindparam("version"))
+_CRYPTO_CHECK_NEWEST = _CRYPTO_CHECK.order_by(_VERSIONS.seq.desc()).limit(1)
+
+
 @dataclass(frozen=True)
 class CryptoResult:
     kid: KeyId
@@ -117,6 +153,27 @@ class _PrivateKeyCache:
         with self._lock:
             for key in keys:
                 self._items.pop(key, None)
+
+
+def _check_usable(
+    enabled: bool,
+    not_before: datetime | None,
+    expires: datetime | None,
+    key_ops: Sequence[str],
+    operation: str,
+    now: datetime,
+) -> None:
+    if not enabled:
+        raise KeyNotUsable(f"Operation {operation} is not allowed on a disabled key.")
+    if not_before is not None and now < not_before:
+        raise KeyNotUsable(
+            f"Operation {operation} is not allowed before the key's not-before time "
+            f"({not_before.isoformat()})."
+        )
+    if expires is not None and now >= expires:
+        raise KeyNotUsable(f"Operation {operation} is not allowed on an expired key.")
+    if operation not in key_ops:
+        raise KeyNotUsable(f"Operation {operation} is not permitted on this key.")
 
 
 class KeyVaultService:
@@ -160,10 +217,12 @@ class KeyVaultService:
         *,
         vault: str | None = None,
         key: str | None = None,
+        read_only: bool = False,
     ) -> T:
-        """Run ``fn`` in one transaction; audit a refusal in a transaction of its own."""
+        """Run ``fn`` in one transaction (a read-only one when ``read_only``: it takes no write
+        lock); audit a refusal in a transaction of its own."""
         try:
-            with self.db.transaction() as session:
+            with self.db.read() if read_only else self.db.transaction() as session:
                 return fn(session)
         except Forbidden as refusal:
             with self.db.transaction() as session:
@@ -1160,17 +1219,9 @@ class KeyVaultService:
     # ------------------------------------------------------------------ crypto operations
 
     def _usable(self, version: KeyVersionRow, operation: str, now: datetime) -> None:
-        if not version.enabled:
-            raise KeyNotUsable(f"Operation {operation} is not allowed on a disabled key.")
-        if version.not_before is not None and now < version.not_before:
-            raise KeyNotUsable(
-                f"Operation {operation} is not allowed before the key's not-before time "
-                f"({version.not_before.isoformat()})."
-            )
-        if version.expires is not None and now >= version.expires:
-            raise KeyNotUsable(f"Operation {operation} is not allowed on an expired key.")
-        if operation not in version.key_ops:
-            raise KeyNotUsable(f"Operation {operation} is not permitted on this key.")
+        _check_usable(
+            version.enabled, version.not_before, version.expires, version.key_ops, operation, now
+        )
 
     def _private_key(self, vault: VaultRow, key: KeyRow, version: KeyVersionRow) -> RSAPrivateKey:
         cached = self._private_keys.get(version.id)
@@ -1182,6 +1233,52 @@ class KeyVaultService:
         private_key = private_key_from_der(der)
         self._private_keys.put(version.id, private_key)
         return private_key
+
+    def _crypto_check_fast(
+        self,
+        session: Session,
+        actor: Actor,
+        vault: str,
+        name: str,
+        version: str | None,
+        permission: str,
+        operation: str,
+    ) -> tuple[str, str, str, str, RSAPrivateKey] | None:
+        """crypto()'s checks in one query for the usual case: (vault name, key name, version
+        row id, version, private key). None when anything is unusual (no such vault, key or
+        version, a deleted one, a missing permission, a name to validate): the step-by-step
+        checks then run and raise exactly what they always raised."""
+        if not name or (version is not None and len(version) != 32):
+            return None
+        params = {
+            "vault": vault.lower(),
+            "key": name.lower(),
+            "principal": actor.principal_id.lower(),
+        }
+        if version is None:
+            statement = _CRYPTO_CHECK_NEWEST
+        else:
+            statement = _CRYPTO_CHECK_VERSION
+            params["version"] = version.lower()
+        row = session.execute(statement, params).first()
+        if row is None:
+            return None
+        (vault_id, vault_name, vault_deleted, key_id, key_name, key_deleted, version_id) = row[:7]
+        enabled, not_before, expires, key_ops, permissions = row[8:]
+        if vault_deleted is not None or key_deleted is not None:
+            return None
+        if not actor.is_operator and (permissions is None or permission not in permissions):
+            return None
+        _check_usable(enabled, not_before, expires, key_ops, operation, self._clock.now())
+        private_key = self._private_keys.get(version_id)
+        if private_key is None:
+            vault_row = session.get(VaultRow, vault_id)
+            key_row = session.get(KeyRow, key_id)
+            version_row = session.get(KeyVersionRow, version_id)
+            if vault_row is None or key_row is None or version_row is None:
+                return None
+            private_key = self._private_key(vault_row, key_row, version_row)
+        return vault_name, key_name, version_id, row[7], private_key
 
     def crypto(
         self,
@@ -1204,35 +1301,50 @@ class KeyVaultService:
             ) from None
         permission, audit_name = _CRYPTO_OPS[operation]
 
-        def work(session: Session) -> CryptoResult:
+        # Three steps, so that the RSA operation holds no lock: the checks read in a read-only
+        # transaction; the operation runs outside any; its usage count and its audit record
+        # commit together in one short write transaction. (On SQLite a write transaction holds
+        # the database's one write lock, which every other request would wait for.) A change
+        # that commits between the checks and the operation (access removed, key disabled) is
+        # seen by the next operation, as if it had committed a moment later.
+        def check(session: Session) -> tuple[str, str, str, str, RSAPrivateKey]:
+            fast = self._crypto_check_fast(
+                session, actor, vault, name, version, permission, operation
+            )
+            if fast is not None:
+                return fast
             row = self._vault_row(session, vault)
             self._require(session, actor, row, permission)
             key = self._key_row(session, row, name)
             target = self._version_row(session, key, version)
             self._usable(target, operation, self._clock.now())
             private_key = self._private_key(row, key, target)
-            try:
-                if operation in ("wrapKey", "encrypt"):
-                    output = rsa_oaep_wrap(private_key.public_key(), value, alg)
-                else:
-                    output = rsa_oaep_unwrap(private_key, value, alg)
-            except ValueError as exc:
-                raise BadParameter(str(exc)) from None
-            except DecryptionFailed:
-                raise BadParameter("The ciphertext could not be decrypted with this key.") from None
-            KeyRepository(session).count_use(target.id)
+            return row.name, key.name, target.id, target.version, private_key
+
+        vault_name, key_name, version_id, version_name, private_key = self._run(
+            actor, audit_name, check, vault=vault.lower(), key=name, read_only=True
+        )
+        try:
+            if operation in ("wrapKey", "encrypt"):
+                output = rsa_oaep_wrap(private_key.public_key(), value, alg)
+            else:
+                output = rsa_oaep_unwrap(private_key, value, alg)
+        except ValueError as exc:
+            raise BadParameter(str(exc)) from None
+        except DecryptionFailed:
+            raise BadParameter("The ciphertext could not be decrypted with this key.") from None
+        with self.db.transaction() as session:
+            KeyRepository(session).count_use(version_id)
             self._record(
                 session,
                 actor,
                 audit_name,
-                vault=row.name,
-                key=key.name,
-                version=target.version,
+                vault=vault_name,
+                key=key_name,
+                version=version_name,
                 details={"alg": algorithm},
             )
-            return CryptoResult(KeyId(row.name, key.name, target.version), output)
-
-        return self._run(actor, audit_name, work, vault=vault.lower(), key=name)
+        return CryptoResult(KeyId(vault_name, key_name, version_name), output)
 
     def wrap_key(
         self, actor: Actor, vault: str, name: str, version: str | None, alg: str, key: bytes

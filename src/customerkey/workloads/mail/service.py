@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from customerkey.audit import AuditLog
@@ -50,7 +50,7 @@ from customerkey.workloads.mail import formats
 REKEY_JOB = "mailbox-rekey"
 REFRESH_JOB = "dep-refresh"
 PURGE_JOB = "dep-purge"
-REFRESH_BATCH = 500  # default of Settings.refresh_batch
+REFRESH_BATCH = 5000  # default of Settings.refresh_batch
 IMPORT_BATCH = 200
 REKEY_BATCH = 100  # default of Settings.rekey_batch
 Progress = Callable[[int, int | None], None]
@@ -1009,45 +1009,65 @@ class MailService:
             total = self._keys_to_rewrap(session, policy_id, target_id)
             done_before = int(job.checkpoint.get("done", 0))
         new_dep_key = self.policies.generation_key(target_id, system=True)
-        old_dep_keys: dict[str, bytes] = {}
-        done = done_before
-        while True:
-            with self.db.transaction() as session:
-                batch = list(
-                    session.scalars(
-                        select(MailboxKeyRow)
-                        .join(GenerationRow, GenerationRow.id == MailboxKeyRow.generation_id)
-                        .where(
-                            GenerationRow.policy_id == policy_id,
-                            MailboxKeyRow.generation_id != target_id,
-                            MailboxKeyRow.state != "destroyed",
-                        )
-                        .order_by(MailboxKeyRow.id)
-                        .limit(self.refresh_batch)
+        with self.db.transaction() as session:
+            old_generations = list(
+                session.scalars(
+                    select(GenerationRow.id).where(
+                        GenerationRow.policy_id == policy_id, GenerationRow.id != target_id
                     )
                 )
-                pairs = [(k.id, k.generation_id, k.wrapped) for k in batch]
-            if not pairs:
+            )
+        old_dep_keys: dict[str, bytes] = {}
+        done = done_before
+        last_id = ""
+        # Keyset paging over the keys still on an old generation, three columns per row, and
+        # one guarded executemany UPDATE per batch: a key destroyed or re-wrapped meanwhile is
+        # left alone, and a killed job resumes from whatever is still on an old generation.
+        rewrap = (
+            update(MailboxKeyRow)
+            .where(
+                MailboxKeyRow.id == bindparam("b_id"),
+                MailboxKeyRow.generation_id == bindparam("b_old"),
+                MailboxKeyRow.state != "destroyed",
+            )
+            .values(generation_id=target_id, wrapped=bindparam("b_wrapped"))
+        )
+        while old_generations:
+            with self.db.transaction() as session:
+                rows = session.execute(
+                    select(MailboxKeyRow.id, MailboxKeyRow.generation_id, MailboxKeyRow.wrapped)
+                    .where(
+                        MailboxKeyRow.generation_id.in_(old_generations),
+                        MailboxKeyRow.state != "destroyed",
+                        MailboxKeyRow.id > last_id,
+                    )
+                    .order_by(MailboxKeyRow.id)
+                    .limit(self.refresh_batch)
+                ).all()
+            if not rows:
                 break
-            rewrapped: list[tuple[str, bytes]] = []
-            for key_id, generation_id, wrapped in pairs:
+            last_id = rows[-1][0]
+            params: list[dict[str, object]] = []
+            for key_id, generation_id, wrapped in rows:
                 assert generation_id is not None
+                if wrapped is None:
+                    continue
                 if generation_id not in old_dep_keys:
                     old_dep_keys[generation_id] = self.policies.generation_key(
                         generation_id, system=True
                     )
-                if wrapped is None:
-                    continue
                 mailbox_key = aes_kwp_unwrap(old_dep_keys[generation_id], wrapped)
-                rewrapped.append((key_id, aes_kwp_wrap(new_dep_key, mailbox_key)))
+                params.append(
+                    {
+                        "b_id": key_id,
+                        "b_old": generation_id,
+                        "b_wrapped": aes_kwp_wrap(new_dep_key, mailbox_key),
+                    }
+                )
             with self.db.transaction() as session:
-                for key_id, wrapped in rewrapped:
-                    row = session.get(MailboxKeyRow, key_id)
-                    if row is None or row.state == "destroyed":
-                        continue
-                    row.generation_id = target_id
-                    row.wrapped = wrapped
-                done += len(pairs)
+                if params:
+                    session.connection().execute(rewrap, params)
+                done += len(rows)
                 context.checkpoint(
                     done=done,
                     total=max(total + done_before, done),

@@ -1,0 +1,400 @@
+"""vault unwrap: unwrapKey with an RSA-2048 key over HTTPS against a real ``customerkey serve``.
+
+Set-up (in-process, on the server's home folder before it starts): a tenant, a vault, an
+RSA-2048 key allowing wrapKey/unwrapKey, a user principal with a client secret and the
+unwrapKey permission, and one 32-byte key wrapped (RSA-OAEP-256) under the key.
+
+Then ``python -m customerkey.cli.main --home H serve --port P`` runs as a subprocess (its own
+CA under H/tls/ca.pem, verified by the clients), the bench gets a bearer token from the token
+endpoint, and 1, 4 and 16 client threads, each with its own keep-alive ``httpx.Client``, POST
+``/keys/{name}/{version}/unwrapkey?api-version=7.5`` as fast as the answers come for a fixed
+time. Every answer is checked (status 200; the first answer of each client decoded and
+compared). Reported: ops/s over the measured window and p50/p99 latency as seen by the
+client. The clients run on the same 2 cores as the server, so they take part of its CPU.
+
+Baseline: raw RSA-OAEP-256 private-key operations per second in this process (pyca), on one
+thread and on ``nproc`` threads (cryptography releases the GIL around the RSA operation).
+With ``--workers`` available, the server is measured with 1 worker and with ``nproc``.
+"""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from bench._common import (
+    TENANT,
+    Row,
+    median,
+    open_runtime,
+    percentile,
+    rate,
+    temp_dir,
+)
+from customerkey.azure.localdns import install_loopback_resolver, uninstall_loopback_resolver
+from customerkey.vault.models import OPERATOR
+
+NAME = "vault_unwrap"
+TITLE = "unwrapKey RSA-2048 over HTTPS against customerkey serve"
+
+DOMAIN = "vault.localhost"
+VAULT = "bench-vault"
+KEY = "bench-key"
+CLIENT = "bench-app@contoso.com"
+CONCURRENCY = (1, 4, 16)
+OPS_TARGET = 1000.0
+P99_TARGET_MS = 20.0
+START_TIMEOUT = 60.0
+
+
+@dataclass
+class Prepared:
+    version: str
+    wrapped: bytes
+    plain: bytes
+    secret: str
+
+
+def _prepare(home: Path) -> Prepared:
+    rt = open_runtime(home)
+    try:
+        rt.tenants.create(OPERATOR, TENANT, mail_domain="contoso.com")
+        rt.vault.create_vault(
+            OPERATOR, VAULT, subscription="contoso-sub", region="eastus", tenant=TENANT
+        )
+        bundle = rt.vault.create_key(
+            OPERATOR, VAULT, KEY, kty="RSA", size=2048, key_ops=["wrapKey", "unwrapKey"]
+        )
+        _, secret = rt.principals.create(OPERATOR, CLIENT, kind="user", tenant=TENANT)
+        assert secret is not None
+        rt.vault.set_access_policy(OPERATOR, VAULT, CLIENT, ["unwrapKey"])
+        plain = os.urandom(32)
+        wrapped = rt.vault.wrap_key(
+            OPERATOR, VAULT, KEY, bundle.id.version, "RSA-OAEP-256", plain
+        ).value
+        return Prepared(bundle.id.version, wrapped, plain, secret)
+    finally:
+        rt.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def workers_supported() -> bool:
+    from customerkey.cli import serve_command
+
+    return "workers" in inspect.signature(serve_command.serve).parameters
+
+
+class Server:
+    def __init__(self, home: Path, workers: int | None) -> None:
+        self.home = home
+        self.port = _free_port()
+        self.log_path = home.parent / f"serve-{self.port}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOMERKEY_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        command = [
+            sys.executable,
+            "-m",
+            "customerkey.cli.main",
+            "--home",
+            str(home),
+            "serve",
+            "--port",
+            str(self.port),
+            "--scheduler-interval",
+            "3600",
+        ]
+        if workers is not None:
+            command += ["--workers", str(workers)]
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.ca = home / "tls" / "ca.pem"
+        self._wait()
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca))
+
+    def _wait(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"customerkey serve exited:\n{self.log()[-3000:]}")
+            if self.ca.exists():
+                try:
+                    answer = httpx.get(
+                        f"https://localhost:{self.port}/healthz", verify=self.ssl_context()
+                    )
+                    if answer.status_code == 200:
+                        return
+                except (httpx.HTTPError, ssl.SSLError, OSError):
+                    pass
+            time.sleep(0.05)  # polling /healthz while the server starts
+        self.stop()
+        raise RuntimeError(f"customerkey serve did not start:\n{self.log()[-3000:]}")
+
+    def token(self, client_id: str, secret: str) -> str:
+        answer = httpx.post(
+            f"https://localhost:{self.port}/{TENANT}/oauth2/v2.0/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": client_id,
+                "client_secret": secret,
+                "scope": f"https://{DOMAIN}:{self.port}/.default",
+            },
+            verify=self.ssl_context(),
+        )
+        answer.raise_for_status()
+        token: str = answer.json()["access_token"]
+        return token
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@dataclass
+class LoadResult:
+    ops: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+    server_cpu_ms: float  # CPU time of the server's processes per measured request
+    client_cpu_ms: float  # CPU time of this process (the clients) per measured request
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live children (Linux /proc)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # fields[0] is the state (field 3); ppid is field 4, utime 14, stime 15.
+        if int(entry.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / _TICK
+    return total
+
+
+def _load(
+    server: Server, prepared: Prepared, token: str, clients: int, seconds: float
+) -> LoadResult:
+    url = (
+        f"https://{VAULT}.{DOMAIN}:{server.port}/keys/{KEY}/{prepared.version}"
+        "/unwrapkey?api-version=7.5"
+    )
+    body = json.dumps(
+        {
+            "alg": "RSA-OAEP-256",
+            "value": base64.urlsafe_b64encode(prepared.wrapped).rstrip(b"=").decode(),
+        }
+    ).encode()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    context = server.ssl_context()
+    ready = threading.Barrier(clients + 1)
+    start_at: list[float] = []
+    stop = threading.Event()
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+
+    def client(index: int) -> None:
+        with httpx.Client(verify=context, timeout=30) as http:
+            first = http.post(url, content=body, headers=headers)  # connects, warms up
+            value = first.json()["value"]
+            got = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+            if first.status_code != 200 or got != prepared.plain:
+                errors[index] += 1
+            ready.wait()
+            mine = latencies[index]
+            begin = start_at[0]
+            while not stop.is_set():
+                sent = time.perf_counter()
+                answer = http.post(url, content=body, headers=headers)
+                done = time.perf_counter()
+                if answer.status_code != 200:
+                    errors[index] += 1
+                elif sent >= begin:
+                    mine.append(done - sent)
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    warm_up = 0.3
+    start_at.append(time.perf_counter() + warm_up)
+    ready.wait()
+    time.sleep(warm_up)
+    server_cpu = _cpu_seconds(server.process.pid)
+    client_cpu = time.process_time()
+    time.sleep(seconds)
+    stop.set()
+    ended = time.perf_counter()
+    server_cpu = _cpu_seconds(server.process.pid) - server_cpu
+    client_cpu = time.process_time() - client_cpu
+    for thread in threads:
+        thread.join(timeout=60)
+    flat = [x for mine in latencies for x in mine]
+    window = ended - start_at[0]
+    count = max(1, len(flat))
+    return LoadResult(
+        ops=len(flat) / window,
+        p50_ms=median(flat) * 1000,
+        p99_ms=percentile(flat, 99) * 1000,
+        errors=sum(errors),
+        requests=len(flat),
+        server_cpu_ms=server_cpu * 1000 / count,
+        client_cpu_ms=client_cpu * 1000 / count,
+    )
+
+
+def raw_rsa_rates(quick: bool) -> tuple[float, float]:
+    """(ops/s on one thread, ops/s on nproc threads) of RSA-OAEP-256 private decryption."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    wrapped = key.public_key().encrypt(os.urandom(32), oaep)
+    min_time, repeats = (0.2, 2) if quick else (1.0, 3)
+    one = rate(lambda: key.decrypt(wrapped, oaep), min_time=min_time, repeats=repeats)
+    threads = os.cpu_count() or 1
+    best = 0.0
+    for _ in range(repeats):
+        counts = [0] * threads
+        stop = threading.Event()
+
+        def spin(index: int, stop: threading.Event = stop, counts: list[int] = counts) -> None:
+            while not stop.is_set():
+                key.decrypt(wrapped, oaep)
+                counts[index] += 1
+
+        pool = [threading.Thread(target=spin, args=(i,)) for i in range(threads)]
+        begin = time.perf_counter()
+        for thread in pool:
+            thread.start()
+        time.sleep(min_time)
+        stop.set()
+        for thread in pool:
+            thread.join()
+        best = max(best, sum(counts) / (time.perf_counter() - begin))
+    return one, best
+
+
+def run(quick: bool) -> list[Row]:
+    seconds, repeats = (1.0, 1) if quick else (4.0, 3)
+    nproc = os.cpu_count() or 1
+    worker_counts: list[int | None]
+    if workers_supported():
+        worker_counts = [nproc] if quick else sorted({1, nproc})
+    else:
+        worker_counts = [None]
+    raw_one, raw_all = raw_rsa_rates(quick)
+    rows = [
+        Row(
+            NAME,
+            "raw RSA-OAEP-256 decrypt, 1 thread",
+            "ops/s",
+            raw_one,
+            note="in-process baseline",
+        ),
+        Row(
+            NAME,
+            f"raw RSA-OAEP-256 decrypt, {nproc} threads",
+            "ops/s",
+            raw_all,
+            note="in-process baseline",
+        ),
+    ]
+    install_loopback_resolver(DOMAIN)
+    try:
+        for workers in worker_counts:
+            with temp_dir("unwrap") as tmp:
+                home = tmp / "home"
+                prepared = _prepare(home)
+                server = Server(home, workers)
+                try:
+                    token = server.token(CLIENT, prepared.secret)
+                    for clients in CONCURRENCY:
+                        results = [
+                            _load(server, prepared, token, clients, seconds) for _ in range(repeats)
+                        ]
+                        best = max(results, key=lambda r: r.ops)
+                        label = f"{clients} clients, {workers or 1} worker(s)"
+                        extra = {
+                            "p50_ms": best.p50_ms,
+                            "p99_ms": best.p99_ms,
+                            "requests": best.requests,
+                            "server_cpu_ms_per_op": best.server_cpu_ms,
+                            "client_cpu_ms_per_op": best.client_cpu_ms,
+                            "errors": sum(r.errors for r in results),
+                            "all_runs_ops": [round(r.ops) for r in results],
+                        }
+                        rows.append(
+                            Row(
+                                NAME,
+                                label,
+                                "ops/s",
+                                best.ops,
+                                baseline=f"raw RSA, {nproc} threads",
+                                baseline_value=raw_all,
+                                ratio=best.ops / raw_all,
+                                target=f">= {OPS_TARGET:,.0f} ops/s",
+                                met=best.ops >= OPS_TARGET,
+                                note=f"{extra['errors']} errors" if extra["errors"] else "",
+                                extra=extra,
+                            )
+                        )
+                        rows.append(Row(NAME, label, "p50 ms", best.p50_ms))
+                        p99_target = clients == 16
+                        rows.append(
+                            Row(
+                                NAME,
+                                label,
+                                "p99 ms",
+                                best.p99_ms,
+                                target=f"<= {P99_TARGET_MS:.0f} ms" if p99_target else "",
+                                met=best.p99_ms <= P99_TARGET_MS if p99_target else None,
+                            )
+                        )
+                finally:
+                    status = server.stop()
+                    log = server.log()
+                if status != 0 or "Traceback (most recent" in log:
+                    raise RuntimeError(f"server exited {status}:\n{log[-3000:]}")
+    finally:
+        uninstall_loopback_resolver(DOMAIN)
+    return rows
