@@ -23,6 +23,11 @@ from customerkey.cli.shell.cmdlets import Invocation, Registry, cmdlet, default_
 from customerkey.cli.shell.formatting import PSObject, register_view
 from customerkey.cli.shell.repl import ShellCompleter, completion_context, needs_more, run_repl
 from customerkey.cli.shell.session import Session
+from customerkey.config import Settings
+from customerkey.jobs.queue import Job
+from customerkey.runtime import Runtime
+from customerkey.service.workloads import SHAREPOINT
+from customerkey.vault.models import OPERATOR
 from tests.integration.mailfixtures import write_mbox
 
 if TYPE_CHECKING:
@@ -39,6 +44,13 @@ DEP = "ContosoMailboxDEP"
 MAILBOX = "megan@contoso.com"
 ALIAS = "megan"
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# SharePoint Online: the admin site as Microsoft's documentation writes it, and three sites.
+SPO_ADMIN = "https://contoso-admin.sharepoint.com"
+SITES = [f"https://contoso.sharepoint.local/sites/{name}" for name in ("finance", "hr", "legal")]
+SPO_GRANT = (
+    "Set-AzKeyVaultAccessPolicy -VaultName {vault} -PermissionsToKeys wrapKey,unwrapKey,get "
+    f"-ServicePrincipalName {SHAREPOINT.app_id}"
+)
 
 SETUP = f"""
 New-AzKeyVault -Name {VAULT_A} -ResourceGroupName Contoso-O365EX-NA-RG -Location eastus `
@@ -136,6 +148,48 @@ def statistics(cli: Cli, identity: str = MAILBOX) -> dict[str, Any]:
     return stats
 
 
+def fields(text: str) -> dict[str, str]:
+    """The ``Name : Value`` lines of list output (one object)."""
+    found = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(" : ")
+        if sep:
+            found[name.strip()] = value.strip()
+    return found
+
+
+def spo_sites(cli: Cli, work: Path) -> bytes:
+    """Grant SharePoint Online both vaults and create three sites, a file in the first.
+    Returns the file's content."""
+    for vault in (VAULT_A, VAULT_B):
+        ok(cli, SPO_GRANT.format(vault=vault))
+    for url in SITES:
+        cli.json("site", "create", url)
+    content = b"budget 2017\n" * 1000
+    (work / "budget.xlsx").write_bytes(content)
+    cli.json("file", "put", SITES[0], "Shared Documents/budget.xlsx", str(work / "budget.xlsx"))
+    return content
+
+
+def register_spo(cli: Cli, primary_version: str, secondary_version: str, *before: str) -> None:
+    """Register-SPODataEncryptionPolicy over KEY_A and KEY_B; with ``before`` lines (a
+    Connect-SPOService) and no -Identity."""
+    identity = "" if before else f"-Identity {SPO_ADMIN} "
+    ok(
+        cli,
+        *before,
+        f"Register-SPODataEncryptionPolicy {identity}-PrimaryKeyVaultName {VAULT_A} "
+        f"-PrimaryKeyName {KEY_A} -PrimaryKeyVersion {primary_version} -SecondaryKeyVaultName "
+        f"{VAULT_B} -SecondaryKeyName {KEY_B} -SecondaryKeyVersion {secondary_version}",
+    )
+
+
+def site_file(cli: Cli, work: Path) -> bytes:
+    target = work / "downloaded.xlsx"
+    cli.json("file", "get", SITES[0], "Shared Documents/budget.xlsx", str(target), "--force")
+    return target.read_bytes()
+
+
 def mailbox_content(cli: Cli, count: int) -> list[bytes]:
     return [
         cli.ok("mailbox", "read", MAILBOX, str(seq)).out.encode() for seq in range(1, count + 1)
@@ -143,15 +197,6 @@ def mailbox_content(cli: Cli, count: int) -> list[bytes]:
 
 
 # ====================================================================== the seed document
-
-
-PENDING = {
-    # The SharePoint Online cmdlets come in a later round (another engineer); these two
-    # blocks are NOT run yet. Remove them from here when Update-/Get-SPODataEncryptionPolicy
-    # are registered.
-    4: "Update-SPODataEncryptionPolicy",
-    5: "Get-SPODataEncryptionPolicy",
-}
 
 
 def test_every_code_block_of_the_seed_document(cli: Cli, contoso: Contoso, home: Path) -> None:
@@ -206,6 +251,15 @@ def test_every_code_block_of_the_seed_document(cli: Cli, contoso: Contoso, home:
     assert cli.versions(VAULT_A, KEY_A) == contoso.versions_a
     assert mailbox_content(cli, 5) == original
 
+    # SharePoint Online uses the same two root keys: its files DEP is registered over the
+    # current versions, before the roll below.
+    registered_version = cli.versions(VAULT_A, KEY_A)[-1]
+    file_content = spo_sites(cli, contoso.work)
+    register_spo(cli, registered_version, cli.versions(VAULT_B, KEY_B)[-1])
+    registered = fields(ok(cli, f"Get-SPODataEncryptionPolicy -Identity {SPO_ADMIN}"))
+    assert (registered["State"], registered["PercentComplete"]) == ("Registered", "100")
+    assert registered["PrimaryKeyVersion"] == registered_version
+
     # ---- Rolling a key: the same cmdlet adds a version.
     before_roll = statistics(cli)["DataEncryptionPolicyID"]
     assert GUID.fullmatch(before_roll)
@@ -231,9 +285,62 @@ def test_every_code_block_of_the_seed_document(cli: Cli, contoso: Contoso, home:
     assert current["Mailboxes"] == 1
     assert mailbox_content(cli, 5) == original
 
-    # ---- SharePoint: pending (see PENDING).
-    for number, name in PENDING.items():
-        assert blocks[number].startswith(name)
+    # ---- SharePoint: "Update-SPODataEncryptionPolicy ... will start the key roll operation
+    # [...]. This action is not immediate. To see the progress of the key roll operation, run
+    # the Get-SPODataEncryptionPolicy cmdlet". The roll runs here (no worker is live) one site
+    # per transaction; at its first committed step a second admin's shell runs the Get line
+    # (and the Update line again: "no more than one Key Roll operation [...] at a time").
+    update = block(
+        4,
+        "Update-SPODataEncryptionPolicy",
+        SPOAdminSiteUrl=SPO_ADMIN,
+        ReplacementKeyVaultName=VAULT_A,
+        ReplacementKeyName=KEY_A,
+        ReplacementKeyVersion=versions[-1],
+        **{"Primary | Secondary": "Primary"},
+    )
+    get_policy = block(5, "Get-SPODataEncryptionPolicy", SPOAdminSiteUrl=SPO_ADMIN)
+    runtime = Runtime.open(Settings(home=home, refresh_batch=1))
+    seen: list[tuple[int, int, str, str]] = []
+
+    def second_admin(job: Job, done: int, total: int) -> None:
+        if seen:
+            return
+        out, err = io.StringIO(), io.StringIO()
+        other = Session(lambda: runtime, out=out, err=err)
+        assert other.run(get_policy), err.getvalue()
+        assert not other.run(update)
+        seen.append((done, total, out.getvalue(), err.getvalue()))
+
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        shell = Session(lambda: runtime, out=out, err=err, on_job_progress=second_admin)
+        assert shell.run(update), err.getvalue()
+    finally:
+        runtime.close()
+    assert (out.getvalue(), err.getvalue()) == ("", "")
+    ((done, total, progress, refused),) = seen
+    assert (done, total) == (1, 3)
+    rolling = fields(progress)
+    assert (rolling["State"], rolling["PercentComplete"]) == ("Rolling", "33.3")
+    assert rolling["PrimaryKeyVersion"] == versions[-1]  # the version being rolled to
+    assert refused.startswith("Update-SPODataEncryptionPolicy : A key roll is already in progress")
+    assert "rolling the primary key to https://contoso-o365ex-na-vaulta1." in refused
+    assert "FullyQualifiedErrorId : Conflict,Update-SPODataEncryptionPolicy" in refused
+    finished = run(get_policy)
+    assert finished.code == 0, finished.err
+    after = fields(finished.out)
+    assert (after["State"], after["PercentComplete"]) == ("Registered", "100")
+    assert after["PrimaryKeyVersion"] == versions[-1] != registered_version
+    assert after["SecondaryKeyVersion"] == registered["SecondaryKeyVersion"]
+    assert after["PrimaryKeyName"] == KEY_A
+    for url in SITES:
+        site = cli.json("ps", f"Get-SPOSiteDataEncryptionPolicy {url}")[0]
+        assert (site["State"], site["KeyGenerationId"]) == (
+            "Registered",
+            site["CurrentKeyGenerationId"],
+        )
+    assert site_file(cli, contoso.work) == file_content  # no file was rewritten to get here
 
     # ---- Manage key vault permissions: Get-AzureRmKeyVault shows the access policies.
     other = run(block(6, "Get-AzureRmKeyVault", vaultname=VAULT_B))
@@ -269,7 +376,7 @@ def test_every_code_block_of_the_seed_document(cli: Cli, contoso: Contoso, home:
     assert (removed.code, removed.out, removed.err) == (0, "", "")
     for vault, gone_user in ((VAULT_A, "alice@contoso.com"), (VAULT_B, "bob@contoso.com")):
         policies = cli.json("vault", "show", vault)["AccessPolicies"]
-        assert [p["ObjectId"] for p in policies] == [EXCHANGE_APP], gone_user
+        assert [p["ObjectId"] for p in policies] == [EXCHANGE_APP, SHAREPOINT.app_id], gone_user
 
     # ---- Determine the DEP assigned to a mailbox: fl prints only that property.
     dep_id = run(block(10, "Get-MailboxStatistics", GeneralMailboxOrMailUserIdParameter=MAILBOX))
@@ -295,7 +402,7 @@ def test_every_code_block_of_the_seed_document(cli: Cli, contoso: Contoso, home:
     assert stats["IsEncrypted"] is True and stats["DataEncryptionPolicyID"] == after_roll
     assert mailbox_content(cli, 5) == original
 
-    assert used | set(PENDING) == set(range(len(blocks))), "a code block was not run"
+    assert used == set(range(len(blocks))), "a code block was not run"
 
 
 def test_set_mailuser_assigns_a_dep_before_migration(
@@ -320,6 +427,106 @@ def test_set_mailuser_assigns_a_dep_before_migration(
     assert (stats["ItemCount"], stats["IsEncrypted"]) == (3, True)
     assert stats["DataEncryptionPolicyID"] == current
     assert cli.json("jobs", "list", "--kind", "mailbox-rekey") == []
+
+
+def test_spo_policy_states_and_one_key_roll_at_a_time(
+    cli: Cli, contoso: Contoso, home: Path
+) -> None:
+    """Get-SPODataEncryptionPolicy from Unregistered to Registered; Register names the exact
+    key versions; a roll queued through the Python API (no worker has run it yet) shows as
+    Rolling, and another roll is refused with an error naming the one in progress."""
+    connect = f"Connect-SPOService -Url {SPO_ADMIN}"
+    unregistered = fields(ok(cli, connect, "Get-SPODataEncryptionPolicy"))
+    assert unregistered["State"] == "Unregistered" and "PrimaryKeyName" not in unregistered
+    spo_sites(cli, contoso.work)
+    not_yet = failed(cli, f"Get-SPOSiteDataEncryptionPolicy {SITES[0]}")
+    assert "Customer Key is not registered for tenant 'contoso'" in not_yet
+
+    # The version named wraps the TIK, even when it is not the newest; a GUID with dashes
+    # is a version too (the parameters are System.Guid).
+    version_b = cli.versions(VAULT_B, KEY_B)[-1]
+    dashed = (
+        f"{version_b[:8]}-{version_b[8:12]}-{version_b[12:16]}-{version_b[16:20]}-{version_b[20:]}"
+    )
+    register_spo(cli, contoso.versions_a[0], dashed, connect)
+    (registered,) = cli.json("ps", f"{connect}\nGet-SPODataEncryptionPolicy")
+    assert (registered["State"], registered["PercentComplete"]) == ("Registered", 100.0)
+    assert registered["PrimaryKeyVersion"] == contoso.versions_a[0]
+    assert registered["SecondaryKeyVersion"] == version_b
+    assert registered["PrimaryKeyId"] == (
+        f"https://contoso-o365ex-na-vaulta1.vault.localhost:8443/keys/{KEY_A}/"
+        f"{contoso.versions_a[0]}"
+    )
+    assert (registered["SitesDone"], registered["SitesTotal"]) == (3, 3)
+    again = failed(
+        cli,
+        connect,
+        f"Register-SPODataEncryptionPolicy -PrimaryKeyVaultName {VAULT_A} "
+        f"-PrimaryKeyName {KEY_A} -PrimaryKeyVersion {contoso.versions_a[1]} "
+        f"-SecondaryKeyVaultName {VAULT_B} -SecondaryKeyName {KEY_B} "
+        f"-SecondaryKeyVersion {version_b}",
+    )
+    assert "Tenant 'contoso' already has a files data encryption policy" in again
+
+    # A roll queued, not run: Rolling at 0 %, and only one roll at a time.
+    runtime = Runtime.open(Settings(home=home))
+    try:
+        target = f"https://{VAULT_A.lower()}.vault.azure.net/keys/{KEY_A}/{contoso.versions_a[1]}"
+        job = runtime.files.roll(OPERATOR, "contoso", "primary", target)
+    finally:
+        runtime.close()
+    (rolling,) = cli.json("ps", f"Get-SPODataEncryptionPolicy {SPO_ADMIN}")
+    assert (rolling["State"], rolling["PercentComplete"]) == ("Rolling", 0.0)
+    assert (rolling["RollKeyType"], rolling["JobId"]) == ("primary", job.id)
+    site = fields(ok(cli, f"Get-SPOSiteDataEncryptionPolicy {SITES[1].replace('.local', '.com')}"))
+    assert site == {"Identity": SITES[1], "State": "Rolling"}
+    refused = failed(
+        cli,
+        f"Update-SPODataEncryptionPolicy -Identity {SPO_ADMIN} -KeyVaultName {VAULT_B} "
+        f"-KeyName {KEY_B} -KeyVersion {version_b} -KeyType Secondary",
+    )
+    assert refused.startswith(
+        "Update-SPODataEncryptionPolicy : A key roll is already in progress for tenant 'contoso': "
+        f"job {job.id} is rolling the primary key to {target}"
+    )
+    cli.json("jobs", "wait", "--all")
+    (rolled,) = cli.json("ps", f"Get-SPODataEncryptionPolicy {SPO_ADMIN}")
+    assert (rolled["State"], rolled["PrimaryKeyVersion"]) == ("Registered", contoso.versions_a[1])
+
+    # -KeyVaultUri: a key URI as it is (no version: the newest).
+    ok(cli, f"Add-AzKeyVaultKey {VAULT_A} {KEY_A} -Destination HSM -KeyOps wrapKey,unwrapKey")
+    newest = cli.versions(VAULT_A, KEY_A)[-1]
+    ok(
+        cli,
+        f"Update-SPODataEncryptionPolicy -KeyVaultUri https://{VAULT_A.lower()}.vault.azure.net"
+        f"/keys/{KEY_A} -KeyType primary",
+    )
+    (uri_rolled,) = cli.json("ps", f"Get-SPODataEncryptionPolicy {SPO_ADMIN}")
+    assert (uri_rolled["State"], uri_rolled["PrimaryKeyVersion"]) == ("Registered", newest)
+
+    # Mistakes change nothing.
+    cli.ok("tenant", "create", "fabrikam", "--mail-domain", "fabrikam.com")
+    other = failed(
+        cli, connect, "Get-SPODataEncryptionPolicy https://fabrikam-admin.sharepoint.com"
+    )
+    assert (
+        "The admin site https://fabrikam-admin.sharepoint.local is not tenant 'contoso''s." in other
+    )
+    needs_tenant = failed(cli, "Get-SPODataEncryptionPolicy")
+    assert "Connect-SPOService -Url https://<tenant>-admin.sharepoint.com" in needs_tenant
+    bad_version = failed(
+        cli,
+        f"Update-SPODataEncryptionPolicy {SPO_ADMIN} -KeyVaultName {VAULT_A} -KeyName {KEY_A} "
+        "-KeyVersion 12ab -KeyType Primary",
+    )
+    assert 'Cannot convert value "12ab" to type "System.Guid"' in bad_version
+    bad_type = failed(
+        cli,
+        f"Update-SPODataEncryptionPolicy {SPO_ADMIN} -KeyVaultName {VAULT_A} -KeyName {KEY_A} "
+        f"-KeyVersion {newest} -KeyType Tertiary",
+    )
+    assert 'does not belong to the set "Primary,Secondary"' in bad_type
+    assert cli.json("ps", f"Get-SPODataEncryptionPolicy {SPO_ADMIN}") == [uri_rolled]
 
 
 # ====================================================================== syntax end to end

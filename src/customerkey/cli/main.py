@@ -16,6 +16,7 @@ from sqlalchemy.exc import ArgumentError
 from customerkey import __version__
 from customerkey.cli import (
     admin_commands,
+    demo,
     files_commands,
     job_commands,
     key_commands,
@@ -51,6 +52,7 @@ app.command("serve")(serve_command.serve)
 app.command("worker")(job_commands.worker)
 app.command("ps", context_settings={"ignore_unknown_options": True})(shell_commands.ps)
 app.command("shell")(shell_commands.shell)
+app.command("demo")(demo.demo)
 
 
 def _version(value: bool) -> None:

@@ -28,7 +28,7 @@ def ps(
         ..., help='A PowerShell line, e.g. "Get-AzKeyVault -VaultName contoso-a1".'
     ),
 ) -> None:
-    """Run one PowerShell line (Az.KeyVault and Exchange Customer Key cmdlets).
+    """Run one PowerShell line (Az.KeyVault, Exchange and SharePoint Customer Key cmdlets).
 
     Give the line as one quoted argument; several arguments are joined with blanks (as
     pwsh -Command does). The lines run against the local home folder (--home); remote mode

@@ -1,7 +1,7 @@
 """Parameter metadata and binding, PowerShell's way.
 
 A cmdlet declares ``Param``s: a name, aliases, a type (``string``, ``string[]``, ``switch``,
-``bool``, ``int``, ``datetime``, ``hashtable``, ``object``), a position, parameter sets,
+``bool``, ``int``, ``datetime``, ``guid``, ``hashtable``, ``object``), a position, parameter sets,
 whether it is mandatory, a ValidateSet, whether ``$null`` is allowed, whether it takes
 pipeline input. ``bind`` matches the arguments of one command against them:
 
@@ -23,6 +23,7 @@ so they take part in prefix matching too.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +32,7 @@ from typing import Any, Literal
 from customerkey.cli.shell.formatting import PSObject, to_ps_string
 
 ParamType = Literal[
-    "string", "string[]", "switch", "bool", "int", "datetime", "hashtable", "object"
+    "string", "string[]", "switch", "bool", "int", "datetime", "guid", "hashtable", "object"
 ]
 
 TYPE_NAMES: dict[str, str] = {
@@ -41,6 +42,7 @@ TYPE_NAMES: dict[str, str] = {
     "bool": "System.Boolean",
     "int": "System.Int32",
     "datetime": "System.DateTime",
+    "guid": "System.Guid",
     "hashtable": "System.Collections.Hashtable",
     "object": "System.Object",
 }
@@ -395,6 +397,9 @@ def parse_datetime(text: str) -> datetime | None:
 
 
 _INT = re.compile(r"^[+-]?(\d+|0x[0-9a-fA-F]+)$")
+_GUID = re.compile(
+    r"^(\{)?[0-9a-f]{8}(-?)[0-9a-f]{4}\2[0-9a-f]{4}\2[0-9a-f]{4}\2[0-9a-f]{12}(?(1)\})$", re.I
+)
 
 
 def _cannot_convert(
@@ -493,6 +498,18 @@ def convert(param: Param, value: Any, *, start: int | None = None, end: int | No
                 return parsed
         raise _cannot_convert(
             param, value, "String was not recognized as a valid DateTime.", start, end
+        )
+    if kind == "guid":  # as .NET parses one: 32 hex digits, dashes and braces optional
+        if isinstance(value, list | tuple) and len(value) == 1:
+            value = value[0]
+        if isinstance(value, str) and _GUID.match(value.strip()):
+            return str(uuid.UUID(value.strip()))
+        raise _cannot_convert(
+            param,
+            value,
+            "Guid should contain 32 digits with 4 dashes (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx).",
+            start,
+            end,
         )
     if kind == "hashtable":
         if isinstance(value, Mapping):

@@ -111,7 +111,7 @@ class Registry:
 
 REGISTRY = Registry()
 # Modules of more cmdlets to import into the default registry (each registers on import).
-EXTENSION_MODULES: list[str] = []
+EXTENSION_MODULES: list[str] = ["customerkey.cli.shell.spo_cmdlets"]
 
 
 def default_registry() -> Registry:

@@ -16,8 +16,10 @@ work in the connected user's tenant (the principal's, or the tenant owning the U
 domain), else in the only tenant there is.
 
 Jobs that the real service runs in the background (a DEP refresh, a move request, a DEP
-change on a mailbox with content) are run here to completion when no worker is live, and
-waited for when one is, as the service eventually does on its own.
+change on a mailbox with content, a SharePoint registration or key roll) are run here to
+completion when no worker is live, and waited for when one is, as the service eventually does
+on its own. ``on_job_progress`` is told every committed step of a job run here, so a caller
+(the demo, a test) can look at the state mid-way, as a second admin's shell would.
 """
 
 from __future__ import annotations
@@ -216,6 +218,7 @@ class Session:
         err: TextIO,
         registry: Registry | None = None,
         as_json: bool = False,
+        on_job_progress: Callable[[Job, int, int], None] | None = None,
     ) -> None:
         from customerkey.cli.shell.cmdlets import default_registry
 
@@ -226,6 +229,9 @@ class Session:
         self.err = err
         self.registry = registry or default_registry()
         self.as_json = as_json
+        # Told each committed step of a job this session runs (after the progress display):
+        # what sees a key roll mid-way, as a second admin running Get-* would.
+        self.on_job_progress = on_job_progress
         self.variables: dict[str, tuple[str, Any]] = {}
         self.set_variable("ErrorActionPreference", "Continue")
         self.set_variable("WarningPreference", "Continue")
@@ -384,7 +390,13 @@ class Session:
         runtime = self.runtime
         ids = [j.id for j in jobs]
         progress = _Progress(self.err, activity)
-        worker = runtime.worker(on_progress=lambda job, done, total: progress.update(done, total))
+
+        def on_progress(job: Job, done: int, total: int) -> None:
+            progress.update(done, total)
+            if self.on_job_progress is not None:
+                self.on_job_progress(job, done, total)
+
+        worker = runtime.worker(on_progress=on_progress)
         try:
             while True:
                 current = [runtime.jobs.get(i) for i in ids]

@@ -650,6 +650,8 @@ class FilesService:
             return self._status(session, tenant)
 
     def _policy_for_change(self, session: Session, tenant: str) -> FilesPolicyStatus:
+        if session.get(TenantRow, tenant) is None:
+            raise NotFound(f"No tenant named '{tenant}'.")
         status = self._status(session, tenant)
         if status.policy_id is None:
             raise Conflict(
@@ -703,8 +705,9 @@ class FilesService:
         *,
         identity: str | None = None,
     ) -> Job:
-        """Register-SPODataEncryptionPolicy: a files DEP from two root keys, and a job that
-        moves every site key from the service-managed key under the new TIK."""
+        """Register-SPODataEncryptionPolicy: a files DEP from two root keys (a versioned URI
+        names the version wrapping the first TIK; else the newest), and a job that moves every
+        site key from the service-managed key under the new TIK."""
         tenant_id = self.resolve_tenant(tenant, identity) or tenant.lower()
         self._may_manage(actor, tenant_id)
         with self.db.transaction() as session:
@@ -725,6 +728,7 @@ class FilesService:
             [primary, secondary],
             description=f"Files policy of {admin_url(tenant_id, self.domain)}",
             kind="files",
+            exact_versions=True,
         )
         assert policy.current_generation_id is not None
         with self.db.transaction() as session:
