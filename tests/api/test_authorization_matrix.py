@@ -395,5 +395,7 @@ def test_nobody_reads_another_tenants_data(world: World) -> None:
     assert all(r["Vault"] not in (VAULT, "matrix-vault-2") for r in audit)
     principals = s.http.get(f"{s.url}/api/v1/principals", headers=headers).json()["value"]
     assert all(p["Tenant"] == "fabrikam" for p in principals)
+    named = s.http.get(f"{s.url}/api/v1/principals?tenant=contoso", headers=headers)
+    assert named.status_code == 403, named.text  # naming the other tenant lists nothing
     item = s.http.get(f"{s.url}/api/v1/mailboxes/dana@contoso.com/items/1", headers=headers)
     assert item.status_code == 403

@@ -181,7 +181,13 @@ class PrincipalService:
             return _principal(row)
 
     def list_principals(self, actor: Actor, *, tenant: str | None = None) -> list[Principal]:
-        if tenant is None and not actor.is_operator:
+        """An operator lists every tenant's principals (or one tenant's); anyone else only
+        its own tenant's, and naming another tenant is refused."""
+        if not actor.is_operator:
+            if tenant is not None and tenant.lower() != actor.tenant.lower():
+                raise Forbidden(
+                    f"'{actor.principal_id}' cannot list the principals of tenant '{tenant}'."
+                )
             tenant = actor.tenant
         with self.db.transaction() as session:
             return [_principal(r) for r in PrincipalRepository(session).all(tenant=tenant)]

@@ -703,9 +703,9 @@ class MailService:
         progress: Progress | None = None,
     ) -> int:
         fmt = fmt or ("eml" if path.suffix == "" and not path.name.endswith(".mbox") else "mbox")
+        total = len(self.list_items(actor, identity))  # refused before anything is written
         writer = formats.MessageWriter(path, fmt)
         count = 0
-        total = len(self.list_items(actor, identity))
         try:
             for item, data in self.iter_messages(actor, identity):
                 writer.add(item.folder, data)
