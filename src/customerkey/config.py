@@ -3,7 +3,8 @@
 ``CUSTOMERKEY_HOME`` is the data folder (default ``~/.customerkey``); without
 ``CUSTOMERKEY_DATABASE_URL`` the database is SQLite inside it. Background jobs are tuned by
 ``CUSTOMERKEY_JOB_LEASE_SECONDS`` (how long a silent worker keeps a job before another may
-take it over), ``CUSTOMERKEY_REKEY_BATCH`` and ``CUSTOMERKEY_REFRESH_BATCH``.
+take it over), ``CUSTOMERKEY_REKEY_BATCH``, ``CUSTOMERKEY_REFRESH_BATCH`` and
+``CUSTOMERKEY_IMPORT_BATCH``.
 """
 
 from __future__ import annotations
@@ -48,10 +49,15 @@ class Settings(BaseSettings):
     # Items re-encrypted per transaction by a mailbox re-key (move, DEP change), and mailbox
     # keys re-wrapped per transaction by a DEP refresh (site keys, by a files registration or
     # key roll): smaller batches lose less work to a crash and hold locks for less time;
-    # larger ones commit less often.
+    # larger ones commit less often. ``import_batch``: messages stored per transaction by a
+    # mailbox import.
     rekey_batch: int = Field(default=100, ge=1)
     refresh_batch: int = Field(default=5000, ge=1)
+    import_batch: int = Field(default=200, ge=1)
     remote_vaults: list[RemoteVault] = Field(default_factory=list)
+    # A writer stores a blob before it commits the row naming it: the sweep leaves
+    # unreferenced blobs younger than this alone, so it must exceed any write's duration.
+    blob_sweep_grace_seconds: int = Field(default=3600, ge=60)
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -22,6 +22,7 @@ from customerkey.keyprovider.local import InProcessKeyProvider
 from customerkey.keyprovider.router import KeyProviderRouter
 from customerkey.rng import Rng, SystemRng
 from customerkey.service.auditing import AuditService
+from customerkey.service.blob_sweep import BlobSweeper
 from customerkey.service.key_cache import DepKeyCache
 from customerkey.service.key_usage import KeyUsageService
 from customerkey.service.policies import PolicyService
@@ -35,7 +36,13 @@ from customerkey.vault.protection import SoftwareKeyProtector
 from customerkey.vault.service import KeyVaultService
 from customerkey.workloads.files import service as files_service
 from customerkey.workloads.files.service import FilesService
-from customerkey.workloads.mail.service import PURGE_JOB, REFRESH_JOB, REKEY_JOB, MailService
+from customerkey.workloads.mail.service import (
+    IMPORT_JOB,
+    PURGE_JOB,
+    REFRESH_JOB,
+    REKEY_JOB,
+    MailService,
+)
 
 
 def _remote_provider(remote: RemoteVault) -> KeyProvider:
@@ -74,6 +81,7 @@ class Runtime:
     key_cache: DepKeyCache
     usage: KeyUsageService
     files: FilesService
+    blob_sweeper: BlobSweeper
     routers: dict[str, KeyProviderRouter] = field(default_factory=dict)
 
     @classmethod
@@ -151,6 +159,7 @@ class Runtime:
             jobs=jobs,
             rekey_batch=settings.rekey_batch,
             refresh_batch=settings.refresh_batch,
+            import_batch=settings.import_batch,
         )
         files = FilesService(
             db,
@@ -180,11 +189,19 @@ class Runtime:
             key_cache=cache,
             usage=KeyUsageService(db, vault, mail, files),
             files=files,
+            blob_sweeper=BlobSweeper(
+                db,
+                LocalBlobStore(home.blobs_dir),
+                clock,
+                timedelta(seconds=settings.blob_sweep_grace_seconds),
+                audit=audit,
+            ),
             routers=routers,
         )
 
     def job_handlers(self) -> dict[str, Handler]:
         return {
+            IMPORT_JOB: self.mail.run_import,
             REKEY_JOB: self.mail.run_rekey,
             REFRESH_JOB: self.mail.run_refresh,
             PURGE_JOB: self.mail.run_purge,

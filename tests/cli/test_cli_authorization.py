@@ -210,8 +210,8 @@ ACTIONS: dict[str, Action] = {
         lambda h, c: ["vault", "show", VAULT_A],
         {
             "no_permission": "Forbidden",
-            # the service lets a principal named in an access policy read the vault (the
-            # admin API refuses it: that needs the operator or tenant-admin role)
+            # a principal named in an access policy reads the vault, with its own policy
+            # only (the admin API refuses it: that needs the operator or tenant-admin role)
             "workload": OK,
             "other_admin": "Forbidden",
             "tenant_admin": OK,
@@ -456,6 +456,16 @@ def test_the_workload_principal_only_reads_key_and_vault_properties(home: Home) 
     # as elsewhere it cannot list, create, back up or read anything
     listing = home.run("--json", "key", "list", VAULT_A, as_principal=EXCHANGE.app_id)
     assert listing.code == 1 and listing.err.startswith("Error (Forbidden): ")
+    # reading the vault shows it its own access policy, not who else has access
+    everyone = json.loads(home.run("--json", "vault", "access", "show", VAULT_A).out)
+    assert len(everyone) > 1
+    own = home.run("--json", "vault", "access", "show", VAULT_A, as_principal=EXCHANGE.app_id)
+    assert own.code == 0, own
+    assert [p["ObjectId"] for p in json.loads(own.out)] == [EXCHANGE.app_id.lower()]
+    shown = json.loads(
+        home.run("--json", "vault", "show", VAULT_A, as_principal=EXCHANGE.app_id).out
+    )
+    assert len(shown["AccessPolicies"]) == 1, shown
 
 
 def test_nobody_reads_another_tenants_data(home: Home) -> None:

@@ -37,7 +37,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -166,6 +166,7 @@ class CrashHarness:
     log_dir: Path
     rekey_batch: int = 2
     refresh_batch: int = 2
+    import_batch: int = 5
     lease_seconds: int = 3600
     kills: list[Kill] = field(default_factory=list)
     startup_estimate: float = 0.0
@@ -188,6 +189,7 @@ class CrashHarness:
             CUSTOMERKEY_DATABASE_URL=self.db_url,
             CUSTOMERKEY_REKEY_BATCH=str(self.rekey_batch),
             CUSTOMERKEY_REFRESH_BATCH=str(self.refresh_batch),
+            CUSTOMERKEY_IMPORT_BATCH=str(self.import_batch),
             CUSTOMERKEY_JOB_LEASE_SECONDS=str(self.lease_seconds),
             PYTHONPATH=os.pathsep.join(
                 [str(SRC_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
@@ -196,7 +198,10 @@ class CrashHarness:
         )
         return env
 
-    def spawn(self, slot: int = 0) -> WorkerProcess:
+    def spawn(
+        self, slot: int = 0, command: Sequence[str] = ("worker", "--poll", "0.05")
+    ) -> WorkerProcess:
+        """Start ``customerkey --home HOME <command>`` (a worker, unless told otherwise)."""
         self._spawned += 1
         log_path = self.log_dir / f"worker-{self._spawned:03d}.log"
         log = log_path.open("wb")
@@ -207,9 +212,7 @@ class CrashHarness:
                 "customerkey.cli.main",
                 "--home",
                 str(self.home),
-                "worker",
-                "--poll",
-                "0.05",
+                *command,
             ],
             env=self.env(),
             stdin=subprocess.DEVNULL,
@@ -386,6 +389,54 @@ class CrashHarness:
         for proc in procs:
             self.stop(proc)
         return made
+
+    def kill_command(
+        self, label: str, command: Sequence[str], find_jobs: Callable[[], list[str]]
+    ) -> Kill | None:
+        """Run one CLI command that starts a job and runs it in its own process (a mailbox
+        import), and SIGKILL it at a drawn point: ``startup`` (a delay after spawn, up to a
+        little past the time it takes to queue the job) or ``progress`` (a fraction of the
+        job's work). Returns the kill, or None when the command finished first."""
+        plan = self._draw(final_allowed=True)
+        proc = self.spawn(command=command)
+        trigger, fraction, delay = plan
+        reached: float | None = None
+        base: dict[str, int] = {}
+        end = time.monotonic() + 120
+        while proc.popen.poll() is None:
+            now = time.monotonic()
+            if now > end:
+                self.kill(proc)
+                raise HarnessFailure(f"{label}: command hung\n{self.tail(proc)}")
+            job_ids = find_jobs()
+            held = next((j for j in self.jobs(job_ids).values() if proc.holds(j)), None)
+            if held is not None:
+                proc.held_a_job = True
+            if trigger == "startup":
+                fire = now >= proc.spawned_at + delay
+            else:
+                if reached is None and held is not None and held.progress_total > 0:
+                    total = held.progress_total
+                    start = base.setdefault(held.id, min(held.progress_done, total))
+                    target = start + math.ceil(fraction * (total - start))
+                    if fraction < 1.0:
+                        target = min(target, total - 2 if total > 2 else total - 1)
+                    if held.progress_done >= target:
+                        reached = now
+                fire = reached is not None and now >= reached + delay
+            if fire:
+                at = time.monotonic() - proc.spawned_at
+                self.kill(proc)
+                kill = self._classify(label, proc, plan, at, find_jobs())
+                self.kills.append(kill)
+                return kill
+            time.sleep(POLL)
+        self._forget(proc)
+        if proc.popen.returncode != 0:
+            raise HarnessFailure(
+                f"{label}: command exited {proc.popen.returncode}\n{self.tail(proc)}"
+            )
+        return None
 
     def wait_finished(
         self, label: str, procs: list[WorkerProcess], job_ids: Sequence[str], deadline: float

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from customerkey.clock import FrozenClock
-from customerkey.jobs.queue import Job, JobQueue, LeaseLost
+from customerkey.jobs.queue import MAX_CLAIMS, Job, JobQueue, LeaseLost
 from customerkey.jobs.worker import JobContext, PermanentJobError, Worker
 from customerkey.runtime import Runtime
 from customerkey.vault.models import OPERATOR
@@ -52,6 +52,25 @@ def test_expired_lease_is_reclaimed_and_old_owner_loses_it(
     with pytest.raises(LeaseLost):
         queue.finish(job.id, "dead-worker")
     assert queue.finish(job.id, "w2").state == "succeeded"
+
+
+def test_a_job_whose_worker_dies_every_time_fails_instead_of_running_forever(
+    runtime: Runtime, clock: FrozenClock
+) -> None:
+    queue = runtime.jobs
+    job = _enqueue(queue, target="poison")
+    for attempt in range(1, MAX_CLAIMS + 1):
+        claimed = queue.claim(f"w{attempt}", ["demo"])
+        assert claimed is not None and claimed.id == job.id and claimed.attempts == attempt
+        clock.advance(queue.lease + timedelta(seconds=1))  # its worker died: the lease runs out
+    other = _enqueue(queue, target="fine")
+    # the next claim gives up on it, says why, and takes the next job instead
+    claimed = queue.claim("w-last", ["demo"])
+    assert claimed is not None and claimed.id == other.id
+    gave_up = queue.get(job.id)
+    assert gave_up.state == "failed" and gave_up.finished_at is not None
+    assert f"Gave up after {MAX_CLAIMS} attempts" in (gave_up.error or "")
+    assert queue.claim_job(job.id, "w-x") is None  # finished: nothing to claim
 
 
 def test_failures_retry_then_fail_and_permanent_errors_fail_at_once(runtime: Runtime) -> None:

@@ -17,8 +17,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from customerkey.cli.context import CliContext, cli_context
 from customerkey.cli.output import console, emit_list, emit_object, err_console
+from customerkey.cli.storage_commands import startup_sweep
 from customerkey.errors import CustomerKeyError
-from customerkey.jobs.queue import Job
+from customerkey.jobs.queue import Job, JobFailed
+from customerkey.jobs.worker import Worker
 from customerkey.service_views import job_view
 
 app = typer.Typer(help="Background jobs: list, show, wait.")
@@ -63,6 +65,7 @@ def wait_for_jobs(c: CliContext, job_ids: list[str], *, timeout: float | None = 
                 bar.update(task, completed=done, total=total if total >= 0 else None)
 
         worker = runtime.worker(on_progress=on_progress)
+        worker.release_dead_workers()  # a killed command's job comes back at once
         while True:
             jobs = [runtime.jobs.get(j) for j in job_ids]
             for job in jobs:
@@ -79,10 +82,19 @@ def wait_for_jobs(c: CliContext, job_ids: list[str], *, timeout: float | None = 
                 raise JobWaitTimeout(
                     f"Timed out waiting for {sum(not j.finished for j in jobs)} job(s)."
                 )
-            if not runtime.jobs.live_workers():
-                if worker.run_one() is not None:
-                    continue
+            if not runtime.jobs.live_workers() and _run_one(worker):
+                continue
             time.sleep(0.2)
+
+
+def _run_one(worker: Worker) -> bool:
+    """Run one job here, registered as a worker meanwhile: if this process is killed, the
+    next worker (or command) on this host takes the job back at once."""
+    worker.announce()
+    try:
+        return worker.run_one() is not None
+    finally:
+        worker.retire()
 
 
 def finish_or_report(c: CliContext, job: Job | None, *, no_wait: bool) -> Job | None:
@@ -98,7 +110,7 @@ def finish_or_report(c: CliContext, job: Job | None, *, no_wait: bool) -> Job | 
         return job
     (done,) = wait_for_jobs(c, [job.id])
     if done.state == "failed":
-        raise CustomerKeyError(f"Job {done.id} ({done.kind}) failed: {done.error}")
+        raise JobFailed(f"Job {done.id} ({done.kind}) failed: {done.error}")
     return done
 
 
@@ -157,5 +169,6 @@ def worker(
     signal.signal(signal.SIGINT, handle)
     w = c.runtime.worker()
     err_console.print(f"worker {w.worker_id} started")
+    startup_sweep(c.runtime)
     w.run_forever(stop, poll_seconds=poll)
     err_console.print(f"worker {w.worker_id} stopped")

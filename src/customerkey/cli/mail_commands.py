@@ -350,22 +350,33 @@ def mailbox_import(
     identity: str,
     path: Path,
     fmt: str | None = typer.Option(None, "--format", help="mbox, maildir or eml (detected)."),
+    again: bool = typer.Option(
+        False, "--again", help="Import a store this mailbox already imported once more."
+    ),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Queue the import job and return."),
 ) -> None:
-    """Import an mbox file, a Maildir or a folder of .eml files, streaming."""
+    """Import an mbox file, a Maildir or a folder of .eml files, streaming, as a durable job.
+    If it is interrupted, the same command resumes it (or a worker does); once it is done,
+    the same command does nothing (``--again`` imports the store once more)."""
     c = cli_context(ctx)
-    with _bar(c, f"importing into {identity}") as bar:
-        task = bar.add_task("import", total=None)
-        result = c.runtime.mail.import_messages(
-            c.actor,
-            identity,
-            path,
-            fmt=fmt,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+    job = c.runtime.mail.start_import(c.actor, identity, path, fmt=fmt, again=again)
+    if job.state == "succeeded":
+        result = c.runtime.mail.import_result(job)
+        emit_message(
+            f"{path} was already imported into {identity} ({result.imported} messages, job "
+            f"{job.id}); nothing done. Use --again to import it once more.",
+            as_json=c.as_json,
+            data={"imported": result.imported, "bytes": result.bytes, "job": job.id},
         )
+        return
+    done = finish_or_report(c, job, no_wait=no_wait)
+    if no_wait or done is None:
+        return
+    result = c.runtime.mail.import_result(done)
     emit_message(
         f"Imported {result.imported} messages ({result.bytes:,} bytes) into {identity}.",
         as_json=c.as_json,
-        data={"imported": result.imported, "bytes": result.bytes},
+        data={"imported": result.imported, "bytes": result.bytes, "job": done.id},
     )
 
 

@@ -23,6 +23,7 @@ from customerkey.cli import (
     mail_commands,
     serve_command,
     shell_commands,
+    storage_commands,
     vault_commands,
 )
 from customerkey.cli.context import CliContext, cli_context
@@ -48,6 +49,7 @@ app.add_typer(job_commands.app, name="jobs")
 app.add_typer(files_commands.files_app, name="files")
 app.add_typer(files_commands.sites, name="site")
 app.add_typer(files_commands.file_app, name="file")
+app.add_typer(storage_commands.app, name="storage")
 app.command("serve")(serve_command.serve)
 app.command("worker")(job_commands.worker)
 app.command("ps", context_settings={"ignore_unknown_options": True})(shell_commands.ps)

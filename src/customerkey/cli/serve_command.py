@@ -38,6 +38,7 @@ from customerkey.api.tls import TlsFiles, ensure_server_certificate, load_operat
 from customerkey.api.tokens import TokenSigner
 from customerkey.cli.context import cli_context
 from customerkey.cli.output import err_console
+from customerkey.cli.storage_commands import startup_sweep
 from customerkey.config import Settings
 from customerkey.errors import BadParameter
 from customerkey.runtime import Runtime
@@ -156,9 +157,12 @@ def _start_background(
         name="customerkey-scheduler",
     )
     worker = runtime.worker()
-    worker_thread = threading.Thread(
-        target=worker.run_forever, args=(stop,), daemon=True, name="customerkey-worker"
-    )
+
+    def work() -> None:
+        startup_sweep(runtime)  # in this thread: the server does not wait for it
+        worker.run_forever(stop)
+
+    worker_thread = threading.Thread(target=work, daemon=True, name="customerkey-worker")
     ticker.start()
     worker_thread.start()
     return worker_thread

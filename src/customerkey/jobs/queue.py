@@ -36,11 +36,20 @@ from customerkey.storage.models import JobRow, WorkerRow
 log = logging.getLogger("customerkey.jobs")
 
 STATES = ("queued", "running", "succeeded", "failed")
-MAX_ATTEMPTS = 5
+MAX_ATTEMPTS = 5  # attempts that ended in an error
+# Claims in all, attempts whose worker died (SIGKILL, OOM) included: a job that takes its
+# worker down every time fails after this many, instead of killing workers forever.
+MAX_CLAIMS = 25
 
 
 class JobNotFound(NotFound):
     code = "JobNotFound"
+
+
+class JobFailed(Conflict):
+    """A job the caller waited for did not succeed."""
+
+    code = "JobFailed"
 
 
 class LeaseLost(Conflict):
@@ -192,15 +201,52 @@ class JobQueue:
             )
             if kinds is not None:
                 query = query.where(JobRow.kind.in_(tuple(kinds)))
-            row = session.scalar(query)
+            while (row := session.scalar(query)) is not None:
+                if self._take(row, worker_id, now):
+                    return _job(row)
+            return None
+
+    def claim_job(self, job_id: str, worker_id: str) -> Job | None:
+        """Claim one given job if nobody holds it (queued, or its lease expired); None when
+        a live lease holds it or it has finished."""
+        now = self._clock.now()
+        with self.db.transaction() as session:
+            row = session.get(JobRow, job_id, with_for_update=True)
             if row is None:
-                return None
-            row.state = "running"
-            row.lease_owner = worker_id
-            row.lease_expires_at = now + self.lease
-            row.attempts += 1
+                raise JobNotFound(f"No job with id '{job_id}'.")
+            claimable = row.state == "queued" or (
+                row.state == "running"
+                and row.lease_expires_at is not None
+                and row.lease_expires_at < now
+            )
+            if claimable and self._take(row, worker_id, now):
+                return _job(row)
+            return None
+
+    def _take(self, row: JobRow, worker_id: str, now: datetime) -> bool:
+        """Lease ``row`` to ``worker_id``, or fail it for good when its claims are used up
+        (errors fail a job after MAX_ATTEMPTS, so most of those claims ended with the
+        worker dying: running it again would likely only take the next worker down)."""
+        if row.attempts >= MAX_CLAIMS:
+            row.state = "failed"
+            row.error = (
+                f"Gave up after {row.attempts} attempts: the workers running it stopped "
+                "without finishing (killed or crashed)"
+                + (f"; last error: {row.error}" if row.error else "")
+                + "."
+            )
+            row.lease_owner = None
+            row.lease_expires_at = None
             row.updated_at = now
-            return _job(row)
+            row.finished_at = now
+            log.error("job %s failed: %s", row.id, row.error)
+            return False
+        row.state = "running"
+        row.lease_owner = worker_id
+        row.lease_expires_at = now + self.lease
+        row.attempts += 1
+        row.updated_at = now
+        return True
 
     def checkpoint(
         self,

@@ -90,6 +90,25 @@ class Worker:
         job = self.queue.claim(self.worker_id, kinds or tuple(self.handlers))
         if job is None:
             return None
+        return self._run(job)
+
+    def run_job(self, job_id: str) -> Job | None:
+        """Claim and run one given job; None when another live worker holds it (or it has
+        finished)."""
+        job = self.queue.claim_job(job_id, self.worker_id)
+        if job is None:
+            return None
+        return self._run(job)
+
+    def announce(self) -> None:
+        """Enter (or refresh) this worker in the registry, so that if this process dies its
+        jobs are released at once by the next worker on this host."""
+        self.queue.announce(self.worker_id, socket.gethostname(), os.getpid())
+
+    def retire(self) -> None:
+        self.queue.retire(self.worker_id)
+
+    def _run(self, job: Job) -> Job:
         handler = self.handlers.get(job.kind)
         if handler is None:
             return self.queue.fail(job.id, self.worker_id, f"no handler for job kind {job.kind}")
@@ -142,12 +161,11 @@ class Worker:
         """Claim and run jobs until ``stop`` is set. On start, and every ``release_every``
         seconds while idle, jobs held by dead workers of this host go back to the queue, so a
         killed worker's job resumes at once instead of after its lease."""
-        host, pid = socket.gethostname(), os.getpid()
         self.release_dead_workers()
         last_release = time.monotonic()
         try:
             while not stop.is_set():
-                self.queue.announce(self.worker_id, host, pid)
+                self.announce()
                 try:
                     job = self.run_one()
                 except Exception:
@@ -159,4 +177,4 @@ class Worker:
                         last_release = time.monotonic()
                     stop.wait(poll_seconds)
         finally:
-            self.queue.retire(self.worker_id)
+            self.retire()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -359,14 +359,31 @@ class KeyVaultService:
             scheduled_purge_at=row.scheduled_purge_at,
         )
 
-    def _vault_view(self, session: Session, row: VaultRow) -> Vault:
+    def _vault_view(self, session: Session, row: VaultRow, actor: Actor | None = None) -> Vault:
+        """The vault as ``actor`` may see it: a principal that only holds an access policy
+        (it neither manages the vault nor created it) sees its own policy, not who else has
+        access (reading access policies is management, as in Azure)."""
         principals = PrincipalRepository(session)
         names: dict[str, tuple[str, str]] = {}
         for policy in row.policies:
             principal = principals.get(policy.object_id)
             if principal is not None:
                 names[policy.object_id] = (principal.display_name, principal.kind)
-        return self._vault(row, names)
+        vault = self._vault(row, names)
+        if actor is None or self._sees_all_policies(actor, row):
+            return vault
+        own = actor.principal_id.lower()
+        return replace(
+            vault, access_policies=tuple(p for p in vault.access_policies if p.object_id == own)
+        )
+
+    @staticmethod
+    def _sees_all_policies(actor: Actor, row: VaultRow) -> bool:
+        return (
+            actor.is_operator
+            or actor.is_tenant_admin(row.tenant)
+            or actor.principal_id == row.created_by
+        )
 
     # ------------------------------------------------------------------ vaults
 
@@ -449,7 +466,7 @@ class KeyVaultService:
                         f"The client '{actor.principal_id}' does not have authorization to read "
                         f"key vault '{row.name}'."
                     )
-            return self._vault_view(session, row)
+            return self._vault_view(session, row, actor)
 
     def list_vaults(self, actor: Actor, *, deleted: bool = False) -> list[Vault]:
         with self.db.transaction() as session:
@@ -462,7 +479,7 @@ class KeyVaultService:
                 or r.created_by == actor.principal_id
                 or any(p.object_id == actor.principal_id.lower() for p in r.policies)
             ]
-            return [self._vault_view(session, r) for r in visible]
+            return [self._vault_view(session, r, actor) for r in visible]
 
     def delete_vault(self, actor: Actor, name: str) -> Vault:
         def work(session: Session) -> Vault:

@@ -1570,6 +1570,12 @@ class FilesService:
         key = session.get(SiteKeyRow, key_id)
         if key is None or key.state != "active":
             raise Conflict(f"Site {site_url}'s key was destroyed during the upload.")
+        # An upload that stalled for longer than the blob sweep's grace may have had its
+        # first chunks taken for a killed upload's orphans: never commit a version without them.
+        if any(not self.blobs.exists(chunk.blob) for chunk in chunks):
+            raise Conflict(
+                f"Chunks of '{path}' were removed while the upload stalled; upload again."
+            )
         now = self._clock.now()
         if existing is not None:
             row = session.get(FileRow, existing)

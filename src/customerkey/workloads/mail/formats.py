@@ -9,7 +9,10 @@ bytes back, so import then export gives each message byte for byte.
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import mailbox
+import os
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
@@ -90,15 +93,24 @@ def read_messages(path: Path, fmt: str) -> Iterator[tuple[str, bytes]]:
 
 
 class MessageWriter:
-    """Writes messages into a new store; refuses to overwrite an existing one."""
+    """Writes messages into a new store; refuses to overwrite an existing one.
+
+    The store is built under a hidden staging name beside ``path`` and renamed to ``path``
+    by ``commit``, so an export that fails part-way (or is killed) never leaves a store that
+    looks complete; ``abort`` removes the staging store."""
 
     def __init__(self, path: Path, fmt: str) -> None:
         if fmt not in FORMATS:
             raise BadParameter(f"Unknown mail format '{fmt}'; use mbox, maildir or eml.")
         if path.exists() and (path.is_file() or any(path.iterdir())):
             raise BadParameter(f"{path} already exists; export into a new path.")
+        if not path.parent.is_dir():
+            raise BadParameter(f"{path.parent} is not a folder.")
         self.fmt = fmt
-        self.path = path
+        self.final_path = path
+        self.path = path.parent / f".{path.name}.partial-{os.getpid()}"
+        self._discard(self.path)  # left by an earlier export of this pid that was killed
+        path = self.path
         self.count = 0
         self._mbox: mailbox.mbox | None = None
         self._maildir: mailbox.Maildir | None = None
@@ -134,3 +146,38 @@ class MessageWriter:
             self._mbox.flush()
             self._mbox.unlock()
             self._mbox.close()
+            self._mbox = None
+
+    def commit(self) -> None:
+        """Close the store and give it its name."""
+        self.close()
+        if self.final_path.is_dir():
+            self.final_path.rmdir()  # empty (checked at the start): the store replaces it
+        os.replace(self.path, self.final_path)
+
+    def abort(self) -> None:
+        """Close and remove the staging store: nothing is left at the path."""
+        try:
+            self.close()
+        finally:
+            self._discard(self.path)
+
+    @staticmethod
+    def _discard(path: Path) -> None:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def source_signature(path: Path, fmt: str) -> str:
+    """A cheap signature of a mail store as it is on disk (names, sizes and modification
+    times of its files, hashed): an import that resumes checks it before skipping the
+    messages it already stored, so that it never resumes against a store that changed."""
+    digest = hashlib.sha256(fmt.encode())
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        stat = file.stat()
+        name = file.name if file == path else str(file.relative_to(path))
+        digest.update(f"\0{name}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()

@@ -14,6 +14,7 @@ whichever key seals them, so the mailbox stays readable throughout.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,8 +30,8 @@ from customerkey.clock import Clock
 from customerkey.crypto.aead import open_stream, seal, seal_stream
 from customerkey.crypto.wrap import aes_kwp_unwrap, aes_kwp_wrap
 from customerkey.errors import BadParameter, Conflict, Forbidden, NotFound
-from customerkey.jobs.queue import Job, JobQueue, pid_alive
-from customerkey.jobs.worker import JobContext, PermanentJobError
+from customerkey.jobs.queue import Job, JobFailed, JobQueue, pid_alive
+from customerkey.jobs.worker import JobContext, PermanentJobError, Worker
 from customerkey.rng import Rng
 from customerkey.service.policies import PolicyService
 from customerkey.service.sealing import MasterSealer
@@ -52,6 +53,9 @@ REFRESH_JOB = "dep-refresh"
 PURGE_JOB = "dep-purge"
 REFRESH_BATCH = 5000  # default of Settings.refresh_batch
 IMPORT_BATCH = 200
+IMPORT_JOB = "mailbox-import"
+# Item ids of imported messages: uuid5(IMPORT_NAMESPACE, "<job id>/<position in the store>").
+IMPORT_NAMESPACE = uuid.UUID("5d0f3c52-9a0e-4c7b-8b3e-6f1c2a9d4e71")
 REKEY_BATCH = 100  # default of Settings.rekey_batch
 Progress = Callable[[int, int | None], None]
 
@@ -110,6 +114,10 @@ class ImportResult:
     bytes: int
 
 
+def _digest(message: bytes) -> str:
+    return hashlib.sha256(message).hexdigest()
+
+
 def item_context(tenant: str, mailbox_id: str, item_id: str, key_id: str) -> dict[str, str]:
     return {"tenant": tenant, "mailbox": mailbox_id, "item": item_id, "key": key_id}
 
@@ -128,8 +136,9 @@ class MailService:
         jobs: JobQueue,
         rekey_batch: int = REKEY_BATCH,
         refresh_batch: int = REFRESH_BATCH,
+        import_batch: int = IMPORT_BATCH,
     ) -> None:
-        if rekey_batch < 1 or refresh_batch < 1:
+        if rekey_batch < 1 or refresh_batch < 1 or import_batch < 1:
             raise ValueError("batch sizes must be at least 1")
         self.db = db
         self._clock = clock
@@ -141,6 +150,7 @@ class MailService:
         self.jobs = jobs
         self.rekey_batch = rekey_batch  # items re-encrypted per transaction (run_rekey)
         self.refresh_batch = refresh_batch  # mailbox keys re-wrapped per transaction
+        self.import_batch = import_batch  # imported messages per transaction (run_import)
 
     # ------------------------------------------------------------------ helpers
 
@@ -448,6 +458,75 @@ class MailService:
             raise Conflict(f"Mailbox '{row.upn}' has no usable key.")
         return key
 
+    def start_import(
+        self,
+        actor: Actor,
+        identity: str,
+        path: Path,
+        *,
+        fmt: str | None = None,
+        again: bool = False,
+    ) -> Job:
+        """Queue the import of a mail store (mbox file, Maildir, folder of .eml files) into a
+        mailbox as a durable job; returns it.
+
+        Importing is idempotent, so that running the command again after its process was
+        killed never stores a message twice: while an import of the same store (same path,
+        unchanged on disk) into the same mailbox is unfinished, its job is returned (and
+        resumes); when the mailbox's last import was of that store and succeeded, that
+        finished job is returned, unless ``again`` asks for the messages to be added once
+        more."""
+        path = path.expanduser().resolve()
+        fmt = fmt or formats.detect_format(path)
+        if fmt not in formats.FORMATS:
+            raise BadParameter(f"Unknown mail format '{fmt}'; use mbox, maildir or eml.")
+        if not path.exists():
+            raise BadParameter(f"{path} does not exist.")
+        signature = formats.source_signature(path, fmt)
+        with self.db.transaction() as session:
+            row = self._find(session, identity)
+            self._may_use(actor, row)
+            self._current_key(session, row)
+            upn, mailbox_id = row.upn, row.id
+            active = self.jobs.active_for(session, IMPORT_JOB, mailbox_id)
+        source = {"path": str(path), "signature": signature}
+        if active is not None:
+            if {k: active.payload.get(k) for k in source} == source:
+                return self.jobs.get(active.id)
+            raise Conflict(
+                f"An import into '{upn}' is in progress (job {active.id}, from "
+                f"{active.payload.get('path')}); wait for it with 'customerkey jobs wait "
+                f"{active.id}' before starting another."
+            )
+        last = self.jobs.latest_for(mailbox_id, IMPORT_JOB)
+        if (
+            not again
+            and last is not None
+            and last.state == "succeeded"
+            and {k: last.payload.get(k) for k in source} == source
+        ):
+            return last
+        # Counting reads the store once more, outside any transaction (it may be large).
+        total = formats.count_messages(path, fmt) or 0
+        with self.db.transaction() as session:
+            row = self._find(session, identity)
+            if self.jobs.active_for(session, IMPORT_JOB, mailbox_id) is not None:
+                raise Conflict(f"An import into '{upn}' has just been started by someone else.")
+            return self.jobs.enqueue(
+                session,
+                IMPORT_JOB,
+                mailbox_id,
+                payload={
+                    "path": str(path),
+                    "format": fmt,
+                    "signature": signature,
+                    "principal": actor.principal_id,
+                    "request_id": actor.request_id,
+                },
+                created_by=actor.principal_id,
+                total=total,
+            )
+
     def import_messages(
         self,
         actor: Actor,
@@ -455,41 +534,101 @@ class MailService:
         path: Path,
         *,
         fmt: str | None = None,
+        again: bool = False,
         progress: Progress | None = None,
     ) -> ImportResult:
-        """Import a mail store, streaming: one message in memory at a time, batched commits.
-        Importing into a mail user migrates it (it becomes a user mailbox)."""
-        fmt = fmt or formats.detect_format(path)
-        if fmt not in formats.FORMATS:
-            raise BadParameter(f"Unknown mail format '{fmt}'; use mbox, maildir or eml.")
+        """Import a mail store here and now (the import job, run in this process); see
+        ``start_import``. Raises what stopped it; running it again resumes."""
+        job = self.start_import(actor, identity, path, fmt=fmt, again=again)
+        if job.finished:
+            return self.import_result(job)
+        worker = Worker(
+            self.jobs,
+            {IMPORT_JOB: self.run_import},
+            on_progress=(
+                (lambda _job, done, total: progress(done, total if total >= 0 else None))
+                if progress
+                else None
+            ),
+        )
+        worker.release_dead_workers()  # an import whose process was killed resumes here
+        worker.announce()
+        try:
+            ended = worker.run_job(job.id)
+        finally:
+            worker.retire()
+        if ended is None:
+            raise Conflict(f"Import job {job.id} is being run by another worker.")
+        return self.import_result(ended)
+
+    def import_result(self, job: Job) -> ImportResult:
+        """What an import job stored (so far, until it has succeeded)."""
+        if job.state == "failed":
+            raise JobFailed(f"Import job {job.id} failed: {job.error}")
+        if job.state != "succeeded":
+            done = int(job.checkpoint.get("consumed", 0))
+            raise JobFailed(
+                f"Import job {job.id} stopped after {done} of {job.progress_total} messages: "
+                f"{job.error or 'it has not finished'}. Run the same import again to resume "
+                "it, or let a worker retry it."
+            )
+        return ImportResult(
+            mailbox=job.target,
+            imported=int(job.checkpoint.get("consumed", 0)),
+            bytes=int(job.checkpoint.get("bytes", 0)),
+        )
+
+    def run_import(self, job: Job, context: JobContext) -> None:
+        """The import job: stream the store, one message in memory at a time, and commit a
+        batch of items together with the checkpoint that counts them. A resumed attempt
+        skips the messages the checkpoint counts, after checking that the store is the one
+        the job began with, and gives each message the item id it had in every attempt
+        (derived from the job and the message's position), so that the blob a killed attempt
+        wrote before its batch committed is overwritten, not left behind."""
+        path = Path(str(job.payload["path"]))
+        fmt = str(job.payload["format"])
+        principal = str(job.payload["principal"])
+        request_id = job.payload.get("request_id")
+        consumed = int(job.checkpoint.get("consumed", 0))
+        total_bytes = int(job.checkpoint.get("bytes", 0))
         if not path.exists():
-            raise BadParameter(f"{path} does not exist.")
+            raise PermanentJobError(
+                f"{path} is gone; {consumed} of {job.progress_total} messages were imported."
+            )
+        if formats.source_signature(path, fmt) != job.payload["signature"]:
+            raise PermanentJobError(
+                f"{path} changed since the import began; {consumed} of "
+                f"{job.progress_total} messages were imported."
+            )
         with self.db.transaction() as session:
-            row = self._find(session, identity)
-            self._may_use(actor, row)
+            row = session.get(MailboxRow, job.target)
+            if row is None or row.state != "active":
+                raise PermanentJobError(f"Mailbox {job.target} is gone.")
             key_row = self._current_key(session, row)
             tenant, mailbox_id = row.tenant_id, row.id
             key_id, key_seq = key_row.id, key_row.seq
             generation_id, wrapped = key_row.generation_id, key_row.wrapped
-            next_seq = int(
-                session.scalar(
-                    select(func.max(MailItemRow.seq)).where(MailItemRow.mailbox_id == mailbox_id)
-                )
-                or 0
-            )
         mailbox_key = self.unwrap_mailbox_key(
-            tenant, generation_id, wrapped, request_id=actor.request_id
+            tenant, generation_id, wrapped, request_id=str(request_id) if request_id else None
         )
-        total = formats.count_messages(path, fmt)
-        imported = 0
-        total_bytes = 0
         pending: list[MailItemRow] = []
+        last_digest = str(job.checkpoint.get("last_digest", ""))
 
         def flush() -> None:
             if not pending:
                 return
             with self.db.transaction() as session:
                 self._require_live_key(session, key_id)
+                next_seq = int(
+                    session.scalar(
+                        select(func.max(MailItemRow.seq)).where(
+                            MailItemRow.mailbox_id == mailbox_id
+                        )
+                    )
+                    or 0
+                )
+                for offset, item in enumerate(pending, start=1):
+                    item.seq = next_seq + offset
                 session.add_all(pending)
                 mailbox = session.get(MailboxRow, mailbox_id)
                 assert mailbox is not None
@@ -498,17 +637,33 @@ class MailService:
                 mailbox.updated_at = self._clock.now()
                 self._audit.append(
                     session,
-                    principal=actor.principal_id,
+                    principal=principal,
                     operation="MailboxImport",
-                    request_id=actor.request_id,
-                    details={"mailbox": mailbox_id, "items": len(pending)},
+                    request_id=str(request_id) if request_id else None,
+                    details={"mailbox": mailbox_id, "items": len(pending), "job": job.id},
+                )
+                context.checkpoint(
+                    done=consumed,
+                    total=max(job.progress_total, consumed),
+                    checkpoint={
+                        "consumed": consumed,
+                        "bytes": total_bytes,
+                        "last_digest": last_digest,
+                    },
+                    session=session,
                 )
             pending.clear()
 
         now = self._clock.now()
-        for folder, message in formats.read_messages(path, fmt):
-            next_seq += 1
-            item_id = self._uuid()
+        for index, (folder, message) in enumerate(formats.read_messages(path, fmt)):
+            if index < consumed:
+                if index == consumed - 1 and last_digest and _digest(message) != last_digest:
+                    raise PermanentJobError(
+                        f"{path} no longer holds the messages already imported; {consumed} "
+                        f"of {job.progress_total} messages were imported."
+                    )
+                continue
+            item_id = str(uuid.uuid5(IMPORT_NAMESPACE, f"{job.id}/{index}"))
             blob = f"mail/{mailbox_id}/{item_id}.{key_seq}"
             sealed = seal(
                 mailbox_key,
@@ -523,7 +678,7 @@ class MailService:
                 MailItemRow(
                     id=item_id,
                     mailbox_id=mailbox_id,
-                    seq=next_seq,
+                    seq=0,  # numbered when the batch commits
                     folder=folder[:256],
                     key_id=key_id,
                     blob=blob,
@@ -533,14 +688,14 @@ class MailService:
                     created_at=now,
                 )
             )
-            imported += 1
+            consumed = index + 1
             total_bytes += len(message)
-            if len(pending) >= IMPORT_BATCH:
+            last_digest = _digest(message)
+            if len(pending) >= self.import_batch:
                 flush()
-            if progress is not None:
-                progress(imported, total)
         flush()
-        return ImportResult(mailbox=mailbox_id, imported=imported, bytes=total_bytes)
+        if consumed != job.progress_total:
+            context.checkpoint(done=consumed, total=consumed)
 
     def add_message(
         self, actor: Actor, identity: str, message: bytes, folder: str = "Inbox"
@@ -712,8 +867,10 @@ class MailService:
                 count += 1
                 if progress is not None:
                     progress(count, total)
-        finally:
-            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        writer.commit()
         return count
 
     # ------------------------------------------------------------------ status
@@ -917,13 +1074,7 @@ class MailService:
             for name in self.blobs.list(f"mail/{mailbox_id}"):
                 if name.endswith(suffixes):
                     self.blobs.delete(name)
-        # LocalBlobStore.write stages a blob as ".<name>.<writer pid>.tmp" in its folder.
-        folder = self.blobs.root / "mail" / mailbox_id
-        if folder.is_dir():
-            for tmp in folder.glob(".*.tmp"):
-                pid = tmp.name.rsplit(".", 2)[-2]
-                if pid.isdigit() and not pid_alive(int(pid)):
-                    tmp.unlink(missing_ok=True)
+        self.blobs.sweep_temp_files(f"mail/{mailbox_id}", is_alive=pid_alive)
 
     def generation_users(self, session: Session, generation_id: str) -> tuple[int, int]:
         """(mailboxes, items) whose content depends on a generation."""

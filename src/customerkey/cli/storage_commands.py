@@ -1,0 +1,113 @@
+"""``customerkey storage ...``: operator commands on the blob store under the home folder.
+
+``storage sweep`` removes blob files no row references (left behind by writers killed
+between storing a blob and committing its row) once they are older than the grace
+(``CUSTOMERKEY_BLOB_SWEEP_GRACE_SECONDS``), and dead writers' staging files; ``--dry-run``
+only reports what it would remove. Operators only. ``startup_sweep`` is the same sweep run
+once as ``customerkey worker`` and the job worker of ``customerkey serve`` start.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from customerkey.cli.context import cli_context
+from customerkey.cli.output import console, emit_object, err_console
+from customerkey.runtime import Runtime
+from customerkey.service.blob_sweep import SweepReport
+from customerkey.vault.models import OPERATOR
+
+app = typer.Typer(help="The blob store: sweep orphaned blobs.")
+
+# Names printed in a table; --json prints every name the report kept.
+SHOWN_NAMES = 20
+
+
+def sweep_view(report: SweepReport) -> dict[str, Any]:
+    return {
+        "DryRun": report.dry_run,
+        "Cutoff": report.cutoff.isoformat(),
+        "Folders": report.folders,
+        "Blobs": report.blobs,
+        "Recent": report.recent,
+        "OrphanBlobs": report.orphans,
+        "OrphanBytes": report.orphan_bytes,
+        "TempFiles": report.temp_files,
+        "TempBytes": report.temp_bytes,
+        "BytesReclaimed": report.bytes_reclaimed,
+        "Unknown": report.unknown,
+        "Removed": list(report.removed),
+        "RemovedListComplete": report.listed_all,
+    }
+
+
+def startup_sweep(runtime: Runtime) -> SweepReport | None:
+    """Sweep once as a worker starts. Never raises: a failed sweep is logged and the worker
+    runs on (the next start sweeps again)."""
+    log = logging.getLogger("customerkey.sweep")
+    try:
+        report = runtime.blob_sweeper.sweep(OPERATOR)
+    except Exception:
+        log.exception("blob sweep at worker start failed; the worker runs on")
+        return None
+    if report.orphans or report.temp_files:
+        log.info(
+            "blob sweep: removed %d orphaned blob(s) and %d staging file(s), %d bytes",
+            report.orphans,
+            report.temp_files,
+            report.bytes_reclaimed,
+        )
+    return report
+
+
+@app.command("sweep")
+def sweep(
+    ctx: typer.Context,
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Only report what would be removed; remove nothing."
+    ),
+) -> None:
+    """Remove unreferenced blobs older than the grace, and dead writers' staging files."""
+    c = cli_context(ctx)
+    sweeper = c.runtime.blob_sweeper
+    bar = Progress(
+        TextColumn("sweeping blob folders"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=c.as_json,
+        transient=False,
+    )
+    task = bar.add_task("sweep", total=None)
+
+    def progress(done: int, total: int) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        bar.update(task, completed=done, total=total)
+
+    try:
+        report = sweeper.sweep(c.actor, dry_run=dry_run, progress=progress)
+    finally:
+        bar.stop()
+    view = sweep_view(report)
+    if c.as_json:
+        emit_object(view, as_json=True)
+        return
+    names = view.pop("Removed")
+    view.pop("RemovedListComplete")
+    emit_object(view, as_json=False)
+    verb = "Would remove" if report.dry_run else "Removed"
+    count = report.orphans + report.temp_files
+    if not count:
+        console.print("Nothing to remove.")
+        return
+    console.print(f"{verb} {count} file(s), {report.bytes_reclaimed} bytes:")
+    for name in names[:SHOWN_NAMES]:
+        console.print(f"  {name}", markup=False)
+    if count > SHOWN_NAMES:
+        console.print(f"  ... and {count - SHOWN_NAMES} more")

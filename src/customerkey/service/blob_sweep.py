@@ -1,0 +1,336 @@
+"""The blob sweep: removing blob files that no row references, and dead writers' staging files.
+
+Both workloads write a blob before they commit the row naming it, so a process killed in
+between (a ``file put`` SIGKILLed mid-upload, a mail write or import, a mailbox re-key batch)
+leaves a blob that is never listed or read but takes space. The names, and the rows that
+reference them (``grep`` of ``storage.models`` and both workload services):
+
+- ``mail/<mailbox>/<item>.<key seq>``: ``MailItemRow.blob`` (deliveries, imports, and a re-key,
+  which writes ``<item>.<new seq>`` before the row switches to it and then deletes the old one);
+- ``files/<site>/<file>/<version>/<position>``: ``FileChunkRow.blob``. A files roll or
+  registration re-wraps site keys only; it writes no blob.
+
+``BlobSweeper.sweep`` walks ``mail/`` and ``files/`` one mailbox or site folder at a time and
+looks up only the names it may delete, in batches, by indexed columns (mail items by mailbox
+and id, chunks by version id), in read transactions that take no write lock; files are
+deleted only after those transactions have ended. A blob is deleted only when nothing
+references it and it is older than ``clock.now() - grace``: the grace covers writers that
+stored a blob and have not committed its row yet. A file version folder counts as one unit:
+none of its chunks is deleted while any file in it is younger than the grace or a live
+writer is staging a chunk in it, since an upload commits all its chunks at once, at the end.
+Deletion uses ``LocalBlobStore.delete_unless_newer``, so a blob rewritten meanwhile (a retried
+import or re-key writes the same name again) survives. Names that follow none of these
+patterns are counted and left alone. Staging files of dead writers go too
+(``LocalBlobStore.sweep_temp_files``). A sweep that removed anything writes one
+``BlobSweep`` audit record with its counts; a dry run removes nothing, writes no record and
+reports what it would have removed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from customerkey.audit import AuditLog
+from customerkey.clock import Clock
+from customerkey.errors import Forbidden
+from customerkey.jobs.queue import pid_alive
+from customerkey.storage.blobs import BlobInfo, LocalBlobStore
+from customerkey.storage.database import Database
+from customerkey.storage.models import FileChunkRow, MailItemRow
+from customerkey.vault.models import Actor
+
+MAIL_PREFIX = "mail"
+FILES_PREFIX = "files"
+AUDIT_OPERATION = "BlobSweep"
+DEFAULT_GRACE = timedelta(hours=1)
+# Names looked up per query: few enough for any database's parameter limit.
+LOOKUP_BATCH = 500
+# Names kept in a report; the counts are always complete.
+LISTED_LIMIT = 1000
+
+_MAIL_BLOB = re.compile(r"^(?P<item>[A-Za-z0-9-]+)\.[0-9]+$")
+_POSITION = re.compile(r"^[0-9]+$")
+
+Progress = Callable[[int, int], None]  # (folders done, folders in all)
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    dry_run: bool
+    cutoff: datetime  # unreferenced blobs last written before this were (or would be) removed
+    folders: int  # mailbox and site folders walked
+    blobs: int  # blob files seen
+    recent: int  # blob files within the grace, not considered
+    orphans: int  # unreferenced blobs removed (or that would be)
+    orphan_bytes: int
+    temp_files: int  # dead writers' staging files removed (or that would be)
+    temp_bytes: int
+    unknown: int  # files whose names follow no pattern of ours, left alone
+    removed: Sequence[str] = ()  # the first LISTED_LIMIT names removed (or that would be)
+
+    @property
+    def bytes_reclaimed(self) -> int:
+        return self.orphan_bytes + self.temp_bytes
+
+    @property
+    def listed_all(self) -> bool:
+        return len(self.removed) == self.orphans + self.temp_files
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "cutoff": self.cutoff.isoformat(),
+            "folders": self.folders,
+            "blobs": self.blobs,
+            "recent": self.recent,
+            "orphans": self.orphans,
+            "orphan_bytes": self.orphan_bytes,
+            "temp_files": self.temp_files,
+            "temp_bytes": self.temp_bytes,
+            "bytes_reclaimed": self.bytes_reclaimed,
+            "unknown": self.unknown,
+        }
+
+
+@dataclass
+class _Tally:
+    dry_run: bool
+    cutoff: datetime
+    folders: int = 0
+    blobs: int = 0
+    recent: int = 0
+    orphans: int = 0
+    orphan_bytes: int = 0
+    temp_files: int = 0
+    temp_bytes: int = 0
+    unknown: int = 0
+    removed: list[str] = field(default_factory=list)
+
+    def note_removed(self, name: str) -> None:
+        if len(self.removed) < LISTED_LIMIT:
+            self.removed.append(name)
+
+    def report(self) -> SweepReport:
+        return SweepReport(
+            dry_run=self.dry_run,
+            cutoff=self.cutoff,
+            folders=self.folders,
+            blobs=self.blobs,
+            recent=self.recent,
+            orphans=self.orphans,
+            orphan_bytes=self.orphan_bytes,
+            temp_files=self.temp_files,
+            temp_bytes=self.temp_bytes,
+            unknown=self.unknown,
+            removed=tuple(self.removed),
+        )
+
+
+def _batches(items: Iterable[BlobInfo], size: int) -> Iterator[list[BlobInfo]]:
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+class BlobSweeper:
+    def __init__(
+        self,
+        db: Database,
+        blobs: LocalBlobStore,
+        clock: Clock,
+        grace: timedelta = DEFAULT_GRACE,
+        *,
+        audit: AuditLog | None = None,
+        is_alive: Callable[[int], bool] = pid_alive,
+    ) -> None:
+        if grace < timedelta(0):
+            raise ValueError("the sweep's grace cannot be negative")
+        self.db = db
+        self.blobs = blobs
+        self.grace = grace
+        self._clock = clock
+        self._audit = audit or AuditLog(clock)
+        self._is_alive = is_alive
+
+    def sweep(
+        self, actor: Actor, *, dry_run: bool = False, progress: Progress | None = None
+    ) -> SweepReport:
+        """Remove (with ``dry_run``: only report) every unreferenced blob older than the grace
+        and every staging file of a dead writer, under ``mail/`` and ``files/``."""
+        if not actor.is_operator:
+            raise Forbidden("Only the platform operator can sweep the blob store.")
+        tally = _Tally(dry_run=dry_run, cutoff=self._clock.now() - self.grace)
+        prefixes = (MAIL_PREFIX, FILES_PREFIX)
+        total = sum(1 for prefix in prefixes for _ in self.blobs.iter_folders(prefix))
+        if progress is not None:
+            progress(0, total)
+        for prefix in prefixes:
+            for folder in self.blobs.iter_folders(prefix):
+                if prefix == MAIL_PREFIX:
+                    self._sweep_mailbox(folder, tally)
+                else:
+                    self._sweep_site(folder, tally)
+                tally.folders += 1
+                if progress is not None:
+                    progress(tally.folders, max(total, tally.folders))
+        report = tally.report()
+        if not dry_run and (report.orphans or report.temp_files):
+            with self.db.transaction() as session:
+                self._audit.append(
+                    session,
+                    principal=actor.principal_id,
+                    operation=AUDIT_OPERATION,
+                    request_id=actor.request_id,
+                    details={**report.counts(), "grace_seconds": self.grace.total_seconds()},
+                )
+        return report
+
+    # ------------------------------------------------------------------ mail
+
+    def _sweep_mailbox(self, folder: str, tally: _Tally) -> None:
+        """``mail/<mailbox>``: each item blob stands alone."""
+        mailbox_id = folder.split("/")[1]
+        staged: dict[str, int] = {}
+
+        def candidates() -> Iterator[BlobInfo]:
+            for info in self.blobs.iter_blobs(folder, staging=True):
+                if info.is_staging:
+                    staged[info.name] = info.size
+                    continue
+                tally.blobs += 1
+                parts = info.name.split("/")
+                if len(parts) != 3 or not _MAIL_BLOB.match(parts[2]):
+                    tally.unknown += 1
+                elif info.mtime >= tally.cutoff:
+                    tally.recent += 1
+                else:
+                    yield info
+
+        for batch in _batches(candidates(), LOOKUP_BATCH):
+            item_ids = {_mail_item_id(info.name) for info in batch}
+            with self.db.read() as session:
+                referenced = set(
+                    session.scalars(
+                        select(MailItemRow.blob).where(
+                            MailItemRow.mailbox_id == mailbox_id, MailItemRow.id.in_(item_ids)
+                        )
+                    )
+                )
+            for info in batch:
+                if info.name not in referenced:
+                    self._remove_orphan(info, tally)
+        self._remove_temp_files(folder, staged, tally)
+
+    # ------------------------------------------------------------------ files
+
+    def _sweep_site(self, folder: str, tally: _Tally) -> None:
+        """``files/<site>``: a version folder is one unit (an upload commits all its chunks
+        together), considered only when every file in it is older than the grace and no live
+        writer stages a chunk in it."""
+        staged: dict[str, int] = {}
+        emptied: list[str] = []
+
+        def units() -> Iterator[tuple[str, list[BlobInfo]]]:
+            def unit_of(info: BlobInfo) -> str:
+                return "/".join(info.name.split("/")[:4])
+
+            for unit, group in itertools.groupby(
+                self.blobs.iter_blobs(folder, staging=True), key=unit_of
+            ):
+                chunks: list[BlobInfo] = []
+                busy = False
+                for info in group:
+                    if info.is_staging:
+                        staged[info.name] = info.size
+                        assert info.writer_pid is not None
+                        if self._alive(info.writer_pid):
+                            busy = True
+                        continue
+                    tally.blobs += 1
+                    parts = info.name.split("/")
+                    if len(parts) != 5 or not _POSITION.match(parts[4]):
+                        tally.unknown += 1
+                        continue
+                    chunks.append(info)
+                    busy = busy or info.mtime >= tally.cutoff
+                if busy:
+                    tally.recent += len(chunks)
+                elif chunks:
+                    yield unit, chunks
+
+        for batch in _unit_batches(units(), LOOKUP_BATCH):
+            version_ids = {unit.split("/")[3] for unit, _ in batch}
+            with self.db.read() as session:
+                referenced = set(
+                    session.scalars(
+                        select(FileChunkRow.blob).where(FileChunkRow.version_id.in_(version_ids))
+                    )
+                )
+            for unit, chunks in batch:
+                kept = False
+                for info in chunks:
+                    if info.name in referenced or not self._remove_orphan(info, tally):
+                        kept = True
+                if not kept:
+                    emptied.append(unit)
+        self._remove_temp_files(folder, staged, tally)
+        if not tally.dry_run:
+            for unit in emptied:
+                self.blobs.remove_empty_folder(unit)
+
+    # ------------------------------------------------------------------ both
+
+    def _alive(self, pid: int) -> bool:
+        # As sweep_temp_files judges: this process's own staging files are live ones.
+        return pid == os.getpid() or self._is_alive(pid)
+
+    def _remove_orphan(self, info: BlobInfo, tally: _Tally) -> bool:
+        """Remove an unreferenced blob (unless a writer has just replaced it); says whether
+        it was (or, in a dry run, would be) removed."""
+        if tally.dry_run:
+            size: int | None = info.size
+        else:
+            size = self.blobs.delete_unless_newer(info.name, tally.cutoff)
+        if size is None:
+            return False
+        tally.orphans += 1
+        tally.orphan_bytes += size
+        tally.note_removed(info.name)
+        return True
+
+    def _remove_temp_files(self, folder: str, staged: dict[str, int], tally: _Tally) -> None:
+        removed = self.blobs.sweep_temp_files(
+            folder, is_alive=self._is_alive, dry_run=tally.dry_run
+        )
+        for name in removed:
+            tally.temp_files += 1
+            tally.temp_bytes += staged.get(name, 0)
+            tally.note_removed(name)
+
+
+def _mail_item_id(name: str) -> str:
+    return name.rsplit("/", 1)[1].rsplit(".", 1)[0]
+
+
+def _unit_batches(
+    units: Iterator[tuple[str, list[BlobInfo]]], size: int
+) -> Iterator[list[tuple[str, list[BlobInfo]]]]:
+    """Version folders in batches of about ``size`` chunk names to look up."""
+    batch: list[tuple[str, list[BlobInfo]]] = []
+    names = 0
+    for unit in units:
+        batch.append(unit)
+        names += len(unit[1])
+        if names >= size:
+            yield batch
+            batch, names = [], 0
+    if batch:
+        yield batch
