@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,11 @@ import httpx
 import pytest
 
 from customerkey.azure.localdns import install_loopback_resolver, uninstall_loopback_resolver
+from customerkey.clock import FrozenClock
 from customerkey.config import Settings
 from customerkey.crypto.rsa import b64url_decode, b64url_encode
 from customerkey.runtime import Runtime
+from customerkey.service.blob_sweep import BlobSweeper
 from customerkey.vault.models import OPERATOR
 from tests.api.conftest import (
     ADMIN,
@@ -565,8 +568,20 @@ def test_sigkill_file_put_leaves_no_partial_version(
     verify_audit(rt, context())
     folders, _ = stored()
     versions = len(rt.files.versions(OPERATOR, site, path))
-    # Not asserted: a SIGKILLed put leaves its chunk blobs behind (no sweeper), unlisted.
+    # The chunks SIGKILLed puts left behind are unlisted; the blob sweep, once they are past
+    # its grace (the clock moved on), removes them and leaves every listed version whole.
+    later = FrozenClock(datetime.now(UTC) + timedelta(hours=2))
+    sweep = BlobSweeper(rt.db, rt.files.blobs, later, timedelta(hours=1), audit=rt.audit)
+    report = sweep.sweep(OPERATOR)
+    kept, _ = stored()
+    assert len(kept) == versions, f"{report}\n{context()}"
+    rt.key_cache.clear()
+    wrong = [n for n, d in digests.items() if _sha_of_download(rt, site, path, n) != d]
+    assert not wrong, f"versions {wrong} read back wrong after the sweep\n{context()}"
+    verify_audit(rt, context())
     print(
         f"\nfile put crash: {context()}\n  {len(folders)} version folder(s) on disk for "
-        f"{versions} listed version(s), {time.monotonic() - started:.1f}s"
+        f"{versions} listed version(s) before the sweep, {report.orphans} orphaned chunk(s) "
+        f"swept, "
+        f"{time.monotonic() - started:.1f}s"
     )
