@@ -353,13 +353,20 @@ class CrashHarness:
         workers: int = 1,
         deadline: float = 120.0,
         final_last: bool = True,
+        command: Callable[[], Sequence[str]] | None = None,
     ) -> list[Kill]:
         """Run the jobs to the end with ``workers`` worker processes, SIGKILLing one of them
         (and starting a replacement) up to ``kills`` times; returns the kills made. A kill
-        point the jobs finish before (the final step of a fast job) is not made."""
+        point the jobs finish before (the final step of a fast job) is not made.
+        ``command`` gives the arguments of each process to start instead of a plain worker
+        (``customerkey serve`` on a free port, whose in-process worker runs jobs)."""
         assert self.startup_estimate > 0, "calibrate() first"
         made: list[Kill] = []
-        procs = [self.spawn(slot) for slot in range(workers)]
+
+        def start(slot: int) -> WorkerProcess:
+            return self.spawn(slot, command()) if command is not None else self.spawn(slot)
+
+        procs = [start(slot) for slot in range(workers)]
         end = time.monotonic() + deadline
         try:
             while True:
@@ -380,7 +387,7 @@ class CrashHarness:
                 kill = self._classify(label, victim, plan, at, job_ids)
                 made.append(kill)
                 self.kills.append(kill)
-                procs[slot] = self.spawn(slot)
+                procs[slot] = start(slot)
         except BaseException:
             for proc in procs:
                 if proc in self._live:

@@ -1,7 +1,8 @@
-"""SIGKILL during mailbox import: the ``customerkey mailbox import`` command and the
-``customerkey worker`` running import jobs are killed at seeded random points (before the job
-is queued, as it is claimed, early, in the middle, late, after its last batch), and the import
-is then finished by running the same command again (or by a new worker). Afterwards every
+"""SIGKILL during mailbox import: the ``customerkey mailbox import`` command, and the
+``customerkey worker`` and ``customerkey serve`` processes running import jobs, are killed at
+seeded random points (before the job is queued, as it is claimed, early, in the middle, late,
+after its last batch), and the import is then finished by running the same command again (or
+by a new worker). Afterwards every
 mailbox holds exactly its store's messages, once each and in order, each decrypting to its
 original bytes; no blob is orphaned; every job has succeeded; the audit chain verifies.
 
@@ -34,6 +35,7 @@ from tests.integration.crash_harness import (
     verify_jobs_succeeded,
 )
 from tests.integration.mailfixtures import TENANT, setup_policy, write_mbox
+from tests.integration.remote_vaults import free_port
 from tests.integration.test_mail_import import verify_import
 
 pytestmark = pytest.mark.storage
@@ -95,7 +97,7 @@ def test_kill_9_during_mailbox_import_loses_nothing(
         return upn, box.id, source
 
     # -- the command killed, then run again until it reports the whole store imported
-    cli_target = RUNS - RUNS // 3
+    cli_target = RUNS - RUNS // 2
     cli_kills = 0
     round_ = 0
     while cli_kills < cli_target:
@@ -139,7 +141,17 @@ def test_kill_9_during_mailbox_import_loses_nothing(
             upn, mailbox_id, source = new_mailbox(f"worker{round_:02d}x{i}", WORKER_MESSAGES)
             queued.append(rt.mail.start_import(OPERATOR, upn, source).id)
         budget = min(3, worker_target - worker_kills)
-        worker_kills += len(harness.run_jobs(f"import-worker#{round_}", queued, kills=budget))
+        # Every other round the jobs run in ``customerkey serve`` (its in-process worker),
+        # killed the same way, rather than in ``customerkey worker``.
+        serve = round_ % 2 == 0
+        worker_kills += len(
+            harness.run_jobs(
+                f"import-{'serve' if serve else 'worker'}#{round_}",
+                queued,
+                kills=budget,
+                command=(lambda: ["serve", "--port", str(free_port())]) if serve else None,
+            )
+        )
         job_ids += queued
         round_ += 1
 
