@@ -7,6 +7,10 @@ would, through the ``customerkey`` CLI on its home (``--json`` output), and it c
 (SIGTERM) and started again on the same home and port, so a test can take a vault away and
 bring it back.
 
+A cloud may listen on another loopback address (``listen_host``, e.g. ``127.0.0.2``) so that
+something else can take its public address ``127.0.0.1:<port>``: ``garbage_vault`` puts a
+proxy there. Its URLs stay the same.
+
 CLI calls cost about a second each (a Python start-up), so ``run_parallel`` runs one call per
 cloud at once, and a cloud remembers whether the workload's access policy is in place so that
 putting things back costs nothing when nothing changed.
@@ -74,6 +78,7 @@ class Cloud:
     granted: bool = False  # the principal's access policy is in place
     starts: int = 0
     _signalled: bool = field(default=False, repr=False)
+    listen_host: str = "127.0.0.1"  # where ``serve`` binds; the URLs name 127.0.0.1 regardless
 
     # ---------------------------------------------------------------- addresses
 
@@ -126,6 +131,7 @@ class Cloud:
                         DOMAIN,
                         "--scheduler-interval",
                         "3600",
+                        *(["--host", self.listen_host] if self.listen_host != "127.0.0.1" else []),
                     ],
                 ),
                 stdout=log,
@@ -186,7 +192,7 @@ class Cloud:
     def assert_port_closed(self) -> None:
         with socket.socket() as probe:
             probe.settimeout(1)
-            assert probe.connect_ex(("127.0.0.1", self.port)) != 0, (
+            assert probe.connect_ex((self.listen_host, self.port)) != 0, (
                 f"cloud {self.name} stopped but something still listens on {self.port}"
             )
 

@@ -17,14 +17,12 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from customerkey.clock import FrozenClock
-from customerkey.config import Settings
 from customerkey.jobs.queue import Job, JobQueue, pid_alive
 from customerkey.jobs.worker import JobContext, Worker
 from customerkey.runtime import Runtime
@@ -37,7 +35,6 @@ from tests.integration.crash_harness import (
     audit_operations,
     blob_digests,
     dead_pid,
-    pick_seed,
     verify_audit,
     verify_items,
     verify_jobs_succeeded,
@@ -172,32 +169,6 @@ def test_a_worker_resumes_jobs_of_killed_workers_at_start_and_while_idle(
 
 
 # ---------------------------------------------------------------------- the crash harness
-
-
-@pytest.fixture
-def crash_runtime(db_url: str, tmp_path: Path) -> Iterator[Runtime]:
-    rt = Runtime.open(Settings(home=tmp_path / "home", database_url=db_url))
-    try:
-        yield rt
-    finally:
-        rt.close()
-
-
-@pytest.fixture
-def harness(
-    crash_runtime: Runtime, db_url: str, tmp_path: Path, db_backend: str
-) -> Iterator[CrashHarness]:
-    h = CrashHarness(
-        crash_runtime.home.path,
-        db_url,
-        seed=pick_seed(),
-        log_dir=tmp_path / "worker-logs",
-    )
-    try:
-        yield h
-    finally:
-        h.close()
-        print(f"\n[{db_backend}] {h.describe()}")
 
 
 def _count(rt: Runtime, operation: str, **details: object) -> int:

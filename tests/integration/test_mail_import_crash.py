@@ -18,19 +18,16 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from customerkey.config import Settings
 from customerkey.jobs.queue import pid_alive
 from customerkey.runtime import Runtime
 from customerkey.vault.models import OPERATOR
 from customerkey.workloads.mail.service import IMPORT_JOB
 from tests.integration.crash_harness import (
     CrashHarness,
-    pick_seed,
     verify_audit,
     verify_jobs_succeeded,
 )
@@ -43,27 +40,6 @@ pytestmark = pytest.mark.storage
 RUNS = int(os.environ.get("CUSTOMERKEY_IMPORT_CRASH_RUNS", "8"))
 MESSAGES = 40  # per store the command imports; with batches of 5, eight commits
 WORKER_MESSAGES = 100  # per store a worker imports (two a round: time for kills to land)
-
-
-@pytest.fixture
-def crash_runtime(db_url: str, tmp_path: Path) -> Iterator[Runtime]:
-    rt = Runtime.open(Settings(home=tmp_path / "home", database_url=db_url))
-    try:
-        yield rt
-    finally:
-        rt.close()
-
-
-@pytest.fixture
-def harness(
-    crash_runtime: Runtime, db_url: str, tmp_path: Path, db_backend: str
-) -> Iterator[CrashHarness]:
-    h = CrashHarness(crash_runtime.home.path, db_url, seed=pick_seed(), log_dir=tmp_path / "logs")
-    try:
-        yield h
-    finally:
-        h.close()
-        print(f"\n[{db_backend}] {h.describe()}")
 
 
 def _import_jobs(rt: Runtime, mailbox_id: str) -> list[str]:

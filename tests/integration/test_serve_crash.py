@@ -36,7 +36,6 @@ import pytest
 
 from customerkey.azure.localdns import install_loopback_resolver, uninstall_loopback_resolver
 from customerkey.clock import FrozenClock
-from customerkey.config import Settings
 from customerkey.crypto.rsa import b64url_decode, b64url_encode
 from customerkey.runtime import Runtime
 from customerkey.service.blob_sweep import BlobSweeper
@@ -378,22 +377,13 @@ def _sha_of_download(rt: Runtime, site: str, path: str, version: int | None = No
     return sink.digest.hexdigest()
 
 
-@pytest.fixture
-def files_runtime(db_url: str, tmp_path: Path) -> Iterator[Runtime]:
-    rt = Runtime.open(Settings(home=tmp_path / "home", database_url=db_url))
-    try:
-        yield rt
-    finally:
-        rt.close()
-
-
 SITES = 24
 
 
 def test_sigkill_worker_during_files_rolls(
-    files_runtime: Runtime, db_url: str, tmp_path: Path, db_backend: str
+    crash_runtime: Runtime, db_url: str, tmp_path: Path, db_backend: str
 ) -> None:
-    rt = files_runtime
+    rt = crash_runtime
     setup_tenant_and_vaults(rt)
     register(rt)
     expected: dict[tuple[str, str, int], str] = {}
@@ -447,9 +437,9 @@ UPLOAD_KILLS = len(UPLOAD_DECK)
 
 
 def test_sigkill_file_put_leaves_no_partial_version(
-    files_runtime: Runtime, db_url: str, tmp_path: Path, db_backend: str
+    crash_runtime: Runtime, db_url: str, tmp_path: Path, db_backend: str
 ) -> None:
-    rt = files_runtime
+    rt = crash_runtime
     seed = pick_seed()
     rng = random.Random(seed)
     setup_tenant_and_vaults(rt)

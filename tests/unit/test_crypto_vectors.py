@@ -4,6 +4,10 @@ Each envelope vector is checked both ways: the stored ciphertext opens to the st
 and sealing the stored plaintext with the stored salt and nonce prefix gives the stored
 ciphertext byte for byte. An independent decoder below, written from the format described in
 ``customerkey.crypto.aead`` using only pyca/cryptography, checks that the docstring is the truth.
+
+The DEP key check value (``customerkey.crypto.key_check``) has its known answers inline: two
+fixed cases whose expected values were computed outside the project (``openssl dgst -sha256
+-mac HMAC``), checked against the module and against pyca/cryptography's HMAC.
 """
 
 from __future__ import annotations
@@ -16,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from customerkey.crypto import aead, wrap
+from customerkey.crypto import aead, key_check, wrap
 from customerkey.crypto.rsa import (
     private_jwk_fields,
     private_key_from_der,
@@ -215,3 +219,39 @@ def test_rsa_vectors_cover_both_algorithms() -> None:
         assert any(c["alg"] == alg and c["name"].startswith("wycheproof-") for c in cases)
         assert any(c["alg"] == alg and c["name"].startswith("customerkey-") for c in cases)
     assert any(not c["valid"] for c in cases)
+
+
+# --- DEP key check value -------------------------------------------------------------------
+
+# (DEP key, generation id, first 16 bytes of HMAC-SHA256(key, label || id)), from
+# printf 'customerkey dep-key check v1%s' <id> | openssl dgst -sha256 -mac HMAC -macopt hexkey:<key>
+KEY_CHECK_CASES = [
+    (
+        "00" * 32,
+        "3f2504e0-4f89-41d3-9a0c-0305e82c3301",
+        "cff8d8e5e576da9f9d17a4614e65ef98",
+    ),
+    (
+        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+        "6f9619ff-8b86-4011-b42d-00c04fc964ff",
+        "071e62943f6d6cb8f217d8dc32be46f0",
+    ),
+]
+
+
+@pytest.mark.parametrize("key_hex,generation_id,expected", KEY_CHECK_CASES)
+def test_key_check_vector(key_hex: str, generation_id: str, expected: str) -> None:
+    dep_key = bytes.fromhex(key_hex)
+    value = key_check.key_check_value(dep_key, generation_id)
+    assert value.hex() == expected
+    assert len(value) == key_check.KEY_CHECK_BYTES == 16
+    mac = hmac.HMAC(dep_key, hashes.SHA256())
+    mac.update(b"customerkey dep-key check v1" + generation_id.encode())
+    assert mac.finalize()[:16] == value
+    assert key_check.key_check_matches(dep_key, generation_id, bytes.fromhex(expected))
+    # Another key, another generation, one flipped bit: no match.
+    other_key = bytes([dep_key[0] ^ 1]) + dep_key[1:]
+    assert not key_check.key_check_matches(other_key, generation_id, value)
+    assert not key_check.key_check_matches(dep_key, generation_id.upper(), value)
+    flipped = bytes([value[0] ^ 0x80]) + value[1:]
+    assert not key_check.key_check_matches(dep_key, generation_id, flipped)

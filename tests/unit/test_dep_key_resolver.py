@@ -1,18 +1,23 @@
 """``DepKeyResolver``: every branch of the availability rules, with in-test fake vaults.
 
-A ``FakeVaults`` provider answers per root-key URI with the key, a refusal or an outage and
-records the order it was asked in. Which root key is asked first comes from the injected
-``SeededRng``; ``seed_first(n)`` picks a seed whose first coin is ``n`` so both orders run.
+A ``FakeVaults`` provider answers per root-key URI with the key, a refusal, an outage or a
+wrong key (random bytes of the right length, or of a wrong one) and records the order it was
+asked in. A wrong key is caught by the generation's key check value (or, for a generation
+made before those existed, by its length) and counts as a system error from that vault.
+Which root key is asked first comes from the injected ``SeededRng``; ``seed_first(n)`` picks
+a seed whose first coin is ``n`` so both orders run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
 
 from customerkey.clock import FrozenClock
+from customerkey.crypto.key_check import key_check_value
 from customerkey.errors import DecryptionFailed, KeyAccessDenied, KeyProviderUnavailable
 from customerkey.keyprovider.base import KeyUri, RootKeyProperties, WrapResult
 from customerkey.rng import SeededRng
@@ -30,13 +35,20 @@ WRAPPED = WrappedDepKey(
     uri_2=URI_2,
     wrapped_2=b"wrapped-by-2",
     wrapped_availability=b"wrapped-by-availability",
+    key_check=key_check_value(DEP_KEY, "generation-1"),
 )
+# The same generation as stored before key check values existed.
+LEGACY = dataclasses.replace(WRAPPED, key_check=None)
 TTL = timedelta(minutes=15)
 OK, DENIED, DOWN = "ok", "denied", "down"
+WRONG, SHORT = "wrong", "short"  # a random key of 32 bytes, of 16 bytes
+WRONG_KEY = bytes(range(100, 132))
+SHORT_KEY = bytes(range(16))
 
 
 class FakeVaults:
-    """Answers unwrap for the two root keys as told: "ok", "denied" or "down"."""
+    """Answers unwrap for the two root keys as told: "ok", "denied", "down", "wrong" or
+    "short"."""
 
     def __init__(self, first: str, second: str) -> None:
         self.behaviour = {str(URI_1): first, str(URI_2): second}
@@ -50,6 +62,10 @@ class FakeVaults:
             raise KeyAccessDenied(f"{uri}: 403 Forbidden")
         if outcome == DOWN:
             raise KeyProviderUnavailable(f"{uri}: vault unreachable")
+        if outcome == WRONG:
+            return WRONG_KEY
+        if outcome == SHORT:
+            return SHORT_KEY
         return DEP_KEY
 
     def wrap(self, uri: KeyUri, key: bytes) -> WrapResult:
@@ -88,7 +104,7 @@ def make(
     harness: Harness
 
     def unwrap_with_availability(wrapped: WrappedDepKey) -> bytes | None:
-        assert wrapped is WRAPPED or wrapped.generation_id == WRAPPED.generation_id
+        assert wrapped.generation_id == WRAPPED.generation_id
         harness.availability_calls += 1
         if isinstance(availability, Exception):
             raise availability
@@ -284,6 +300,7 @@ def test_a_generation_without_a_wrapped_availability_copy() -> None:
         uri_2=URI_2,
         wrapped_2=WRAPPED.wrapped_2,
         wrapped_availability=None,
+        key_check=WRAPPED.key_check,
     )
     with pytest.raises(KeyProviderUnavailable):
         h.resolver.resolve(FakeVaults(DOWN, DOWN), bare)
@@ -306,4 +323,113 @@ def test_a_destroyed_or_unusable_availability_key_gives_the_root_keys_error(
         h.resolver.resolve(FakeVaults(DOWN, DENIED), WRAPPED, system=True)
     assert h.availability_calls == 3
     assert h.events == []  # nothing was unwrapped, so nothing is audited as a fallback
+    assert len(h.cache) == 0
+
+
+# ---------------------------------------------------------------- a vault returns a wrong key
+
+
+@pytest.mark.parametrize("wrong", [WRONG, SHORT])
+@pytest.mark.parametrize("allow_availability", [True, False])
+def test_a_wrong_key_from_root_key_1_the_other_root_key_answers(
+    wrong: str, allow_availability: bool
+) -> None:
+    """Also for the files workload, which never falls back to the availability key."""
+    h = make(first_coin=0)  # root key 1 first
+    vaults = FakeVaults(wrong, OK)
+    key = h.resolver.resolve(vaults, WRAPPED, allow_availability=allow_availability)
+    assert key == DEP_KEY
+    assert vaults.calls == ["vault-one", "vault-two"]
+    assert h.events == [] and h.availability_calls == 0
+    assert h.cache.get(WRAPPED.generation_id) == DEP_KEY
+    assert len(h.cache) == 1
+
+
+@pytest.mark.parametrize("coin", [0, 1])
+@pytest.mark.parametrize(
+    "behaviour", [(WRONG, WRONG), (SHORT, WRONG), (WRONG, DOWN), (DOWN, SHORT)]
+)
+@pytest.mark.parametrize("system", [False, True])
+def test_wrong_keys_from_both_root_keys_fall_back_to_the_availability_key(
+    coin: int, behaviour: tuple[str, str], system: bool
+) -> None:
+    h = make(first_coin=coin)
+    vaults = FakeVaults(*behaviour)
+    assert h.resolver.resolve(vaults, WRAPPED, system=system, request_id="req-7") == DEP_KEY
+    assert sorted(vaults.calls) == ["vault-one", "vault-two"]
+    (event,) = h.events
+    assert event.reason == "system-errors"
+    assert event.request_id == "req-7"
+    assert len(event.failures) == 2
+    for uri, outcome in zip((URI_1, URI_2), behaviour, strict=True):
+        (failure,) = [f for f in event.failures if f.startswith(str(uri))]
+        if outcome == DOWN:
+            assert "unreachable" in failure
+        else:
+            assert "the vault returned a key that does not match this generation" in failure
+    assert len(h.cache) == 0  # neither the wrong keys nor the fallback are cached
+    # The next request asks the root keys again.
+    h.resolver.resolve(vaults, WRAPPED)
+    assert len(vaults.calls) == 4
+    assert len(h.events) == 2
+
+
+def test_a_wrong_key_and_a_refusal_fails_a_user_request() -> None:
+    h = make()
+    with pytest.raises(KeyAccessDenied, match="refused access") as refused:
+        h.resolver.resolve(FakeVaults(WRONG, DENIED), WRAPPED)
+    assert "does not match this generation" in refused.value.message
+    assert h.availability_calls == 0 and len(h.cache) == 0
+
+
+@pytest.mark.parametrize("wrong", [WRONG, SHORT])
+def test_without_allow_availability_wrong_keys_from_both_are_unavailable(wrong: str) -> None:
+    h = make()
+    with pytest.raises(KeyProviderUnavailable, match="does not match this generation"):
+        h.resolver.resolve(FakeVaults(wrong, wrong), WRAPPED, allow_availability=False)
+    assert h.availability_calls == 0 and h.events == [] and len(h.cache) == 0
+
+
+@pytest.mark.parametrize("availability", [WRONG_KEY, SHORT_KEY, b""])
+@pytest.mark.parametrize("roots", [(WRONG, WRONG), (DOWN, DOWN), (DOWN, SHORT)])
+def test_a_wrong_key_from_the_availability_key_is_an_error(
+    availability: bytes, roots: tuple[str, str]
+) -> None:
+    h = make(availability=availability)
+    with pytest.raises(KeyProviderUnavailable, match="could be reached") as failed:
+        h.resolver.resolve(FakeVaults(*roots), WRAPPED)
+    assert f"availability key of {WRAPPED.policy_id}: it returned a key that does not match" in (
+        failed.value.message
+    )
+    with pytest.raises(KeyAccessDenied, match="refused access"):
+        h.resolver.resolve(FakeVaults(DENIED, DENIED), WRAPPED, system=True)
+    assert h.availability_calls == 2
+    assert h.events == []  # nothing usable was unwrapped, so no fallback is audited
+    assert len(h.cache) == 0
+
+
+def test_a_generation_without_a_key_check_gets_the_length_check_only() -> None:
+    h = make(first_coin=0)
+    # A 32-byte wrong key cannot be told from the right one without a check value...
+    assert h.resolver.resolve(FakeVaults(WRONG, OK), LEGACY) == WRONG_KEY
+    h.cache.clear()
+    # ...but a key of the wrong length can, from either root key and from the availability key.
+    vaults = FakeVaults(SHORT, OK)
+    assert h.resolver.resolve(vaults, LEGACY) == DEP_KEY
+    assert vaults.calls == ["vault-one", "vault-two"]
+    h.cache.clear()
+    assert h.resolver.resolve(FakeVaults(SHORT, SHORT), LEGACY) == DEP_KEY
+    assert len(h.events) == 1 and len(h.cache) == 0
+    short = make(availability=SHORT_KEY)
+    with pytest.raises(KeyProviderUnavailable, match="16 bytes, not a 32-byte key"):
+        short.resolver.resolve(FakeVaults(DOWN, SHORT), LEGACY)
+
+
+def test_the_check_binds_the_generation() -> None:
+    """The right key offered for another generation (same key, other id) does not pass."""
+    h = make(first_coin=0)
+    other = dataclasses.replace(WRAPPED, generation_id="generation-2")
+    vaults = FakeVaults(OK, OK)
+    with pytest.raises(KeyProviderUnavailable, match="does not match this generation"):
+        h.resolver.resolve(vaults, other, allow_availability=False)
     assert len(h.cache) == 0

@@ -13,10 +13,9 @@ import time
 from types import FrameType
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from customerkey.cli.context import CliContext, cli_context
-from customerkey.cli.output import console, emit_list, emit_object, err_console
+from customerkey.cli.output import console, count_bar, emit_list, emit_object, err_console
 from customerkey.cli.storage_commands import startup_sweep
 from customerkey.errors import CustomerKeyError
 from customerkey.jobs.queue import Job, JobFailed
@@ -33,23 +32,11 @@ class JobWaitTimeout(CustomerKeyError):
     code = "Timeout"
 
 
-def _progress(c: CliContext) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        disable=c.as_json,
-        transient=False,
-    )
-
-
 def wait_for_jobs(c: CliContext, job_ids: list[str], *, timeout: float | None = None) -> list[Job]:
     """Run (no live worker) or watch (a worker holds them) until every job has finished."""
     runtime = c.runtime
     deadline = None if timeout is None else time.monotonic() + timeout
-    with _progress(c) as bar:
+    with count_bar("{task.description}", as_json=c.as_json) as bar:
         tasks = {}
         for job_id in job_ids:
             job = runtime.jobs.get(job_id)

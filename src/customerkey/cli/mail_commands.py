@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from customerkey.cli.context import CliContext, cli_context
 from customerkey.cli.job_commands import finish_or_report
-from customerkey.cli.output import emit_list, emit_message, emit_object, err_console
+from customerkey.cli.output import count_bar, emit_list, emit_message, emit_object
 from customerkey.errors import BadParameter
 from customerkey.service.workloads import EXCHANGE
 from customerkey.service_views import (
@@ -48,14 +48,7 @@ def tenant_of(c: CliContext, tenant: str | None) -> str:
 
 
 def _bar(c: CliContext, what: str) -> Progress:
-    return Progress(
-        TextColumn(what),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        disable=c.as_json,
-    )
+    return count_bar(what, as_json=c.as_json)
 
 
 # ------------------------------------------------------------------ tenants

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 # Not a terminal (a pipe, a test): tables get room instead of 80 columns of ellipses.
@@ -76,3 +77,17 @@ def emit_message(message: str, *, as_json: bool, data: Mapping[str, Any] | None 
         emit_json({"message": message, **(data or {})})
     else:
         console.print(message)
+
+
+def count_bar(what: str, *, as_json: bool) -> Progress:
+    """A progress bar of things counted (items, keys, folders) on stderr, off with ``--json``.
+    ``what`` is its label; ``"{task.description}"`` labels each task by its own name."""
+    return Progress(
+        TextColumn(what),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=as_json,
+        transient=False,
+    )

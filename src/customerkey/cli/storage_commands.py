@@ -13,10 +13,9 @@ import logging
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from customerkey.cli.context import cli_context
-from customerkey.cli.output import console, emit_object, err_console
+from customerkey.cli.output import console, count_bar, emit_object
 from customerkey.runtime import Runtime
 from customerkey.service.blob_sweep import SweepReport
 from customerkey.vault.models import OPERATOR
@@ -74,15 +73,7 @@ def sweep(
     """Remove unreferenced blobs older than the grace, and dead writers' staging files."""
     c = cli_context(ctx)
     sweeper = c.runtime.blob_sweeper
-    bar = Progress(
-        TextColumn("sweeping blob folders"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        disable=c.as_json,
-        transient=False,
-    )
+    bar = count_bar("sweeping blob folders", as_json=c.as_json)
     task = bar.add_task("sweep", total=None)
 
     def progress(done: int, total: int) -> None:

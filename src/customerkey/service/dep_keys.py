@@ -9,6 +9,13 @@
 4. Any root key said *access denied*: a user request fails with ``KeyAccessDenied``; a system
    operation (purge, move) may still use the availability key, audited the same way.
    The files workload passes ``allow_availability=False`` and never falls back by itself.
+
+Every key a root key (or the availability key) gives back is checked before it is used or
+cached: it must be 32 bytes and, for generations made with one, match the generation's key
+check value (``customerkey.crypto.key_check``). A vault that answers with a wrong key is
+treated exactly like a vault that failed with a system error: the other root key is asked,
+then the availability key; a wrong key is never cached. Generations made before key check
+values existed (``key_check`` NULL) get the length check only.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from customerkey.crypto.key_check import DEP_KEY_BYTES, key_check_matches
 from customerkey.errors import DecryptionFailed, KeyAccessDenied, KeyProviderUnavailable
 from customerkey.keyprovider.base import KeyProvider, KeyUri
 from customerkey.rng import Rng
@@ -33,6 +41,25 @@ class WrappedDepKey:
     uri_2: KeyUri
     wrapped_2: bytes
     wrapped_availability: bytes | None
+    key_check: bytes | None  # None for generations made before key check values
+
+
+def key_mismatch(
+    wrapped: WrappedDepKey, key: object, source: str, *, giver: str = "the vault"
+) -> str | None:
+    """Why ``key`` (as ``source`` unwrapped it) is not the DEP key of ``wrapped``'s
+    generation, or None when it is, as far as the generation lets us tell."""
+    if not isinstance(key, bytes) or len(key) != DEP_KEY_BYTES:
+        size = f"{len(key)} bytes" if isinstance(key, bytes) else type(key).__name__
+        return (
+            f"{source}: {giver} returned a key that does not match this generation "
+            f"({size}, not a {DEP_KEY_BYTES}-byte key)"
+        )
+    if wrapped.key_check is not None and not key_check_matches(
+        key, wrapped.generation_id, wrapped.key_check
+    ):
+        return f"{source}: {giver} returned a key that does not match this generation"
+    return None
 
 
 @dataclass(frozen=True)
@@ -86,6 +113,10 @@ class DepKeyResolver:
             except KeyProviderUnavailable as failed:
                 unavailable.append(failed.message)
                 continue
+            wrong = key_mismatch(wrapped, key, str(uri))
+            if wrong is not None:
+                unavailable.append(wrong)
+                continue
             self._cache.put(
                 wrapped.generation_id,
                 key,
@@ -100,6 +131,13 @@ class DepKeyResolver:
                 fallback = self._availability(wrapped)
             except DecryptionFailed:
                 fallback = None
+            if fallback is not None:
+                wrong = key_mismatch(
+                    wrapped, fallback, f"availability key of {wrapped.policy_id}", giver="it"
+                )
+                if wrong is not None:
+                    failures = (*failures, wrong)
+                    fallback = None
             if fallback is not None:
                 self._on_fallback(
                     FallbackEvent(

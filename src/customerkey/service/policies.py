@@ -4,7 +4,9 @@ A DEP names two root keys in two different vaults. Creating one validates both k
 workload's service principal would use them (RSA, enabled, not expired unless the expiry is
 9999-12-31, soft delete on, and the principal holds get, wrapKey and unwrapKey), makes the
 DEP's availability key (AES-256, sealed under the master key) and the first generation: a
-random DEP key wrapped by both root keys' newest versions and by the availability key.
+random DEP key wrapped by both root keys' newest versions and by the availability key, stored
+with its key check value (``customerkey.crypto.key_check``) so a vault that later unwraps it to
+a wrong key is caught.
 ``Set-DataEncryptionPolicy -Refresh`` adds a generation (see ``refresh``).
 
 Vault calls never happen inside a database transaction: the in-process vault opens its own,
@@ -24,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from customerkey.audit import AuditLog
 from customerkey.clock import Clock
+from customerkey.crypto.key_check import key_check_value
 from customerkey.crypto.wrap import aes_kwp_unwrap, aes_kwp_wrap
 from customerkey.errors import (
     BadParameter,
@@ -40,6 +43,7 @@ from customerkey.service.dep_keys import (
     DepKeyResolver,
     FallbackEvent,
     WrappedDepKey,
+    key_mismatch,
 )
 from customerkey.service.key_cache import DepKeyCache
 from customerkey.service.sealing import MasterSealer
@@ -314,7 +318,7 @@ class PolicyService:
         self.validate_root_key(kind, uri_1)
         self.validate_root_key(kind, uri_2)
         availability_key = self._rng.token_bytes(32)
-        _, (v1, w1), (v2, w2), wa = self._wrap_generation(
+        dep_key, (v1, w1), (v2, w2), wa = self._wrap_generation(
             kind, uri_1, uri_2, availability_key, exact_versions=exact_versions
         )
         now = self._clock.now()
@@ -340,7 +344,7 @@ class PolicyService:
             )
             session.add(row)
             session.flush()
-            generation = self._add_generation(session, row, v1, w1, v2, w2, wa)
+            generation = self._add_generation(session, row, dep_key, v1, w1, v2, w2, wa)
             self._audit.append(
                 session,
                 principal=actor.principal_id,
@@ -373,6 +377,7 @@ class PolicyService:
         self,
         session: Session,
         policy: PolicyRow,
+        dep_key: bytes,
         v1: KeyUri,
         w1: bytes,
         v2: KeyUri,
@@ -382,8 +387,9 @@ class PolicyService:
         seq = session.scalar(
             select(func.max(GenerationRow.seq)).where(GenerationRow.policy_id == policy.id)
         )
+        generation_id = self._uuid()
         generation = GenerationRow(
-            id=self._uuid(),
+            id=generation_id,
             policy_id=policy.id,
             seq=int(seq or 0) + 1,
             key_uri_1=str(v1),
@@ -391,6 +397,7 @@ class PolicyService:
             key_uri_2=str(v2),
             wrapped_2=w2,
             wrapped_availability=wa,
+            key_check=key_check_value(dep_key, generation_id),
             created_at=self._clock.now(),
         )
         session.add(generation)
@@ -501,11 +508,13 @@ class PolicyService:
         if sealed is None:
             raise Conflict("This policy's availability key has been destroyed.")
         availability = self._sealer.open(sealed, purpose="availability-key", subject=policy_id)
-        _, (v1, w1), (v2, w2), wa = self._wrap_generation(kind, newest[0], newest[1], availability)
+        dep_key, (v1, w1), (v2, w2), wa = self._wrap_generation(
+            kind, newest[0], newest[1], availability
+        )
         with self.db.transaction() as session:
             policy = session.get(PolicyRow, policy_id)
             assert policy is not None
-            generation = self._add_generation(session, policy, v1, w1, v2, w2, wa)
+            generation = self._add_generation(session, policy, dep_key, v1, w1, v2, w2, wa)
             policy.updated_at = self._clock.now()
             if in_transaction is not None:
                 in_transaction(session, generation)
@@ -569,7 +578,7 @@ class PolicyService:
             if policy.state != "active":
                 raise Conflict(f"Policy '{policy.name}' is {policy.state}; its keys cannot change.")
             generation = self._add_generation(
-                session, policy, first.uri, first.wrapped, second.uri, second.wrapped, wa
+                session, policy, dep_key, first.uri, first.wrapped, second.uri, second.wrapped, wa
             )
             policy.key_uri_1, policy.key_uri_2 = policy_uris
             policy.updated_at = self._clock.now()
@@ -706,6 +715,7 @@ class PolicyService:
                 uri_2=KeyUri.parse(generation.key_uri_2),
                 wrapped_2=generation.wrapped_2,
                 wrapped_availability=generation.wrapped_availability,
+                key_check=generation.key_check,
             )
 
     def generation_key(
@@ -744,6 +754,9 @@ class PolicyService:
         key = self._unwrap_with_availability(wrapped)
         if key is None:
             raise KeyAccessDenied("The availability key of this policy has been destroyed.")
+        wrong = key_mismatch(wrapped, key, f"availability key of {wrapped.policy_id}", giver="it")
+        if wrong is not None:
+            raise KeyProviderUnavailable(wrong)
         return key
 
     def _record_fallback(self, event: FallbackEvent) -> None:

@@ -216,6 +216,8 @@ class GenerationRow(Base):
     key_uri_2: Mapped[str] = mapped_column(String(512))
     wrapped_2: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     wrapped_availability: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # customerkey.crypto.key_check of the DEP key; NULL for generations made before it existed
+    key_check: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[datetime]
     retired_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
