@@ -62,6 +62,8 @@ from customerkey.vault.models import OPERATOR
 from tests.integration.mailfixtures import TENANT, write_mbox
 
 SEED_ENV = "CUSTOMERKEY_CRASH_SEED"
+# The crash tests' kill counts are multiplied by this (CI: 1; the full form: 3 or more).
+CRASH_SCALE = max(1, int(os.environ.get("CUSTOMERKEY_CRASH_SCALE", "1")))
 # One deck of kill points, dealt in a seeded shuffle: two during start-up, one each early,
 # in the middle and late in a job, and one after its last checkpoint (the final step).
 KILL_DECK = ("startup", "startup", "early", "middle", "late", "final")

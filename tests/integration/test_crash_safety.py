@@ -30,6 +30,7 @@ from customerkey.service.workloads import EXCHANGE
 from customerkey.storage.models import JobRow, MailItemRow, WorkerRow
 from customerkey.vault.models import OPERATOR
 from tests.integration.crash_harness import (
+    CRASH_SCALE,
     CrashHarness,
     MailCorpus,
     audit_operations,
@@ -186,8 +187,11 @@ def _mailbox_blobs(rt: Runtime, mailbox_id: str) -> set[str]:
         )
 
 
-REFRESH_KILLS, MOVE_KILLS, PURGE_KILLS, TOTAL_KILLS = 8, 8, 4, 20
-PURGED_REGIONS = ("EU", "AP", "SA")  # a DEP each; purged in turn until enough kills were made
+REFRESH_KILLS, MOVE_KILLS, PURGE_KILLS, TOTAL_KILLS = (n * CRASH_SCALE for n in (8, 8, 4, 20))
+# A DEP each; purged in turn until enough kills were made.
+PURGED_REGIONS = ("EU", "AP", "SA", "AF", "ME", "OC", "LA", "NE", "SE", "IN", "JP", "KR")[
+    : 3 * CRASH_SCALE
+]
 
 
 def _regional_policy(rt: Runtime, region: str) -> str:
@@ -275,7 +279,9 @@ def test_kill_9_during_purge_refresh_and_move_loses_nothing(
 
     # -- refresh of NA-DEP after a key roll: kills while the mailbox keys are re-wrapped
     refresh_kills = 0
-    for round_ in range(1, 13):  # a final-step kill the job outran ends a round early
+    for round_ in range(
+        1, 1 + 12 * CRASH_SCALE
+    ):  # a final-step kill the job outran ends a round early
         vault, key = (VAULT_B, KEY_B) if round_ % 2 else (VAULT_A, KEY_A)
         rt.vault.rotate_key(OPERATOR, vault, key)
         before = blob_digests(rt)
@@ -298,7 +304,7 @@ def test_kill_9_during_purge_refresh_and_move_loses_nothing(
     # -- move requests: kills while content is re-encrypted under new mailbox keys
     move_kills = 0
     wanted = max(MOVE_KILLS, TOTAL_KILLS - purge_kills - refresh_kills)
-    for round_ in range(1, 11):
+    for round_ in range(1, 1 + 10 * CRASH_SCALE):
         chosen = [na_upns[(6 * (round_ - 1) + i) % len(na_upns)] for i in range(6)]
         ids = {upn: corpus.mailbox_ids[upn] for upn in chosen}
         old_blobs = {upn: _mailbox_blobs(rt, ids[upn]) for upn in chosen}

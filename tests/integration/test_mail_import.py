@@ -216,3 +216,34 @@ def test_an_export_that_fails_part_way_leaves_nothing_at_its_path(
     runtime.mail.delete_item(OPERATOR, mailbox, third.id)
     assert runtime.mail.export_messages(OPERATOR, mailbox, out, fmt=fmt) == 4
     assert [p.name for p in out.parent.iterdir()] == [out.name]
+
+
+def test_a_resumed_import_checks_the_last_message_it_stored_even_when_the_store_looks_the_same(
+    runtime: Runtime, mailbox: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime.mail.import_batch = 4
+    source = tmp_path / "a.mbox"
+    write_mbox(source, 12)
+    real_put = runtime.mail.blobs.put_bytes
+    calls = iter(range(1000))
+
+    def fails_once(name: str, data: bytes) -> int:
+        if next(calls) == 9:
+            raise OSError(5, "Input/output error")
+        return real_put(name, data)
+
+    monkeypatch.setattr(runtime.mail.blobs, "put_bytes", fails_once)
+    with pytest.raises(JobFailed, match="stopped after 8 of 12"):
+        runtime.mail.import_messages(OPERATOR, mailbox, source)
+    # the 8th message is edited in place: same size, same modification time
+    stat = source.stat()
+    data = source.read_bytes()
+    edited = data.replace(b"Quarterly numbers 7 ", b"Quarterly numbers X ", 1)
+    assert edited != data and len(edited) == len(data)
+    source.write_bytes(edited)
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    (job,) = runtime.jobs.list_jobs(kind=IMPORT_JOB)
+    ended = runtime.worker().run_job(job.id)
+    assert ended is not None and ended.state == "failed"
+    assert "no longer holds the messages already imported; 8 of 12" in (ended.error or "")
+    assert len(runtime.mail.list_items(OPERATOR, mailbox)) == 8

@@ -50,6 +50,7 @@ from tests.api.conftest import (
     free_port,
 )
 from tests.integration.crash_harness import (
+    CRASH_SCALE,
     SEED_ENV,
     CrashHarness,
     pick_seed,
@@ -411,7 +412,7 @@ def test_sigkill_worker_during_files_rolls(
             rt.vault.rotate_key(OPERATOR, vault, key)
             job = rt.files.roll(OPERATOR, TENANT, kind, uri)
             assert job.progress_total == SITES
-            made += len(harness.run_jobs(label, [job.id], kills=6))
+            made += len(harness.run_jobs(label, [job.id], kills=6 * CRASH_SCALE))
             context = harness.describe()
             verify_jobs_succeeded(harness, [job.id], context)
             rt.key_cache.clear()
@@ -421,7 +422,7 @@ def test_sigkill_worker_during_files_rolls(
             assert not wrong, (
                 f"{len(wrong)} file version(s) read back wrong: {wrong[:5]}\n{context}"
             )
-        assert made >= 6, f"only {made} kills landed\n{harness.describe()}"
+        assert made >= 6 * CRASH_SCALE, f"only {made} kills landed\n{harness.describe()}"
         verify_audit(rt, harness.describe())
     finally:
         harness.close()
@@ -433,7 +434,7 @@ UPLOAD_SIZE = 40 << 20
 # is written, once 1, 2 or 4 of its 5 chunks (8 MiB each) are stored, and once all are stored
 # (before the version is committed).
 UPLOAD_DECK: tuple[str | int, ...] = ("startup", "writing", 1, 2, 4, 5)
-UPLOAD_KILLS = len(UPLOAD_DECK)
+UPLOAD_KILLS = len(UPLOAD_DECK) * CRASH_SCALE
 
 
 def test_sigkill_file_put_leaves_no_partial_version(
@@ -500,7 +501,7 @@ def test_sigkill_file_put_leaves_no_partial_version(
     digests = {1: digest}
     log.append(f"put 1 took {duration:.2f}s")
     site_blobs = rt.home.blobs_dir / "files" / rt.files.get_site(OPERATOR, site).id
-    deck = list(UPLOAD_DECK)
+    deck = list(UPLOAD_DECK) * CRASH_SCALE
     rng.shuffle(deck)
 
     def stored() -> tuple[set[Path], int]:

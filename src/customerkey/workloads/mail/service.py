@@ -613,10 +613,13 @@ class MailService:
         )
         pending: list[MailItemRow] = []
         last_digest = str(job.checkpoint.get("last_digest", ""))
+        last_message = b""
 
         def flush() -> None:
+            nonlocal last_digest
             if not pending:
                 return
+            last_digest = _digest(last_message)  # only a batch's last message is checked
             with self.db.transaction() as session:
                 self._require_live_key(session, key_id)
                 next_seq = int(
@@ -690,7 +693,7 @@ class MailService:
             )
             consumed = index + 1
             total_bytes += len(message)
-            last_digest = _digest(message)
+            last_message = message
             if len(pending) >= self.import_batch:
                 flush()
         flush()
