@@ -128,6 +128,7 @@ def _platform_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
+@pytest.mark.slow
 def test_garbage_from_a_vault_never_reaches_a_read(
     mail: faults.Mail, garbage: Garbage, caplog: pytest.LogCaptureFixture
 ) -> None:
