@@ -148,6 +148,7 @@ class Runtime:
             cache=cache,
         )
         jobs = JobQueue(db, clock=clock, lease=timedelta(seconds=settings.job_lease_seconds))
+        blobs = LocalBlobStore(home.blobs_dir)
         mail = MailService(
             db,
             clock=clock,
@@ -155,7 +156,7 @@ class Runtime:
             audit=audit,
             policies=policies,
             sealer=sealer,
-            blobs=LocalBlobStore(home.blobs_dir),
+            blobs=blobs,
             jobs=jobs,
             rekey_batch=settings.rekey_batch,
             refresh_batch=settings.refresh_batch,
@@ -168,7 +169,7 @@ class Runtime:
             audit=audit,
             policies=policies,
             sealer=sealer,
-            blobs=LocalBlobStore(home.blobs_dir),
+            blobs=blobs,
             jobs=jobs,
             rewrap_batch=settings.refresh_batch,
         )
@@ -191,7 +192,7 @@ class Runtime:
             files=files,
             blob_sweeper=BlobSweeper(
                 db,
-                LocalBlobStore(home.blobs_dir),
+                blobs,
                 clock,
                 timedelta(seconds=settings.blob_sweep_grace_seconds),
                 audit=audit,

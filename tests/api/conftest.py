@@ -24,7 +24,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,10 +233,18 @@ class LiveServer:
         return self.process.returncode
 
 
-def start_server(home: Path) -> LiveServer:
-    """Start ``customerkey serve`` on a free port and return once /healthz answers."""
-    port = free_port()
-    log_path = home.parent / f"{home.name}-serve.log"
+def start_server(
+    home: Path,
+    *,
+    port: int | None = None,
+    log_path: Path | None = None,
+    env: dict[str, str] | None = None,
+    args: Sequence[str] = (),
+) -> LiveServer:
+    """Start ``customerkey serve`` (on ``port``, or a free one; with ``args`` and ``env``
+    added) and return once /healthz answers."""
+    port = port or free_port()
+    log_path = log_path or home.parent / f"{home.name}-serve.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
@@ -250,10 +258,11 @@ def start_server(home: Path) -> LiveServer:
                 str(port),
                 "--scheduler-interval",
                 "3600",
+                *args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=clean_env(),
+            env={**clean_env(), **(env or {})},
         )
     server = LiveServer(home=home, port=port, process=process, log_path=log_path)
     deadline = time.monotonic() + START_TIMEOUT

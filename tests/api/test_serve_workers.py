@@ -12,10 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import signal
-import ssl
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -24,7 +21,7 @@ from customerkey.azure.localdns import install_loopback_resolver, uninstall_loop
 from customerkey.config import Settings
 from customerkey.runtime import Runtime
 from customerkey.vault.models import OPERATOR
-from tests.api.conftest import DOMAIN, START_TIMEOUT, clean_env, free_port
+from tests.api.conftest import DOMAIN, start_server
 
 VAULT = "workers-vault"
 KEY = "workers-key"
@@ -63,46 +60,12 @@ def test_two_workers_serve_one_port_and_stop_cleanly(tmp_path: Path) -> None:
         ).value
     finally:
         rt.close()
-    port = free_port()
     log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "customerkey.cli.main",
-                "--home",
-                str(home),
-                "serve",
-                "--port",
-                str(port),
-                "--workers",
-                "2",
-                "--scheduler-interval",
-                "3600",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=clean_env(),
-        )
+    server = start_server(home, log_path=log_path, args=("--workers", "2"))
+    process, port, verify = server.process, server.port, server.ssl_context()
     install_loopback_resolver(DOMAIN)
     try:
-        ca = home / "tls" / "ca.pem"
-        verify: ssl.SSLContext | None = None
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            assert process.poll() is None, log_path.read_text()
-            try:
-                if ca.exists():
-                    verify = ssl.create_default_context(cafile=str(ca))
-                    if httpx.get(f"https://localhost:{port}/healthz", verify=verify).is_success:
-                        break
-            except (httpx.HTTPError, ssl.SSLError, OSError):
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.05)  # polling /healthz while the workers start
         assert len(_children(process.pid)) == 2
-        assert verify is not None
         token = httpx.post(
             f"https://localhost:{port}/contoso/oauth2/v2.0/token",
             data={

@@ -58,6 +58,24 @@ def verify_import(rt: Runtime, upn: str, originals: list[bytes], context: str = 
     )
 
 
+def fail_blob_write_once(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, nth: int, error: OSError
+) -> None:
+    """The ``nth`` blob write of the mail service (counting from 1) fails with ``error``
+    (a full or failing disk); every other write goes through."""
+    real_put = runtime.mail.blobs.put_bytes
+    writes = 0
+
+    def put_bytes(name: str, data: bytes) -> int:
+        nonlocal writes
+        writes += 1
+        if writes == nth:
+            raise error
+        return real_put(name, data)
+
+    monkeypatch.setattr(runtime.mail.blobs, "put_bytes", put_bytes)
+
+
 @pytest.fixture
 def mailbox(runtime: Runtime) -> str:
     setup_policy(runtime)
@@ -97,17 +115,8 @@ def test_an_import_stopped_part_way_resumes_without_losing_or_repeating_a_messag
 ) -> None:
     runtime.mail.import_batch = 4
     originals = write_mbox(tmp_path / "a.mbox", 23)
-    real_put = runtime.mail.blobs.put_bytes
-    writes = 0
-
-    def disk_fills_up(name: str, data: bytes) -> int:
-        nonlocal writes
-        writes += 1
-        if writes == 11:  # the 3rd batch: 2 committed (8 messages), 2 blobs of the 3rd written
-            raise OSError(28, "No space left on device")
-        return real_put(name, data)
-
-    monkeypatch.setattr(runtime.mail.blobs, "put_bytes", disk_fills_up)
+    # the 3rd batch: 2 committed (8 messages), 2 blobs of the 3rd written
+    fail_blob_write_once(runtime, monkeypatch, 11, OSError(28, "No space left on device"))
     with pytest.raises(JobFailed, match=r"stopped after 8 of 23 messages.*resume"):
         runtime.mail.import_messages(OPERATOR, mailbox, tmp_path / "a.mbox")
     assert len(runtime.mail.list_items(OPERATOR, mailbox)) == 8
@@ -115,7 +124,6 @@ def test_an_import_stopped_part_way_resumes_without_losing_or_repeating_a_messag
     assert job.state == "queued" and job.checkpoint["consumed"] == 8
     assert "No space left" in (job.error or "")
 
-    monkeypatch.setattr(runtime.mail.blobs, "put_bytes", real_put)
     result = runtime.mail.import_messages(OPERATOR, mailbox, tmp_path / "a.mbox")
     assert result.imported == 23
     assert [j.id for j in runtime.jobs.list_jobs(kind=IMPORT_JOB)] == [job.id]  # resumed
@@ -129,15 +137,7 @@ def test_a_resumed_import_refuses_a_store_that_changed(
     runtime.mail.import_batch = 5
     source = tmp_path / "a.mbox"
     write_mbox(source, 12)
-    real_put = runtime.mail.blobs.put_bytes
-    calls = iter(range(1000))
-
-    def fails_once(name: str, data: bytes) -> int:
-        if next(calls) == 7:
-            raise OSError(5, "Input/output error")
-        return real_put(name, data)
-
-    monkeypatch.setattr(runtime.mail.blobs, "put_bytes", fails_once)
+    fail_blob_write_once(runtime, monkeypatch, 8, OSError(5, "Input/output error"))
     with pytest.raises(JobFailed):
         runtime.mail.import_messages(OPERATOR, mailbox, source)
     (job,) = runtime.jobs.list_jobs(kind=IMPORT_JOB)
@@ -224,15 +224,7 @@ def test_a_resumed_import_checks_the_last_message_it_stored_even_when_the_store_
     runtime.mail.import_batch = 4
     source = tmp_path / "a.mbox"
     write_mbox(source, 12)
-    real_put = runtime.mail.blobs.put_bytes
-    calls = iter(range(1000))
-
-    def fails_once(name: str, data: bytes) -> int:
-        if next(calls) == 9:
-            raise OSError(5, "Input/output error")
-        return real_put(name, data)
-
-    monkeypatch.setattr(runtime.mail.blobs, "put_bytes", fails_once)
+    fail_blob_write_once(runtime, monkeypatch, 10, OSError(5, "Input/output error"))
     with pytest.raises(JobFailed, match="stopped after 8 of 12"):
         runtime.mail.import_messages(OPERATOR, mailbox, source)
     # the 8th message is edited in place: same size, same modification time

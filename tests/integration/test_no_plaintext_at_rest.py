@@ -79,7 +79,11 @@ from customerkey.storage.models import (
 )
 from customerkey.vault.models import OPERATOR
 from customerkey.vault.protection import SoftwareKeyProtector
-from tests.api.conftest import BUG_MARKERS, DOMAIN, START_TIMEOUT, clean_env, free_port
+from tests.api.conftest import (
+    BUG_MARKERS,
+    DOMAIN,
+    start_server,
+)
 from tests.integration.filesfixtures import Generated
 
 pytestmark = pytest.mark.storage
@@ -653,40 +657,8 @@ class Serve:
 
 
 def start_serve(home: Path, log_path: Path, env: dict[str, str]) -> Serve:
-    port = free_port()
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "customerkey.cli.main",
-                "--home",
-                str(home),
-                "serve",
-                "--port",
-                str(port),
-                "--scheduler-interval",
-                "3600",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**clean_env(), **env},
-        )
-    server = Serve(home=home, port=port, process=process, log_path=log_path)
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"serve exited {process.returncode}:\n{log_path.read_text()}")
-        if (home / "tls" / "ca.pem").exists():
-            try:
-                if server.client().get(f"{server.url}/healthz").status_code == 200:
-                    return server
-            except (httpx.HTTPError, ssl.SSLError, OSError):
-                server.client().close()
-                server.http = None
-        time.sleep(0.05)  # polling /healthz while the server starts
-    server.stop()
-    raise AssertionError(f"serve did not answer /healthz:\n{log_path.read_text()}")
+    live = start_server(home, log_path=log_path, env=env)
+    return Serve(home=home, port=live.port, process=live.process, log_path=log_path)
 
 
 # ---------------------------------------------------------------- the run

@@ -43,11 +43,11 @@ from customerkey.vault.models import OPERATOR
 from tests.api.conftest import (
     ADMIN,
     DOMAIN,
-    START_TIMEOUT,
     TENANT,
     LiveServer,
     clean_env,
     free_port,
+    start_server,
 )
 from tests.integration.crash_harness import (
     CRASH_SCALE,
@@ -81,43 +81,6 @@ PERMISSIONS = ("get", "list", "wrapKey", "unwrapKey", "sign", "verify", "encrypt
 
 
 # ---------------------------------------------------------------------- part 1: serve
-
-
-def _start(home: Path, port: int, log_path: Path) -> LiveServer:
-    """``customerkey serve`` on ``port`` (the same port again after a kill)."""
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "customerkey.cli.main",
-                "--home",
-                str(home),
-                "serve",
-                "--port",
-                str(port),
-                "--scheduler-interval",
-                "3600",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=clean_env(),
-        )
-    server = LiveServer(home=home, port=port, process=process, log_path=log_path)
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"customerkey serve exited {process.returncode}:\n{server.log()}")
-        if server.ca.exists():
-            try:
-                if httpx.get(f"{server.url}/healthz", verify=server.ssl_context()).is_success:
-                    return server
-            except (httpx.HTTPError, ssl.SSLError, OSError):
-                pass
-        time.sleep(0.05)  # polling /healthz while the server starts
-    process.kill()
-    process.wait()
-    raise AssertionError(f"customerkey serve did not answer /healthz:\n{server.log()}")
 
 
 @dataclass
@@ -293,7 +256,7 @@ def test_sigkill_serve_during_acknowledged_writes_loses_none(
     runs = int(os.environ.get(RUNS_ENV, "10"))
     home = tmp_path / "home"
     port = free_port()
-    server = _start(home, port, tmp_path / "serve-000.log")
+    server = start_server(home, port=port, log_path=tmp_path / "serve-000.log")
     kills: list[str] = []
     acked = Acked()
     counter = itertools.count()
@@ -342,7 +305,7 @@ def test_sigkill_serve_during_acknowledged_writes_loses_none(
             )
             bugs = server.bugs()
             assert not bugs, "the server logged unhandled errors:\n" + "\n".join(bugs) + context()
-            server = _start(home, port, tmp_path / f"serve-{round_no:03d}.log")
+            server = start_server(home, port=port, log_path=tmp_path / f"serve-{round_no:03d}.log")
             server.admin_secret = admin["ClientSecret"]
             _verify_serve(server, server.token(ADMIN, server.admin_secret), acked, context())
             bugs = server.bugs()
