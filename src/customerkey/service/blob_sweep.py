@@ -198,12 +198,12 @@ class BlobSweeper:
     def _sweep_mailbox(self, folder: str, tally: _Tally) -> None:
         """``mail/<mailbox>``: each item blob stands alone."""
         mailbox_id = folder.split("/")[1]
-        staged: dict[str, int] = {}
+        staged: list[BlobInfo] = []
 
         def candidates() -> Iterator[BlobInfo]:
             for info in self.blobs.iter_blobs(folder, staging=True):
                 if info.is_staging:
-                    staged[info.name] = info.size
+                    staged.append(info)
                     continue
                 tally.blobs += 1
                 parts = info.name.split("/")
@@ -227,7 +227,7 @@ class BlobSweeper:
             for info in batch:
                 if info.name not in referenced:
                     self._remove_orphan(info, tally)
-        self._remove_temp_files(folder, staged, tally)
+        self._remove_temp_files(staged, tally)
 
     # ------------------------------------------------------------------ files
 
@@ -235,7 +235,7 @@ class BlobSweeper:
         """``files/<site>``: a version folder is one unit (an upload commits all its chunks
         together), considered only when every file in it is older than the grace and no live
         writer stages a chunk in it."""
-        staged: dict[str, int] = {}
+        staged: list[BlobInfo] = []
         emptied: list[str] = []
 
         def units() -> Iterator[tuple[str, list[BlobInfo]]]:
@@ -249,7 +249,7 @@ class BlobSweeper:
                 busy = False
                 for info in group:
                     if info.is_staging:
-                        staged[info.name] = info.size
+                        staged.append(info)
                         assert info.writer_pid is not None
                         if self._alive(info.writer_pid):
                             busy = True
@@ -281,7 +281,7 @@ class BlobSweeper:
                         kept = True
                 if not kept:
                     emptied.append(unit)
-        self._remove_temp_files(folder, staged, tally)
+        self._remove_temp_files(staged, tally)
         if not tally.dry_run:
             for unit in emptied:
                 self.blobs.remove_empty_folder(unit)
@@ -306,14 +306,15 @@ class BlobSweeper:
         tally.note_removed(info.name)
         return True
 
-    def _remove_temp_files(self, folder: str, staged: dict[str, int], tally: _Tally) -> None:
-        removed = self.blobs.sweep_temp_files(
-            folder, is_alive=self._is_alive, dry_run=tally.dry_run
+    def _remove_temp_files(self, staged: list[BlobInfo], tally: _Tally) -> None:
+        """The dead writers' staging files among those the folder's walk found."""
+        removed = self.blobs.remove_dead_temp_files(
+            staged, is_alive=self._is_alive, dry_run=tally.dry_run
         )
-        for name in removed:
+        for info in removed:
             tally.temp_files += 1
-            tally.temp_bytes += staged.get(name, 0)
-            tally.note_removed(name)
+            tally.temp_bytes += info.size
+            tally.note_removed(info.name)
 
 
 def _mail_item_id(name: str) -> str:

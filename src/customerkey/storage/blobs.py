@@ -19,7 +19,7 @@ import contextlib
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -196,9 +196,22 @@ class LocalBlobStore:
         says no for their pid); returns their names (relative to the root). Staging files of
         live writers, this process's included, are left alone. With ``dry_run`` nothing is
         removed: the names are those that would have been."""
-        removed: builtins.list[str] = []
+        staging = (i for i in self.iter_blobs(prefix, staging=True) if i.is_staging)
+        removed = self.remove_dead_temp_files(staging, is_alive=is_alive, dry_run=dry_run)
+        return [info.name for info in removed]
+
+    def remove_dead_temp_files(
+        self,
+        staging: Iterable[BlobInfo],
+        *,
+        is_alive: Callable[[int], bool],
+        dry_run: bool = False,
+    ) -> builtins.list[BlobInfo]:
+        """``sweep_temp_files`` for staging files a caller's own walk has already found;
+        returns those removed (or, with ``dry_run``, that would be)."""
+        removed: builtins.list[BlobInfo] = []
         verdicts: dict[int, bool] = {}
-        for info in self.iter_blobs(prefix, staging=True):
+        for info in staging:
             pid = info.writer_pid
             if pid is None:
                 continue
@@ -207,13 +220,13 @@ class LocalBlobStore:
             if verdicts[pid]:
                 continue
             if dry_run:
-                removed.append(info.name)
+                removed.append(info)
                 continue
             try:
                 (self.root / info.name).unlink()
             except FileNotFoundError:
                 continue  # its writer finished (renamed it) or someone else removed it
-            removed.append(info.name)
+            removed.append(info)
         return removed
 
     def delete_unless_newer(self, name: str, older_than: datetime) -> int | None:
