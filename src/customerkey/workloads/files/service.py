@@ -815,13 +815,37 @@ class FilesService:
         wrap_with[slot] = props.uri
         policy_uris = [status.primary_key_uri, status.secondary_key_uri]
         policy_uris[slot] = str(uri)
-        policy_id = status.policy_id
+        return self._roll_to_new_generation(
+            actor,
+            tenant,
+            status.policy_id,
+            (wrap_with[0], wrap_with[1]),
+            policy_uris=(policy_uris[0], policy_uris[1]),
+            operation="SPODataEncryptionPolicyUpdate",
+            details={"tenant": tenant, "key_type": kind, "key": str(props.uri)},
+            payload={"key_type": kind, "key_uri": str(props.uri)},
+        )
+
+    def _roll_to_new_generation(
+        self,
+        actor: Actor,
+        tenant: str,
+        policy_id: str,
+        wrap_with: tuple[KeyUri, KeyUri],
+        *,
+        policy_uris: tuple[str, str],
+        operation: str,
+        details: dict[str, Any],
+        payload: dict[str, Any],
+    ) -> Job:
+        """Make a TIK generation wrapped by ``wrap_with`` and queue the roll job that re-wraps
+        every site key onto it, in the generation's own transaction (refused while another
+        registration or roll is active)."""
         queued: list[Job] = []
 
         def enqueue(session: Session, generation: GenerationRow) -> None:
-            again = self._status(session, tenant)
             if self._active_rewrap(session, policy_id) is not None:
-                raise Conflict(self._busy_message(again, active=True))
+                raise Conflict(self._busy_message(self._status(session, tenant), active=True))
             queued.append(
                 self.jobs.enqueue(
                     session,
@@ -831,8 +855,7 @@ class FilesService:
                     payload={
                         "generation_id": generation.id,
                         "generation_seq": generation.seq,
-                        "key_type": kind,
-                        "key_uri": str(props.uri),
+                        **payload,
                     },
                     total=self._sites_to_rewrap(session, tenant, generation.id),
                 )
@@ -841,10 +864,10 @@ class FilesService:
         self.policies.new_generation_with_keys(
             actor,
             policy_id,
-            (wrap_with[0], wrap_with[1]),
-            policy_uris=(policy_uris[0], policy_uris[1]),
-            operation="SPODataEncryptionPolicyUpdate",
-            details={"tenant": tenant, "key_type": kind, "key": str(props.uri)},
+            wrap_with,
+            policy_uris=policy_uris,
+            operation=operation,
+            details=details,
             in_transaction=enqueue,
         )
         return queued[0]
@@ -924,41 +947,22 @@ class FilesService:
             if status.job_state in _ACTIVE:
                 raise Conflict(self._busy_message(status, active=True))
         assert status.policy_id is not None
-        policy_id = status.policy_id
         props_1 = self.policies.validate_root_key("files", uri_1)
         props_2 = self.policies.validate_root_key("files", uri_2)
-        queued: list[Job] = []
-
-        def enqueue(session: Session, generation: GenerationRow) -> None:
-            if self._active_rewrap(session, policy_id) is not None:
-                raise Conflict(self._busy_message(self._status(session, tenant), active=True))
-            queued.append(
-                self.jobs.enqueue(
-                    session,
-                    ROLL_JOB,
-                    policy_id,
-                    created_by=actor.principal_id,
-                    payload={
-                        "generation_id": generation.id,
-                        "generation_seq": generation.seq,
-                        "key_type": "primary and secondary",
-                        "key_uri": f"{props_1.uri}, {props_2.uri}",
-                        "recovery": True,
-                    },
-                    total=self._sites_to_rewrap(session, tenant, generation.id),
-                )
-            )
-
-        self.policies.new_generation_with_keys(
+        return self._roll_to_new_generation(
             actor,
-            policy_id,
+            tenant,
+            status.policy_id,
             (props_1.uri, props_2.uri),
             policy_uris=(str(uri_1), str(uri_2)),
             operation="SPODataEncryptionPolicyRecover",
             details={"tenant": tenant, "reason": reason, "availability_key": "to be used"},
-            in_transaction=enqueue,
+            payload={
+                "key_type": "primary and secondary",
+                "key_uri": f"{props_1.uri}, {props_2.uri}",
+                "recovery": True,
+            },
         )
-        return queued[0]
 
     # ------------------------------------------------------------------ re-wrap jobs
 
