@@ -2,9 +2,11 @@
 
 Each record's ``hash`` is SHA-256 over the previous record's hash and the record's canonical
 JSON (sequence number, time, principal, operation, result, vault, key, version, request id,
-details). Records are numbered 1, 2, 3, ... without gaps, so ``verify`` detects a record that
-was edited (its hash no longer matches), deleted or inserted (the numbering or the chain
-breaks) or reordered (the chain breaks). The first record chains to 64 zeros.
+details, and, when set, its scope: tenant id, vault id, actor and subject object ids; records
+written before scopes existed hash without them, so their hashes still verify). Records are
+numbered 1, 2, 3, ... without gaps, so ``verify`` detects a record that was edited (its hash
+no longer matches), deleted or inserted (the numbering or the chain breaks) or reordered (the
+chain breaks). The first record chains to 64 zeros.
 
 Appends happen inside the caller's transaction, so a state change and its record commit
 together. On PostgreSQL an advisory transaction lock serialises appends; SQLite's
@@ -49,6 +51,20 @@ class AuditRecord:
     details: Mapping[str, Any]
     prev_hash: str
     hash: str
+    tenant: str | None = None
+    vault_id: str | None = None
+    actor_id: str | None = None
+    subject_id: str | None = None
+
+
+@dataclass(frozen=True)
+class AuditScope:
+    """Whom a record concerns: read by the visibility rules (``identity.authorize``)."""
+
+    tenant: str | None = None
+    vault_id: str | None = None
+    actor_id: str | None = None
+    subject_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,8 +85,9 @@ def _canonical(
     version: str | None,
     request_id: str | None,
     details: Mapping[str, Any],
+    scope: AuditScope | None = None,
 ) -> bytes:
-    body = {
+    body: dict[str, Any] = {
         "seq": seq,
         "time": time.isoformat(timespec="microseconds"),
         "principal": principal,
@@ -82,6 +99,11 @@ def _canonical(
         "request_id": request_id,
         "details": details,
     }
+    if scope is not None:
+        for name in ("tenant", "vault_id", "actor_id", "subject_id"):
+            value = getattr(scope, name)
+            if value is not None:
+                body[name] = value
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -103,6 +125,7 @@ def _row_hash(row: AuditRow, prev_hash: str) -> str:
             row.version,
             row.request_id,
             row.details,
+            AuditScope(row.tenant, row.vault_id, row.actor_id, row.subject_id),
         ),
     )
 
@@ -123,6 +146,10 @@ class AuditLog:
         version: str | None = None,
         request_id: str | None = None,
         details: Mapping[str, Any] | None = None,
+        tenant: str | None = None,
+        vault_id: str | None = None,
+        actor_id: str | None = None,
+        subject_id: str | None = None,
     ) -> AuditRecord:
         if session.get_bind().dialect.name == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
@@ -132,6 +159,7 @@ class AuditLog:
         clean_details: dict[str, Any] = json.loads(json.dumps(dict(details or {}), default=str))
         # Databases keep microseconds at most; hash what will be read back.
         now = self._clock.now()
+        scope = AuditScope(tenant, vault_id, actor_id, subject_id)
         digest = chain_hash(
             prev,
             _canonical(
@@ -145,6 +173,7 @@ class AuditLog:
                 version,
                 request_id,
                 clean_details,
+                scope,
             ),
         )
         session.execute(
@@ -162,6 +191,10 @@ class AuditLog:
                 "details": clean_details,
                 "prev_hash": prev,
                 "hash": digest,
+                "tenant": tenant,
+                "vault_id": vault_id,
+                "actor_id": actor_id,
+                "subject_id": subject_id,
             },
         )
         return AuditRecord(
@@ -177,6 +210,10 @@ class AuditLog:
             details=clean_details,
             prev_hash=prev,
             hash=digest,
+            tenant=tenant,
+            vault_id=vault_id,
+            actor_id=actor_id,
+            subject_id=subject_id,
         )
 
     def records(
@@ -198,6 +235,10 @@ class AuditLog:
         if limit is not None:
             query = query.limit(limit)
         return [_to_record(row) for row in session.scalars(query)]
+
+    @staticmethod
+    def record_of(row: AuditRow) -> AuditRecord:
+        return _to_record(row)
 
     def count(self, session: Session) -> int:
         return int(session.scalar(select(func.count()).select_from(AuditRow)) or 0)
@@ -251,4 +292,8 @@ def _to_record(row: AuditRow) -> AuditRecord:
         details=row.details,
         prev_hash=row.prev_hash,
         hash=row.hash,
+        tenant=row.tenant,
+        vault_id=row.vault_id,
+        actor_id=row.actor_id,
+        subject_id=row.subject_id,
     )

@@ -4,11 +4,13 @@
 ``CUSTOMERKEY_DATABASE_URL`` the database is SQLite inside it. Background jobs are tuned by
 ``CUSTOMERKEY_JOB_LEASE_SECONDS`` (how long a silent worker keeps a job before another may
 take it over), ``CUSTOMERKEY_REKEY_BATCH``, ``CUSTOMERKEY_REFRESH_BATCH`` and
-``CUSTOMERKEY_IMPORT_BATCH``.
+``CUSTOMERKEY_IMPORT_BATCH``. The token endpoint's admission control is tuned by the
+``CUSTOMERKEY_TOKEN_*`` settings below.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -32,6 +34,8 @@ class RemoteVault(BaseModel):
     client_secret: str
     ca_file: str | None = None
     workload: str = "all"  # "mailbox", "files" or "all"
+    # The customer tenants whose DEPs may name keys in this vault domain; empty: every tenant.
+    tenants: list[str] = Field(default_factory=list)
 
 
 class Settings(BaseSettings):
@@ -58,6 +62,24 @@ class Settings(BaseSettings):
     # A writer stores a blob before it commits the row naming it: the sweep leaves
     # unreferenced blobs younger than this alone, so it must exceed any write's duration.
     blob_sweep_grace_seconds: int = Field(default=3600, ge=60)
+    # The token endpoint checks client secrets (scrypt, ~50 ms of CPU each) on this many
+    # dedicated threads per server process, never on the event loop; at most
+    # ``token_hash_queue`` more requests wait for a thread, beyond that the endpoint answers
+    # 429 at once.
+    token_hash_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    token_hash_queue: int = Field(default=64, ge=0)
+    # Token buckets for failed sign-ins (a wrong secret, an unknown client id): per client id
+    # and per source address (IPv6: per /64), ``burst`` failures at once and ``per_minute``
+    # more a minute after that; over the limit the endpoint answers 429 with Retry-After
+    # without checking the secret. A burst of 0 turns a limit off.
+    token_client_failure_burst: int = Field(default=10, ge=0)
+    token_client_failures_per_minute: float = Field(default=10.0, gt=0)
+    token_source_failure_burst: int = Field(default=50, ge=0)
+    token_source_failures_per_minute: float = Field(default=30.0, gt=0)
+    # All token requests per source address, successful or not: off (0) by default; an SDK
+    # client asks for one token per credential an hour.
+    token_source_request_burst: int = Field(default=0, ge=0)
+    token_source_requests_per_minute: float = Field(default=600.0, gt=0)
 
     def resolved_database_url(self) -> str:
         if self.database_url:

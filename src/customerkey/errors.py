@@ -105,6 +105,17 @@ class InvalidBackup(BadParameter):
     """A key backup blob is malformed, tampered with, truncated or from another installation."""
 
 
+class KeyIntegrityFailure(CustomerKeyError):
+    """A stored key version failed its integrity check: its public key is not the one bound to
+    it under the master key (or its sealed private key does not open). The storage was changed
+    behind the platform's back, so the version is neither served nor used. A server-side
+    fault, not the caller's: status 500, like Key Vault's own internal failures, with a code
+    of its own. The message names the key version, never key material."""
+
+    status = 500
+    code = "KeyIntegrityFailure"
+
+
 class ServiceUnavailable(CustomerKeyError):
     """A dependency (a remote vault, the database) could not be reached in time."""
 

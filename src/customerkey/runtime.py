@@ -2,8 +2,12 @@
 
 ``Runtime.open`` makes sure the home folder exists (creating it and the master key on first
 use), connects to the database and runs pending migrations, ensures the built-in workload
-principals, then wires the services with one clock and one source of randomness. Revoking
-access through our own vault clears the DEP-key cache at once (a vault change listener).
+principals, then wires the services with one clock and one source of randomness. Narrowing
+access through the vault clears this process's DEP-key cache at once (a vault change
+listener); ``revocations`` follows the revocation log so that changes made by any other
+process on the same database clear it too, within a poll interval. Long-running processes
+start it (``customerkey serve`` and each of its worker processes, ``Worker.run_forever``);
+one-shot commands do not need it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from customerkey.service.tenants import TenantService
 from customerkey.service.workloads import SERVICE_TENANT, WORKLOAD_PRINCIPALS
 from customerkey.storage.blobs import LocalBlobStore
 from customerkey.storage.database import Database
+from customerkey.storage.revocations import KEEP, Revocation, RevocationRelay
 from customerkey.vault.protection import SoftwareKeyProtector
 from customerkey.vault.service import KeyVaultService
 from customerkey.workloads.files import service as files_service
@@ -79,6 +84,7 @@ class Runtime:
     mail: MailService
     jobs: JobQueue
     key_cache: DepKeyCache
+    revocations: RevocationRelay
     usage: KeyUsageService
     files: FilesService
     blob_sweeper: BlobSweeper
@@ -113,6 +119,9 @@ class Runtime:
             rng=rng,
             audit=audit,
         )
+        if migrate:
+            # Versions made before public-key tags get theirs once checked (a no-op after).
+            vault.backfill_public_tags()
         principals = PrincipalService(db, clock=clock, rng=rng, audit=audit)
         routers: dict[str, KeyProviderRouter] = {}
         for workload in WORKLOAD_PRINCIPALS:
@@ -124,19 +133,30 @@ class Runtime:
                 builtin=True,
             )
             routers[workload.workload] = KeyProviderRouter(
-                InProcessKeyProvider(vault, principal.actor())
+                InProcessKeyProvider(vault, principal.actor()),
+                local_tenant_of=lambda uri: vault.vault_tenant(uri.vault),
             )
         for remote in settings.remote_vaults:
             provider = _remote_provider(remote)
             for kind, router in routers.items():
                 if remote.workload in ("all", kind):
-                    router.add_remote(remote.domain, provider)
+                    router.add_remote(remote.domain, provider, tenants=remote.tenants)
         cache = DepKeyCache(clock, timedelta(seconds=settings.dek_cache_ttl_seconds))
 
         def revoke(vault_name: str, _key: str, _change: str) -> None:
             cache.invalidate_vault(vault_name)
 
         vault.add_change_listener(revoke)
+
+        def revoked_elsewhere(revocation: Revocation) -> None:
+            cache.invalidate_vault(revocation.vault)
+
+        relay = RevocationRelay(
+            db,
+            revoked_elsewhere,
+            clock=clock,
+            keep=max(KEEP, timedelta(seconds=settings.dek_cache_ttl_seconds)),
+        )
         sealer = MasterSealer(master_key, master_key_id)
         policies = PolicyService(
             db,
@@ -188,6 +208,7 @@ class Runtime:
             mail=mail,
             jobs=jobs,
             key_cache=cache,
+            revocations=relay,
             usage=KeyUsageService(db, vault, mail, files),
             files=files,
             blob_sweeper=BlobSweeper(
@@ -212,7 +233,9 @@ class Runtime:
         }
 
     def worker(self, **kwargs: object) -> Worker:
+        kwargs.setdefault("while_running", self.revocations.running)
         return Worker(self.jobs, self.job_handlers(), **kwargs)  # type: ignore[arg-type]
 
     def close(self) -> None:
+        self.revocations.close()
         self.db.dispose()

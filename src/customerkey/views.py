@@ -53,6 +53,7 @@ def vault_view(vault: Vault, *, domain: str, port: int) -> dict[str, Any]:
             {
                 "ObjectId": p.object_id,
                 "DisplayName": p.display_name,
+                "PrincipalName": p.sign_in_name,
                 "PermissionsToKeys": list(p.key_permissions),
             }
             for p in vault.access_policies
@@ -134,10 +135,12 @@ def rotation_policy_view(
 def principal_view(principal: Principal) -> dict[str, Any]:
     return {
         "Id": principal.id,
+        "ObjectId": principal.object_id,
         "Kind": principal.kind,
         "Tenant": principal.tenant,
         "DisplayName": principal.display_name,
         "Roles": list(principal.roles),
+        "Enabled": principal.enabled,
         "HasSecret": principal.has_secret,
         "BuiltIn": principal.builtin,
         "Created": iso(principal.created_at),

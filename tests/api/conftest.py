@@ -3,9 +3,10 @@
 ``live_server`` (module scope) starts ``python -m customerkey.cli.main --home DIR serve`` on a
 free loopback port with its own home folder (SQLite, a CA made on first start), polls
 ``/healthz`` until it answers over verified TLS, and creates a tenant admin through the CLI
-(``principal create ... --roles tenant-admin --json``) so modules can set up vaults, principals
-and access policies through the admin API, which is much faster than one CLI process each. At
-teardown it sends SIGTERM and requires a clean exit (status 0).
+(``tenant create contoso``, then ``principal create ... --roles tenant-admin --json``) so
+modules can set up vaults, principals and access policies through the admin API, which is much
+faster than one CLI process each. At teardown it sends SIGTERM and requires a clean exit
+(status 0).
 
 ``live`` (function scope) hands out the same server and fails the test if the server logged
 an unhandled exception while it ran: no request may produce a 500.
@@ -68,6 +69,8 @@ class LiveServer:
     log_path: Path
     admin_secret: str = ""
     admin_view: dict[str, Any] = field(default_factory=dict)
+    # Settings the server was started with (a database URL, say); its CLI runs get them too.
+    env: dict[str, str] = field(default_factory=dict)
     _http: httpx.Client | None = None
     _admin_token: str | None = None
 
@@ -106,7 +109,7 @@ class LiveServer:
             [sys.executable, "-m", "customerkey.cli.main", "--home", str(self.home), *args],
             capture_output=True,
             text=True,
-            env=clean_env(),
+            env={**clean_env(), **self.env},
             timeout=60,
         )
         if check and result.returncode != 0:
@@ -181,7 +184,15 @@ class LiveServer:
         return view
 
     def create_principal(self, principal_id: str, **options: Any) -> str:
-        """Create a principal in the tenant; returns its client secret."""
+        """Create a principal in the tenant; returns its client secret. A service principal
+        with a chosen application id is the operator's to make (the CLI); a tenant admin's
+        get one from the platform."""
+        if options.get("kind") == "service":
+            view = self.cli_json(
+                "principal", "create", principal_id, "--service", "--tenant", TENANT
+            )
+            chosen: str = view["ClientSecret"]
+            return chosen
         body = {"id": principal_id, "tenant": TENANT, **options}
         response = self.admin("POST", "/principals", json=body)
         assert response.status_code == 201, response.text
@@ -264,7 +275,9 @@ def start_server(
             stderr=subprocess.STDOUT,
             env={**clean_env(), **(env or {})},
         )
-    server = LiveServer(home=home, port=port, process=process, log_path=log_path)
+    server = LiveServer(
+        home=home, port=port, process=process, log_path=log_path, env=dict(env or {})
+    )
     deadline = time.monotonic() + START_TIMEOUT
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -291,6 +304,8 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     server = start_server(home)
     install_loopback_resolver(DOMAIN)
     try:
+        # The tenant and its verified mail domain: its admin creates users of that domain.
+        server.cli("tenant", "create", TENANT, "--mail-domain", "contoso.com")
         server.admin_view = server.cli_json(
             "principal", "create", ADMIN, "--tenant", TENANT, "--roles", "tenant-admin"
         )

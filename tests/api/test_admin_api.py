@@ -99,7 +99,12 @@ def test_vault_create_show_list_delete_recover_purge(live: LiveServer) -> None:
     assert vault["EnablePurgeProtection"] is False
     assert vault["CreatedBy"] == ADMIN
     assert vault["AccessPolicies"] == [
-        {"ObjectId": ADMIN, "DisplayName": ADMIN, "PermissionsToKeys": list(KEY_PERMISSIONS)}
+        {
+            "ObjectId": live.admin_view["ObjectId"],
+            "DisplayName": ADMIN,
+            "PrincipalName": ADMIN,
+            "PermissionsToKeys": list(KEY_PERMISSIONS),
+        }
     ]
     assert "DeletionDate" not in vault
 
@@ -151,7 +156,7 @@ def test_vault_create_show_list_delete_recover_purge(live: LiveServer) -> None:
     assert purged.status_code == 200, purged.text
     assert "adm-life" not in names(live.admin("GET", "/vaults", params={"deleted": "true"}))
     kv_error(live.admin("POST", "/vaults/adm-life/recover"), 404, "VaultNotFound")
-    assert live.create_vault("adm-life")["AccessPolicies"][0]["ObjectId"] == ADMIN  # name free
+    assert live.create_vault("adm-life")["AccessPolicies"][0]["PrincipalName"] == ADMIN  # free
 
 
 def test_purge_protection_refuses_purging_a_vault(live: LiveServer) -> None:
@@ -234,14 +239,18 @@ def test_access_policies_set_merge_replace_remove(live: LiveServer, alice: str) 
         ).status_code
 
     def policy_of(view: dict[str, Any], who: str) -> list[str] | None:
-        found = [p["PermissionsToKeys"] for p in view["AccessPolicies"] if p["ObjectId"] == who]
+        found = [
+            p["PermissionsToKeys"] for p in view["AccessPolicies"] if p["PrincipalName"] == who
+        ]
         return found[0] if found else None
 
     assert alice_gets() == 403
     view = live.grant("adm-access", "alice@contoso.com", ["get", "wrapKey"])
     assert policy_of(view, "alice@contoso.com") == ["get", "wrapKey"]
     assert [
-        p["DisplayName"] for p in view["AccessPolicies"] if p["ObjectId"] == "alice@contoso.com"
+        p["DisplayName"]
+        for p in view["AccessPolicies"]
+        if p["PrincipalName"] == "alice@contoso.com"
     ] == ["Alice"]
     assert alice_gets() == 200
 
@@ -282,7 +291,7 @@ def test_access_policies_set_merge_replace_remove(live: LiveServer, alice: str) 
 
     # The CLI on the same home sees what the admin API set.
     shown = live.cli_json("vault", "show", "adm-access")
-    assert {p["ObjectId"]: p["PermissionsToKeys"] for p in shown["AccessPolicies"]} == {
+    assert {p["PrincipalName"]: p["PermissionsToKeys"] for p in shown["AccessPolicies"]} == {
         ADMIN: list(KEY_PERMISSIONS),
         "alice@contoso.com": ["get", "list"],
     }
@@ -303,16 +312,19 @@ def test_access_policies_set_merge_replace_remove(live: LiveServer, alice: str) 
 
 def test_list_and_create_principals(live: LiveServer, alice: str) -> None:
     created = live.admin(
-        "POST", "/principals", json={"id": "mail-svc", "kind": "service", "tenant": "contoso"}
+        "POST",
+        "/principals",
+        json={"display_name": "mail-svc", "kind": "service", "tenant": "contoso"},
     )
     assert created.status_code == 201, created.text
     assert created.json()["Kind"] == "service" and created.json()["ClientSecret"]
-    assert live.token("mail-svc", created.json()["ClientSecret"])  # it can sign in
+    app_id = created.json()["Id"]  # made by the platform
+    assert live.token(app_id, created.json()["ClientSecret"])  # it can sign in
 
     listed = live.admin("GET", "/principals")
     assert listed.status_code == 200, listed.text
     by_id = {p["Id"]: p for p in listed.json()["value"]}
-    assert {ADMIN, "alice@contoso.com", "mail-svc"} <= set(by_id)
+    assert {ADMIN, "alice@contoso.com", app_id} <= set(by_id)
     assert by_id[ADMIN]["Roles"] == ["tenant-admin"]
     assert by_id["alice@contoso.com"]["DisplayName"] == "Alice"
     assert by_id["alice@contoso.com"]["Roles"] == []
@@ -325,7 +337,10 @@ def test_list_and_create_principals(live: LiveServer, alice: str) -> None:
     def create(body: dict[str, Any]) -> httpx.Response:
         return live.admin("POST", "/principals", json=body)
 
-    kv_error(create({"id": "mail-svc", "kind": "service", "tenant": "contoso"}), 409, "Conflict")
+    kv_error(create({"id": "alice@contoso.com", "tenant": "contoso"}), 409, "Conflict")
+    kv_error(
+        create({"id": "mail-svc", "kind": "service", "tenant": "contoso"}), 400, "BadParameter"
+    )
     kv_error(create({"id": "eve@fabrikam.com", "tenant": "fabrikam"}), 403, "Forbidden")
     kv_error(
         create({"id": "root@contoso.com", "tenant": "contoso", "roles": ["operator"]}),

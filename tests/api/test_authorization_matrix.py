@@ -52,7 +52,6 @@ class World:
 @pytest.fixture(scope="module")
 def world(live_server: LiveServer) -> World:
     s = live_server
-    s.cli("tenant", "create", "contoso", "--mail-domain", "contoso.com")
     s.cli("tenant", "create", "fabrikam", "--mail-domain", "fabrikam.com")
     s.cli(
         "vault",

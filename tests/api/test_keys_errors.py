@@ -40,6 +40,7 @@ class Env:
     app_token: str
     reader_token: str
     target: dict[str, Any]
+    app_object_id: str = ""  # what tokens name as their subject
 
     @property
     def vault(self) -> str:
@@ -100,6 +101,7 @@ def env(live_server: LiveServer) -> Env:
         app_token=server.token(APP, app_secret),
         reader_token=server.token(READER, reader_secret),
         target={},
+        app_object_id=server.admin("GET", f"/principals/{APP}").json()["ObjectId"],
     )
     created = env.call(
         "POST",
@@ -181,7 +183,7 @@ def _signer(env: Env, tmp: Path | None = None, **options: Any) -> TokenSigner:
 
 def _mint(signer: TokenSigner, env: Env, **claims: Any) -> str:
     fields: dict[str, Any] = {
-        "subject": APP,
+        "subject": env.app_object_id,
         "tenant": "contoso",
         "audience": env.server.resource,
         "lifetime": timedelta(minutes=30),

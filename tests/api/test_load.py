@@ -156,10 +156,10 @@ def setup_world(live: LiveServer, rt: Runtime) -> World:
             "POST",
             "/tenants",
             token=operator,
-            json={"name": "contoso", "mail_domain": "contoso.com"},
+            json={"name": "northwind", "mail_domain": "northwind.com"},
         ),
         201,
-    )
+    )  # (contoso itself was made with the server)
     versions = {}
     for vault, key, region in ((VAULT_A, KEY_A, "eastus"), (VAULT_B, KEY_B, "westus")):
         live.create_vault(vault, region=region)

@@ -28,9 +28,14 @@ def test_tenant_policy_mailbox_and_reencryption_through_the_api(
     # only the operator creates tenants
     body = {"name": "contoso", "mail_domain": "contoso.com"}
     assert live.admin("POST", "/tenants", json=body).status_code == 403
-    created = live.admin("POST", "/tenants", json=body, token=operator_token)
+    # (the server fixture made contoso; the operator makes another, which contoso's admin
+    # does not see)
+    other = {"name": "northwind", "mail_domain": "northwind.com"}
+    created = live.admin("POST", "/tenants", json=other, token=operator_token)
     assert created.status_code == 201, created.text
-    assert created.json()["MailDomain"] == "contoso.com"
+    assert created.json()["MailDomain"] == "northwind.com"
+    again = live.admin("POST", "/tenants", json=body, token=operator_token)
+    assert again.status_code == 409, again.text
     tenants = live.admin("GET", "/tenants").json()["value"]
     assert [t["Name"] for t in tenants] == ["contoso"]
 

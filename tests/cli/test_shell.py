@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import re
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -346,7 +347,7 @@ def test_every_code_block_of_the_seed_document(cli: Cli, contoso: Contoso, home:
     other = run(block(6, "Get-AzureRmKeyVault", vaultname=VAULT_B))
     assert other.code == 0, other.err
     assert f"Vault Name                          : {VAULT_B}" in other.out
-    assert "Object ID           : bob@contoso.com" in other.out
+    assert "Display Name        : bob@contoso.com" in other.out
     shown = run(block(7, "Get-AzureRmKeyVault -VaultName Contoso-O365EX-NA-VaultA1"))
     assert shown.code == 0, shown.err
     out = shown.out
@@ -354,10 +355,12 @@ def test_every_code_block_of_the_seed_document(cli: Cli, contoso: Contoso, home:
     assert "Soft Delete Enabled?                : True" in out
     assert "Purge Protection Enabled?           : False" in out
     assert re.search(r"^Access Policies +:$", out, re.M)
-    assert f"Object ID           : {EXCHANGE_APP}" in out
+    # Object ids are GUIDs the directory made; the application id names the workload.
+    assert re.search(r"^ +Object ID +: [0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-", out, re.M)
+    assert f"Application ID      : {EXCHANGE_APP}" in out
     assert f"Display Name        : Office 365 Exchange Online ({EXCHANGE_APP})" in out
     assert "Permissions to Keys : get, unwrapKey, wrapKey" in out
-    assert "Object ID           : alice@contoso.com" in out
+    assert "Display Name        : alice@contoso.com" in out
     assert "Permissions to Keys : get, list, create, import, backup, restore" in out
 
     # Remove-AzureRmKeyVaultAccessPolicy, split over two lines as the document writes it.
@@ -376,7 +379,9 @@ def test_every_code_block_of_the_seed_document(cli: Cli, contoso: Contoso, home:
     assert (removed.code, removed.out, removed.err) == (0, "", "")
     for vault, gone_user in ((VAULT_A, "alice@contoso.com"), (VAULT_B, "bob@contoso.com")):
         policies = cli.json("vault", "show", vault)["AccessPolicies"]
-        assert [p["ObjectId"] for p in policies] == [EXCHANGE_APP, SHAREPOINT.app_id], gone_user
+        assert [p["PrincipalName"] for p in policies] == [EXCHANGE_APP, SHAREPOINT.app_id], (
+            gone_user
+        )
 
     # ---- Determine the DEP assigned to a mailbox: fl prints only that property.
     dep_id = run(block(10, "Get-MailboxStatistics", GeneralMailboxOrMailUserIdParameter=MAILBOX))
@@ -657,7 +662,11 @@ def test_json_output(cli: Cli, contoso: Contoso) -> None:
     )
     vault, (selected,) = data
     assert vault["VaultName"] == VAULT_A and vault["EnableSoftDelete"] is True
-    assert [p["ObjectId"] for p in vault["AccessPolicies"]] == [EXCHANGE_APP, "alice@contoso.com"]
+    assert [p["DisplayName"] for p in vault["AccessPolicies"]] == [
+        f"Office 365 Exchange Online ({EXCHANGE_APP})",
+        "alice@contoso.com",
+    ]
+    assert all(str(uuid.UUID(p["ObjectId"])) == p["ObjectId"] for p in vault["AccessPolicies"])
     assert selected == {"IsEncrypted": True}
     (key,) = cli.json("ps", f"Get-AzKeyVaultKey {VAULT_A} {KEY_A}")
     assert key["Created"].endswith("Z") and key["Version"] == contoso.versions_a[-1]
@@ -875,7 +884,7 @@ def test_access_policy_errors(cli: Cli, contoso: Contoso) -> None:
         "-PermissionsToKeys get,list",
     )
     policies = {
-        p["ObjectId"]: p["PermissionsToKeys"]
+        p["PrincipalName"]: p["PermissionsToKeys"]
         for p in cli.json("vault", "show", VAULT_A)["AccessPolicies"]
     }
     assert policies["alice@contoso.com"] == ["get", "list"]
@@ -994,7 +1003,7 @@ def test_split_command_from_a_script_file_and_from_stdin(
     script.write_text(
         f"Remove-AzureRmKeyVaultAccessPolicy -VaultName {VAULT_A} \r\n"
         "-UserPrincipalName alice@contoso.com\r\n"
-        f"(Get-AzureRmKeyVault -VaultName {VAULT_A}).AccessPolicies.ObjectId\r\n",
+        f"(Get-AzureRmKeyVault -VaultName {VAULT_A}).AccessPolicies.ApplicationId\r\n",
         encoding="utf-8-sig",
     )
     result = cli.run("shell", str(script))

@@ -239,10 +239,12 @@ def test_access_set_show_remove(cli: Cli, vault: Any) -> None:
         "--key-permissions",
         "get,list,wrapKey,unwrapKey",
     )
+    alice = cli.json("principal", "show", "alice@contoso.com")
     assert shown["AccessPolicies"] == [
         {
-            "ObjectId": "alice@contoso.com",
+            "ObjectId": alice["ObjectId"],
             "DisplayName": "Alice",
+            "PrincipalName": "alice@contoso.com",
             "PermissionsToKeys": ["get", "list", "unwrapKey", "wrapKey"],
         }
     ]
@@ -251,6 +253,20 @@ def test_access_set_show_remove(cli: Cli, vault: Any) -> None:
         cli.ok("vault", "show", VAULT).out
     )
     assert cli.json("vault", "access", "show", VAULT) == shown["AccessPolicies"]
+    # The grant names the object id, so a principal made again under the name gets nothing.
+    cli.ok("principal", "delete", "alice@contoso.com", "--yes")
+    assert cli.json("vault", "access", "show", VAULT) == []
+    cli.create_principal("alice@contoso.com", "--display-name", "Alice")
+    cli.json(
+        "vault",
+        "access",
+        "set",
+        VAULT,
+        "--upn",
+        "alice@contoso.com",
+        "--key-permissions",
+        "get,list,wrapKey,unwrapKey",
+    )
 
     # Merged by default, replaced with --replace; case-insensitive permission names.
     merged = cli.json(
@@ -286,7 +302,7 @@ def test_access_for_a_service_principal_and_all(cli: Cli, vault: Any) -> None:
     cli.create_principal("app-1", "--service")
     shown = cli.json("vault", "access", "set", VAULT, "--spn", "app-1", "--key-permissions", "all")
     (policy,) = shown["AccessPolicies"]
-    assert policy["ObjectId"] == "app-1"
+    assert policy["PrincipalName"] == "app-1" and policy["ObjectId"] != "app-1"
     assert {"get", "wrapKey", "unwrapKey", "purge", "release"} <= set(policy["PermissionsToKeys"])
 
 
@@ -301,7 +317,7 @@ def test_as_principal_needs_an_access_policy(cli: Cli, key: Any) -> None:
     assert cli.audit_count() == before + 1  # the key refusal is audited as denied
     denied = cli.json("audit", "show", "--limit", "1")[0]
     assert (denied["Principal"], denied["Operation"], denied["Result"]) == (
-        alice,
+        f"operator as {alice}",  # --as is the operator impersonating
         "KeyGet",
         "denied",
     )
@@ -348,7 +364,7 @@ def test_as_an_unknown_principal(cli: Cli, vault: Any) -> None:
     cli.fail("vault", "list", as_principal="nobody@contoso.com", error="PrincipalNotFound")
 
 
-def test_a_principal_manages_the_vault_it_created(cli: Cli) -> None:
+def test_a_principal_uses_the_vault_it_created_and_its_admins_manage_it(cli: Cli) -> None:
     cli.ok("init")
     bob = "bob@contoso.com"
     cli.create_principal(bob)
@@ -364,11 +380,15 @@ def test_a_principal_manages_the_vault_it_created(cli: Cli) -> None:
     )
     assert created["CreatedBy"] == bob
     (policy,) = created["AccessPolicies"]
-    assert policy["ObjectId"] == bob and "create" in policy["PermissionsToKeys"]
+    assert policy["PrincipalName"] == bob and "create" in policy["PermissionsToKeys"]
     assert cli.json("key", "create", "bobs-vault", "k1", as_principal=bob)["Name"] == "k1"
     cli.create_principal("carol@contoso.com")
     cli.fail("vault", "delete", "bobs-vault", as_principal="carol@contoso.com", error="Forbidden")
-    assert cli.json("vault", "delete", "bobs-vault", as_principal=bob)["DeletionDate"]
+    # Managing a vault is its tenant admins' (no rule compares the creator's name).
+    cli.fail("vault", "delete", "bobs-vault", as_principal=bob, error="Forbidden")
+    cli.create_principal("root@contoso.com", "--roles", "tenant-admin")
+    deleted = cli.json("vault", "delete", "bobs-vault", as_principal="root@contoso.com")
+    assert deleted["DeletionDate"]
 
 
 # ---------------------------------------------------------------- bad input changes nothing

@@ -332,7 +332,7 @@ def set_access(clouds: Sequence[Cloud], *, granted: bool) -> None:
         [(c, c.grant_command() if granted else c.revoke_command()) for c in clouds]
     )
     for cloud, view in zip(clouds, views, strict=True):
-        holders = {p["ObjectId"]: p["PermissionsToKeys"] for p in view["AccessPolicies"]}
+        holders = {p["PrincipalName"]: p["PermissionsToKeys"] for p in view["AccessPolicies"]}
         if granted:
             assert sorted(holders.get(cloud.principal, [])) == sorted(PERMISSIONS.split(","))
         else:

@@ -207,8 +207,11 @@ def test_a_purge_survives_a_crash_at_every_point(
     setup_policy(runtime)  # NA-DEP, whose mailboxes must outlive every purge
     corpus = MailCorpus()
     survivors = corpus.add(runtime, tmp_path, "na", 2, policy="NA-DEP", items=(3,))
-    for admin in ("admin1@contoso.com", "admin2@contoso.com"):
-        runtime.principals.create(OPERATOR, admin, tenant=TENANT, roles=["tenant-admin"])
+    for admin, roles in (
+        ("admin1@contoso.com", ["tenant-admin"]),
+        ("admin2@contoso.com", ["tenant-admin", "purge-approver"]),
+    ):
+        runtime.principals.create(OPERATOR, admin, tenant=TENANT, roles=roles)
     requester = runtime.principals.get("admin1@contoso.com").actor()
     approver = runtime.principals.get("admin2@contoso.com").actor()
     points = CrashPoints(monkeypatch)

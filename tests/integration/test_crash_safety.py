@@ -245,8 +245,11 @@ def test_kill_9_during_purge_refresh_and_move_loses_nothing(
     }
     plain = corpus.add(rt, tmp_path, "plain", 4, policy=None, items=(6,))
     assert len(corpus.upns) >= 40 and corpus.item_count >= 300
-    for admin in ("admin1@contoso.com", "admin2@contoso.com"):
-        rt.principals.create(OPERATOR, admin, tenant=TENANT, roles=["tenant-admin"])
+    for admin, roles in (
+        ("admin1@contoso.com", ["tenant-admin"]),
+        ("admin2@contoso.com", ["tenant-admin", "purge-approver"]),
+    ):
+        rt.principals.create(OPERATOR, admin, tenant=TENANT, roles=roles)
     plain_ids = {corpus.mailbox_ids[u] for u in plain}
     plain_blobs = {k: v for k, v in blob_digests(rt).items() if k.split("/")[1] in plain_ids}
     harness.calibrate()

@@ -227,7 +227,9 @@ def _verify_serve(server: LiveServer, token: str, acked: Acked, context: str) ->
 
     view = server.admin("GET", f"/vaults/{VAULT}", token=token)
     assert view.status_code == 200, f"{view.text}\n{context}"
-    held = {p["ObjectId"]: frozenset(p["PermissionsToKeys"]) for p in view.json()["AccessPolicies"]}
+    held = {
+        p["PrincipalName"]: frozenset(p["PermissionsToKeys"]) for p in view.json()["AccessPolicies"]
+    }
     for principal, perms in policies.items():
         allowed = [perms, *maybe.get(principal, [])]
         if held.get(principal) not in allowed:
@@ -270,6 +272,7 @@ def test_sigkill_serve_during_acknowledged_writes_loses_none(
         )
 
     try:
+        server.cli("tenant", "create", TENANT, "--mail-domain", "contoso.com")
         admin = server.cli_json(
             "principal", "create", ADMIN, "--tenant", TENANT, "--roles", "tenant-admin"
         )

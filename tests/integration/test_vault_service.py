@@ -79,7 +79,7 @@ def test_creator_gets_full_key_permissions(runtime: Runtime) -> None:
     alice = _user(runtime, "alice@contoso.com")
     vault = runtime.vault.create_vault(alice, VAULT, subscription="s", region="eastus")
     (policy,) = vault.access_policies
-    assert policy.object_id == "alice@contoso.com"
+    assert (policy.object_id, policy.sign_in_name) == (alice.object_id, "alice@contoso.com")
     assert "purge" in policy.key_permissions and "wrapKey" in policy.key_permissions
     assert len(policy.key_permissions) == 20
 

@@ -63,7 +63,8 @@ def test_roundtrip_carries_every_claim(signer: TokenSigner, clock: FrozenClock) 
     header = jwt.get_unverified_header(issued.access_token)
     assert header == {"alg": "ES256", "kid": issued.kid, "typ": "JWT"}
     raw = json.loads(_unb64(_segments(issued.access_token)[1]))
-    assert set(raw) == {"iss", "sub", "tid", "aud", "roles", "iat", "nbf", "exp", "jti"}
+    assert set(raw) == {"iss", "sub", "tid", "aud", "roles", "iat", "nbf", "exp", "jti", "ck_gen"}
+    assert raw["ck_gen"] == 0 and claims.generation == 0
     assert raw["iss"] == signer.issuer
     assert raw["exp"] - raw["iat"] == 3600
     assert raw["nbf"] == raw["iat"]
@@ -268,3 +269,16 @@ def test_issue_checks_its_arguments(signer: TokenSigner) -> None:
         signer.issue(subject="", tenant="t", audience=AUDIENCE)
     with pytest.raises(TypeError):
         signer.issue(subject="a", tenant="t", audience=AUDIENCE, roles="admin")
+
+
+def test_extra_claims_and_the_token_generation_travel(signer: TokenSigner) -> None:
+    issued = signer.issue(
+        subject="oid-1",
+        tenant="contoso",
+        audience=AUDIENCE,
+        extra={"oid": "oid-1", "appid": "app-1", "sub": "forged"},
+        generation=7,
+    )
+    raw = json.loads(_unb64(_segments(issued.access_token)[1]))
+    assert (raw["oid"], raw["appid"], raw["sub"], raw["ck_gen"]) == ("oid-1", "app-1", "oid-1", 7)
+    assert signer.verify(issued.access_token, audience=AUDIENCE).generation == 7

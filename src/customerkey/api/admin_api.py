@@ -42,7 +42,9 @@ class AccessPolicyBody(_Body):
 
 
 class PrincipalCreateBody(_Body):
-    id: str
+    # A user's UPN. Service principals get a platform-made application id (only an operator
+    # may give one).
+    id: str | None = None
     kind: str = "user"
     tenant: str | None = None
     display_name: str | None = None
@@ -149,6 +151,73 @@ def create_principal(
     return view
 
 
+class RolesBody(_Body):
+    add: list[str] = Field(default_factory=list)
+    remove: list[str] = Field(default_factory=list)
+
+
+def _forget(request: Request, principal: Any) -> None:
+    """This process stops honouring the principal's cached state at once (others within the
+    principal cache's TTL)."""
+    api(request).principals.forget(principal.object_id)
+
+
+@router.get("/principals/{principal_id}")
+def get_principal(
+    principal_id: str, request: Request, actor: Actor = Depends(admin_actor)
+) -> dict[str, Any]:
+    return principal_view(api(request).runtime.principals.show(actor, principal_id))
+
+
+@router.delete("/principals/{principal_id}")
+def delete_principal(
+    principal_id: str, request: Request, actor: Actor = Depends(admin_actor)
+) -> dict[str, Any]:
+    principal = api(request).runtime.principals.delete(actor, principal_id)
+    _forget(request, principal)
+    return principal_view(principal)
+
+
+@router.post("/principals/{principal_id}/disable")
+def disable_principal(
+    principal_id: str, request: Request, actor: Actor = Depends(admin_actor)
+) -> dict[str, Any]:
+    principal = api(request).runtime.principals.set_enabled(actor, principal_id, False)
+    _forget(request, principal)
+    return principal_view(principal)
+
+
+@router.post("/principals/{principal_id}/enable")
+def enable_principal(
+    principal_id: str, request: Request, actor: Actor = Depends(admin_actor)
+) -> dict[str, Any]:
+    principal = api(request).runtime.principals.set_enabled(actor, principal_id, True)
+    _forget(request, principal)
+    return principal_view(principal)
+
+
+@router.post("/principals/{principal_id}/roles")
+def change_roles(
+    principal_id: str, body: RolesBody, request: Request, actor: Actor = Depends(admin_actor)
+) -> dict[str, Any]:
+    principal = api(request).runtime.principals.change_roles(
+        actor, principal_id, add=body.add, remove=body.remove
+    )
+    _forget(request, principal)
+    return principal_view(principal)
+
+
+@router.post("/principals/{principal_id}/resetSecret")
+def reset_secret(
+    principal_id: str, request: Request, actor: Actor = Depends(admin_actor)
+) -> dict[str, Any]:
+    runtime = api(request).runtime
+    secret = runtime.principals.reset_secret(actor, principal_id)
+    principal = runtime.principals.show(actor, principal_id)
+    _forget(request, principal)
+    return {**principal_view(principal), "ClientSecret": secret}
+
+
 @router.get("/audit")
 def audit_records(
     request: Request,
@@ -162,38 +231,11 @@ def audit_records(
         raise BadParameter("limit must be between 1 and 1000.")
     if since < 0:
         raise BadParameter("since must be a sequence number (0 or more).")
-    runtime = api(request).runtime
-    visible: set[str] | None = None
-    if not actor.is_operator:
-        # Soft-deleted vaults too: who deleted a vault is what its admin looks for.
-        vaults = runtime.vault.list_vaults(actor) + runtime.vault.list_vaults(actor, deleted=True)
-        visible = {v.name for v in vaults}
-    if visible is None or vault is not None:
-        records = runtime.audit_log.records(
-            actor,
-            vault=vault,
-            operation=operation,
-            since_seq=since,
-            limit=limit,
-            visible_vaults=visible,
-        )
-    else:
-        # The audit service applies the limit before it drops other tenants' records, so one
-        # query could return an empty page with visible records after it. Vault by vault, the
-        # first ``limit`` visible records since ``since`` are among the union.
-        merged = [
-            record
-            for name in sorted(visible)
-            for record in runtime.audit_log.records(
-                actor,
-                vault=name,
-                operation=operation,
-                since_seq=since,
-                limit=limit,
-                visible_vaults=visible,
-            )
-        ]
-        records = sorted(merged, key=lambda r: r.seq)[:limit]
+    if since >= 2**62:
+        raise BadParameter("since is past the end of the audit log.")
+    records = api(request).runtime.audit_log.records(
+        actor, vault=vault, operation=operation, since_seq=since, limit=limit
+    )
     return {"value": [audit_view(r) for r in records]}
 
 

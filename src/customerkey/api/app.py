@@ -103,6 +103,7 @@ def create_app(context: ApiContext, *, max_request_bytes: int | None = None) -> 
         redirect_slashes=False,
     )
     app.state.api = context
+    app.state.token_guard = auth_api.TokenGuard(context.runtime.settings)  # hash pool, limits
     registry = CollectorRegistry()
 
     @app.exception_handler(CustomerKeyError)

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from customerkey.api.tokens import TokenSigner
 from customerkey.errors import BadParameter, CustomerKeyError, Forbidden, Unauthorized
+from customerkey.identity import authorize as authz
 from customerkey.runtime import Runtime
 from customerkey.service.principals import Principal
 from customerkey.vault.models import Actor
@@ -57,8 +58,10 @@ class PrincipalCache:
             self._items[key] = (time.monotonic() + self.ttl, principal)
 
     def forget(self, principal_id: str) -> None:
+        """Drop a principal (by sign-in name or object id)."""
+        wanted = principal_id.lower()
         with self._lock:
-            for key in [k for k, v in self._items.items() if v[1].id == principal_id.lower()]:
+            for key in [k for k, v in self._items.items() if wanted in (v[1].id, v[1].object_id)]:
                 del self._items[key]
 
     def clear(self) -> None:
@@ -180,8 +183,9 @@ def _bearer(request: Request) -> str | None:
 async def _actor_from_token(request: Request, token: str) -> Actor:
     context = api(request)
     claims = context.signer.verify(token, audience=context.audiences)
-    # Roles and existence come from the directory, not the token, so removing a principal or
-    # a role takes effect within PRINCIPAL_CACHE_SECONDS.
+    # Roles, state and existence come from the directory, not the token, so disabling or
+    # deleting a principal, removing a role or resetting its secret takes effect at once in
+    # this process and within PRINCIPAL_CACHE_SECONDS in others. The subject is the object id.
     principal = context.principals.get(claims.subject)
     if principal is None:
         try:
@@ -190,6 +194,12 @@ async def _actor_from_token(request: Request, token: str) -> Actor:
         except CustomerKeyError:
             raise Unauthorized("The token's principal no longer exists.") from None
         context.principals.put(principal, claims.subject)
+    if principal.object_id != claims.subject or principal.tenant != claims.tenant:
+        raise Unauthorized("The token's principal no longer exists.")
+    if not principal.enabled:
+        raise Unauthorized("The token's principal is disabled.")
+    if claims.generation != principal.token_generation:
+        raise Unauthorized("The token was revoked; sign in again.")
     return principal.actor(request_id=request_id(request))
 
 
@@ -234,7 +244,10 @@ async def admin_actor(request: Request) -> Actor:
             "The admin API needs a bearer token (see POST /{tenant}/oauth2/v2.0/token)."
         )
     actor = await _actor_from_token(request, token)
-    if not actor.is_operator and "tenant-admin" not in actor.roles:
+    if not (
+        authz.allowed(actor, authz.Action.PLATFORM_OPERATE, authz.Platform())
+        or authz.allowed(actor, authz.Action.TENANT_ADMINISTER, authz.Tenant(actor.tenant))
+    ):
         raise Forbidden(
             f"'{actor.principal_id}' needs the operator or tenant-admin role for the admin API."
         )

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from customerkey.api.deps import admin_actor, api
 from customerkey.errors import Forbidden
+from customerkey.identity import authorize as authz
 from customerkey.service_views import (
     item_view,
     job_view,
@@ -65,7 +66,9 @@ class AssignBody(_Body):
 @router.get("/tenants")
 def list_tenants(request: Request, actor: Actor = Depends(admin_actor)) -> dict[str, Any]:
     tenants = api(request).runtime.tenants.list()
-    visible = [t for t in tenants if actor.is_tenant_admin(t.id)]
+    visible = [
+        t for t in tenants if authz.allowed(actor, authz.Action.TENANT_READ, authz.Tenant(t.id))
+    ]
     return {"value": [tenant_view(t) for t in visible]}
 
 
@@ -192,14 +195,19 @@ def read_item(
 
 @router.get("/jobs")
 def list_jobs(request: Request, actor: Actor = Depends(admin_actor)) -> dict[str, Any]:
-    if not actor.is_operator:
-        return {"value": []}
-    return {"value": [job_view(j) for j in api(request).runtime.jobs.list_jobs()]}
+    jobs = api(request).runtime.jobs.list_jobs()
+    return {
+        "value": [
+            job_view(j)
+            for j in jobs
+            if authz.allowed(actor, authz.Action.JOB_READ, authz.Job(j.created_by_id))
+        ]
+    }
 
 
 @router.get("/jobs/{job_id}")
 def get_job(job_id: str, request: Request, actor: Actor = Depends(admin_actor)) -> dict[str, Any]:
     job = api(request).runtime.jobs.get(job_id)
-    if not actor.is_operator and job.created_by != actor.principal_id:
+    if not authz.allowed(actor, authz.Action.JOB_READ, authz.Job(job.created_by_id)):
         raise Forbidden(f"Job {job_id} was not started by '{actor.principal_id}'.")
     return job_view(job)

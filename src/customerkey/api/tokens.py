@@ -27,7 +27,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -73,6 +73,9 @@ class TokenClaims:
     roles: tuple[str, ...]
     expires_on: datetime
     token_id: str
+    # The principal's token generation when the token was issued (claim ``ck_gen``): disabling,
+    # deleting, removing a role or resetting the secret bumps it, ending older tokens.
+    generation: int = 0
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,8 @@ class TokenSigner:
         audience: str,
         roles: Sequence[str] = (),
         lifetime: timedelta = DEFAULT_LIFETIME,
+        extra: Mapping[str, str] | None = None,
+        generation: int = 0,
     ) -> IssuedToken:
         """Sign an access token for ``subject`` in ``tenant`` addressed to ``audience``.
 
@@ -205,7 +210,10 @@ class TokenSigner:
             "nbf": issued_at,
             "exp": expires,
             "jti": new_hex_id(self._rng),
+            "ck_gen": generation,
         }
+        for name, value in (extra or {}).items():
+            claims.setdefault(name, value)
         token = jwt.encode(
             claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": "JWT"}
         )
@@ -316,6 +324,7 @@ class TokenSigner:
             roles=tuple(roles),
             expires_on=expires_on,
             token_id=claims["jti"],
+            generation=_generation(claims.get("ck_gen", 0)),
         )
 
     def _active_key_locked(self) -> _SigningKey:
@@ -492,3 +501,9 @@ def _write_file(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
+
+
+def _generation(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Unauthorized("The access token has no valid 'ck_gen' claim.")
+    return value

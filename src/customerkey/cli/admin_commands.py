@@ -6,6 +6,7 @@ import typer
 
 from customerkey.cli.context import cli_context, split_list
 from customerkey.cli.output import console, emit_list, emit_object
+from customerkey.errors import BadParameter
 from customerkey.views import audit_view, principal_view
 
 principals = typer.Typer(help="Users and service principals that can sign in.")
@@ -15,15 +16,23 @@ audit = typer.Typer(help="The hash-chained audit log.")
 @principals.command("create")
 def principal_create(
     ctx: typer.Context,
-    principal_id: str = typer.Argument(..., help="A UPN (user) or an application id (service)."),
+    principal_id: str | None = typer.Argument(
+        None,
+        help="A user's UPN (its domain is the tenant's mail domain). Service principals get "
+        "an application id from the platform; only the operator may give one.",
+    ),
     service: bool = typer.Option(False, "--service", help="A service principal, not a user."),
     tenant: str | None = typer.Option(None, "--tenant"),
     display_name: str | None = typer.Option(None, "--display-name"),
-    roles: str | None = typer.Option(None, "--roles", help="operator,tenant-admin"),
+    roles: str | None = typer.Option(
+        None, "--roles", help="Comma-separated: operator, tenant-admin, purge-approver."
+    ),
     no_secret: bool = typer.Option(False, "--no-secret", help="Do not issue a client secret."),
 ) -> None:
     """Create a principal. Its client secret is printed once and stored only hashed."""
     c = cli_context(ctx)
+    if principal_id is None and not service:
+        raise BadParameter("Give the user's UPN.")
     principal, secret = c.runtime.principals.create(
         c.actor,
         principal_id,
@@ -48,15 +57,75 @@ def principal_list(ctx: typer.Context, tenant: str | None = typer.Option(None, "
         principal_view(p) for p in c.runtime.principals.list_principals(c.actor, tenant=tenant)
     ]
     emit_list(
-        views, ["Id", "Kind", "Tenant", "DisplayName", "Roles", "HasSecret"], as_json=c.as_json
+        views,
+        ["Id", "Kind", "Tenant", "DisplayName", "Roles", "Enabled", "HasSecret"],
+        as_json=c.as_json,
     )
 
 
 @principals.command("reset-secret")
 def principal_reset_secret(ctx: typer.Context, principal_id: str) -> None:
+    """Issue a new client secret; tokens issued before stop working at once."""
     c = cli_context(ctx)
     secret = c.runtime.principals.reset_secret(c.actor, principal_id)
-    emit_object({"Id": principal_id.lower(), "ClientSecret": secret}, as_json=c.as_json)
+    principal = c.runtime.principals.show(c.actor, principal_id)
+    emit_object({"Id": principal.id, "ClientSecret": secret}, as_json=c.as_json)
+
+
+@principals.command("show")
+def principal_show(ctx: typer.Context, principal_id: str) -> None:
+    """One principal, by UPN, application id or object id."""
+    c = cli_context(ctx)
+    emit_object(principal_view(c.runtime.principals.show(c.actor, principal_id)), as_json=c.as_json)
+
+
+@principals.command("disable")
+def principal_disable(ctx: typer.Context, principal_id: str) -> None:
+    """Stop a principal signing in; its tokens stop working at once."""
+    c = cli_context(ctx)
+    principal = c.runtime.principals.set_enabled(c.actor, principal_id, False)
+    emit_object(principal_view(principal), as_json=c.as_json)
+
+
+@principals.command("enable")
+def principal_enable(ctx: typer.Context, principal_id: str) -> None:
+    """Let a disabled principal sign in again (its old tokens stay ended)."""
+    c = cli_context(ctx)
+    principal = c.runtime.principals.set_enabled(c.actor, principal_id, True)
+    emit_object(principal_view(principal), as_json=c.as_json)
+
+
+@principals.command("delete")
+def principal_delete(
+    ctx: typer.Context,
+    principal_id: str,
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+) -> None:
+    """Delete a principal and every vault access policy naming it; its tokens stop working."""
+    c = cli_context(ctx)
+    principal = c.runtime.principals.show(c.actor, principal_id)
+    if not yes and not typer.confirm(
+        f"Delete '{principal.id}' and remove its access to every vault?", default=False
+    ):
+        raise typer.Exit(1)
+    gone = c.runtime.principals.delete(c.actor, principal_id)
+    emit_object(principal_view(gone), as_json=c.as_json)
+
+
+@principals.command("roles")
+def principal_roles(
+    ctx: typer.Context,
+    principal_id: str,
+    add: str | None = typer.Option(None, "--add", help="Roles to grant, comma-separated."),
+    remove: str | None = typer.Option(None, "--remove", help="Roles to take away."),
+) -> None:
+    """Grant or remove roles (operator, tenant-admin, purge-approver). Removing one ends the
+    principal's tokens. Only the operator grants operator and purge-approver."""
+    c = cli_context(ctx)
+    principal = c.runtime.principals.change_roles(
+        c.actor, principal_id, add=split_list(add) or [], remove=split_list(remove) or []
+    )
+    emit_object(principal_view(principal), as_json=c.as_json)
 
 
 @audit.command("show")
@@ -67,25 +136,11 @@ def audit_show(
     limit: int = typer.Option(50, "--limit", min=1),
 ) -> None:
     """The newest audit records (all of them with --json and a large --limit). A tenant admin
-    sees the records of the vaults it can see, as through GET /api/v1/audit."""
+    sees its tenant's records, a grantee its own, as through GET /api/v1/audit."""
     c = cli_context(ctx)
-    actor = c.actor
-    visible: set[str] | None = None
-    if not actor.is_operator and "tenant-admin" in actor.roles:
-        # Soft-deleted vaults too: who deleted a vault is what its admin looks for.
-        vaults = c.runtime.vault.list_vaults(actor) + c.runtime.vault.list_vaults(
-            actor, deleted=True
-        )
-        visible = {v.name for v in vaults}
     records = c.runtime.audit_log.records(
-        actor,
-        vault=vault,
-        operation=operation,
-        # the service drops other vaults' records after its limit: filter first, then cut
-        limit=None if visible is not None else limit,
-        newest_first=True,
-        visible_vaults=visible,
-    )[:limit]
+        c.actor, vault=vault, operation=operation, limit=limit, newest_first=True
+    )
     views = [audit_view(r) for r in reversed(records)]
     emit_list(
         views,

@@ -34,7 +34,11 @@ class CliContext:
     def actor(self) -> Actor:
         if self.acting_as is None:
             return OPERATOR
-        return self.runtime.principals.get(self.acting_as).actor()
+        # Whoever holds the home folder is the operator; --as impersonates (for
+        # administration and tests), and the audit log says so: "operator as <principal>".
+        return self.runtime.principals.get(self.acting_as).actor(
+            impersonated_by=OPERATOR.principal_id
+        )
 
     @property
     def domain(self) -> str:

@@ -339,7 +339,7 @@ def grants(demo: Demo) -> None:
                     f"{principal.app_id} -PermissionsToKeys {GRANT}"
                 )
         held = {
-            (vault, p.object_id): set(p.key_permissions)
+            (vault, p.sign_in_name): set(p.key_permissions)
             for vault in (VAULT_A, VAULT_B)
             for p in demo.runtime.vault.get_vault(OPERATOR, vault).access_policies
         }
@@ -701,7 +701,7 @@ def revoke(demo: Demo) -> None:
                 f"Remove-AzureRmKeyVaultAccessPolicy -VaultName {vault} -ServicePrincipalName "
                 f"{EXCHANGE.app_id}"
             )
-        listed = demo.must(f"(Get-AzureRmKeyVault -VaultName {VAULT_A}).AccessPolicies.ObjectId")
+        listed = demo.must(f"(Get-AzureRmKeyVault -VaultName {VAULT_A}).AccessPolicies.DisplayName")
         demo.say("Reading Megan's first message (a read by the service, not a cmdlet):")
         code = ""
         try:

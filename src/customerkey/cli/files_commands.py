@@ -219,7 +219,9 @@ def files_purge_request(
 @files_app.command("purge-approve")
 def files_purge_approve(
     ctx: typer.Context,
-    approver: str = typer.Option(..., "--approver", help="A second tenant admin's UPN."),
+    approver: str = typer.Option(
+        ..., "--approver", help="The approver: a principal holding the purge-approver role."
+    ),
     identity: str | None = _IDENTITY,
     tenant: str | None = _TENANT,
     no_wait: bool = typer.Option(False, "--no-wait"),

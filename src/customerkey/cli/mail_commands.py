@@ -181,7 +181,9 @@ def dep_purge_request(
 def dep_purge_approve(
     ctx: typer.Context,
     identity: str,
-    approver: str = typer.Option(..., "--approver", help="A second tenant admin's UPN."),
+    approver: str = typer.Option(
+        ..., "--approver", help="The approver: a principal holding the purge-approver role."
+    ),
     tenant: str | None = typer.Option(None, "--tenant"),
     no_wait: bool = typer.Option(False, "--no-wait"),
 ) -> None:

@@ -44,10 +44,10 @@ def emit_object(view: Mapping[str, Any], *, as_json: bool, title: str | None = N
         if key == "AccessPolicies" and isinstance(value, list):
             table.add_row(key, "" if value else "(none)")
             for policy in value:
+                name = policy.get("PrincipalName") or policy["ObjectId"]
                 table.add_row(
                     "",
-                    f"{policy['DisplayName']} ({policy['ObjectId']}): "
-                    f"{', '.join(policy['PermissionsToKeys'])}",
+                    f"{policy['DisplayName']} ({name}): {', '.join(policy['PermissionsToKeys'])}",
                 )
             continue
         table.add_row(key, _cell(value))

@@ -10,10 +10,13 @@ kernel spreads connections evenly, and builds its own app from the platform it i
 fresh connection pool). The scheduler and the job worker run in worker 0 only.
 
 Caches are per process. A revocation made through the vault (access removed, key disabled
-or deleted) clears the DEP-key cache of the process that made it at once, as with one
-process, and is relayed to the other workers through ``<home>/run/revocations``, which each
-polls every ``REVOCATION_POLL_SECONDS``. The principal cache of ``api.deps`` is bounded by its
-TTL in each process.
+or deleted) clears the DEP-key cache of the process that made it at once, and is written to
+the revocation log in the database in the same transaction; every server process (the one
+process, or each worker) follows that log (``storage.revocations``, every
+``--revocation-poll`` seconds, default 0.25), so a revocation made by any process on the same
+database (another worker, the CLI, the cmdlet shell, ``customerkey worker``, a server on
+another host) clears its cache within a poll interval. The principal cache of ``api.deps`` is
+bounded by its TTL in each process.
 """
 
 from __future__ import annotations
@@ -42,10 +45,10 @@ from customerkey.cli.storage_commands import startup_sweep
 from customerkey.config import Settings
 from customerkey.errors import BadParameter
 from customerkey.runtime import Runtime
+from customerkey.storage.revocations import POLL_SECONDS
 from customerkey.vault.models import OPERATOR
 
 SCHEDULER_INTERVAL_SECONDS = 60.0
-REVOCATION_POLL_SECONDS = 0.2
 MAX_WORKERS = 64
 # A worker that dies sooner than this after its start is restarted only after this long.
 RESTART_BACKOFF_SECONDS = 1.0
@@ -82,6 +85,13 @@ def serve(
         max=MAX_WORKERS,
         help="HTTP server processes (POSIX); the scheduler and job worker run in the first.",
     ),
+    revocation_poll: float = typer.Option(
+        POLL_SECONDS,
+        "--revocation-poll",
+        min=0.01,
+        max=60.0,
+        help="Seconds between reads of the revocation log (made by the CLI, other processes).",
+    ),
 ) -> None:
     """Run the platform: HTTPS only, a local CA made on first start unless --cert/--key."""
     c = cli_context(ctx)
@@ -95,6 +105,7 @@ def serve(
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     runtime = Runtime.open(settings)
     c._runtime = runtime  # closed with the CLI context
+    runtime.revocations.poll_seconds = revocation_poll
     tls: TlsFiles
     if cert is not None and key is not None:
         try:
@@ -123,6 +134,7 @@ def serve(
     def started() -> None:
         _print_started(settings, tls)
 
+    runtime.revocations.start()  # before the first request can fill the cache
     worker_thread = _start_background(runtime, stop, scheduler_interval)
     try:
         run_https(app, host=settings.host, port=settings.port, tls=tls, on_started=started)
@@ -131,6 +143,7 @@ def serve(
     finally:
         stop.set()
         worker_thread.join(timeout=30)
+        runtime.revocations.stop()
 
 
 def _print_started(settings: Settings, tls: TlsFiles, workers: int = 1) -> None:
@@ -168,62 +181,6 @@ def _start_background(
     return worker_thread
 
 
-class _RevocationRelay:
-    """Passes vault revocations between worker processes: each appends the vault's name to a
-    shared file when its own vault service reports a change, and a thread in each polls the
-    file's size and drops the DEP keys of the vaults named in what was added."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def reset(self) -> None:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.path.write_bytes(b"")
-        os.chmod(self.path, 0o600)
-
-    def attach(self, runtime: Runtime, stop: threading.Event) -> threading.Thread:
-        def announce(vault: str, _key: str, _change: str) -> None:
-            line = vault.lower().encode("utf-8", "replace").replace(b"\n", b"") + b"\n"
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, line)  # one O_APPEND write: never interleaved with another
-            finally:
-                os.close(fd)
-
-        runtime.vault.add_change_listener(announce)
-        thread = threading.Thread(
-            target=self._watch, args=(runtime, stop), daemon=True, name="customerkey-revocations"
-        )
-        thread.start()
-        return thread
-
-    def _watch(self, runtime: Runtime, stop: threading.Event) -> None:
-        log = logging.getLogger("customerkey.serve")
-        offset = self._size()
-        while not stop.wait(REVOCATION_POLL_SECONDS):
-            size = self._size()
-            if size <= offset:
-                offset = min(offset, size)
-                continue
-            try:
-                with self.path.open("rb") as handle:
-                    handle.seek(offset)
-                    added = handle.read(size - offset)
-            except OSError:
-                log.exception("could not read %s", self.path)
-                continue
-            complete = added.rfind(b"\n") + 1  # a line still being written waits a round
-            offset += complete
-            for vault in added[:complete].decode("utf-8", "replace").split():
-                runtime.key_cache.invalidate_vault(vault)
-
-    def _size(self) -> int:
-        try:
-            return self.path.stat().st_size
-        except OSError:
-            return 0
-
-
 def _supervise(
     runtime: Runtime,
     settings: Settings,
@@ -242,8 +199,6 @@ def _supervise(
         reserved = bind_listener(settings.host, settings.port, reuse_port=True)
     except OSError as exc:
         raise BadParameter(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
-    relay = _RevocationRelay(runtime.home.path / "run" / "revocations")
-    relay.reset()
     runtime.db.dispose()  # no connection may be shared with the children
     children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, start time)
     stopping = False
@@ -261,7 +216,7 @@ def _supervise(
                     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
                     reserved.close()
                     code = _worker_process(
-                        index, runtime, settings, tls, signer, relay, scheduler_interval
+                        index, runtime, settings, tls, signer, scheduler_interval
                     )
                 except BaseException:
                     traceback.print_exc()
@@ -317,7 +272,6 @@ def _worker_process(
     settings: Settings,
     tls: TlsFiles,
     signer: TokenSigner,
-    relay: _RevocationRelay,
     scheduler_interval: float,
 ) -> int:
     """One forked HTTP server process; returns its exit status."""
@@ -325,7 +279,8 @@ def _worker_process(
     context = ApiContext(runtime=runtime, signer=signer, domain=settings.domain, port=settings.port)
     app = create_app(context)
     stop = threading.Event()
-    threads = [relay.attach(runtime, stop)]
+    runtime.revocations.start()  # this process's own follower, before any request
+    threads = []
     if index == 0:
         threads.append(_start_background(runtime, stop, scheduler_interval))
     sock = bind_listener(settings.host, settings.port, reuse_port=True)
@@ -339,5 +294,5 @@ def _worker_process(
         for thread in threads:
             thread.join(timeout=30)
         sock.close()
-        runtime.close()
+        runtime.close()  # stops the revocation relay too
     return 0

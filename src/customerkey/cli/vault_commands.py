@@ -144,9 +144,12 @@ def access_show(ctx: typer.Context, name: str) -> None:
     rows = [
         {
             "ObjectId": p.object_id,
+            "PrincipalName": p.sign_in_name,
             "DisplayName": p.display_name,
             "PermissionsToKeys": list(p.key_permissions),
         }
         for p in vault.access_policies
     ]
-    emit_list(rows, ["ObjectId", "DisplayName", "PermissionsToKeys"], as_json=c.as_json)
+    emit_list(
+        rows, ["PrincipalName", "DisplayName", "PermissionsToKeys", "ObjectId"], as_json=c.as_json
+    )

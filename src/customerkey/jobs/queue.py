@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
+from customerkey.actor import Actor
 from customerkey.clock import Clock
 from customerkey.errors import Conflict, NotFound
 from customerkey.storage.database import Database
@@ -71,6 +72,7 @@ class Job:
     lease_expires_at: datetime | None
     error: str | None
     created_by: str
+    created_by_id: str | None
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
@@ -103,6 +105,7 @@ def _job(row: JobRow) -> Job:
         lease_expires_at=row.lease_expires_at,
         error=row.error,
         created_by=row.created_by,
+        created_by_id=row.created_by_id,
         created_at=row.created_at,
         updated_at=row.updated_at,
         finished_at=row.finished_at,
@@ -124,9 +127,14 @@ class JobQueue:
         target: str,
         *,
         payload: Mapping[str, Any] | None = None,
-        created_by: str,
+        created_by: str | Actor,
         total: int = 0,
     ) -> Job:
+        """Queue a job. ``created_by`` is who asked (an actor: its name and object id)."""
+        if isinstance(created_by, Actor):
+            created_by_name, created_by_id = created_by.principal_id, created_by.object_id or None
+        else:
+            created_by_name, created_by_id = created_by, None
         now = self._clock.now()
         row = JobRow(
             id=str(uuid.uuid4()),
@@ -138,7 +146,8 @@ class JobQueue:
             progress_done=0,
             progress_total=total,
             attempts=0,
-            created_by=created_by,
+            created_by=created_by_name,
+            created_by_id=created_by_id,
             created_at=now,
             updated_at=now,
         )

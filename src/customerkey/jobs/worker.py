@@ -8,7 +8,9 @@ its attempts run out.
 
 ``run_forever`` is the loop of ``customerkey worker`` (any number of them may share a
 PostgreSQL database): it announces the worker in the registry, and on start and while idle
-releases the jobs of workers of this host that were killed while holding them.
+releases the jobs of workers of this host that were killed while holding them. It holds
+``while_running`` open meanwhile (the runtime passes its revocation relay, so a standalone
+worker's DEP-key cache follows revocations made by any other process).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,8 +82,10 @@ class Worker:
         *,
         worker_id: str | None = None,
         on_progress: Callable[[Job, int, int], None] | None = None,
+        while_running: Callable[[], AbstractContextManager[object]] | None = None,
     ) -> None:
         self.queue = queue
+        self.while_running = while_running
         self.handlers = dict(handlers)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.on_progress = on_progress
@@ -161,6 +166,13 @@ class Worker:
         """Claim and run jobs until ``stop`` is set. On start, and every ``release_every``
         seconds while idle, jobs held by dead workers of this host go back to the queue, so a
         killed worker's job resumes at once instead of after its lease."""
+        companion = self.while_running() if self.while_running else nullcontext()
+        with companion:
+            self._run_forever(stop, poll_seconds, release_every)
+
+    def _run_forever(
+        self, stop: threading.Event, poll_seconds: float, release_every: float
+    ) -> None:
         self.release_dead_workers()
         last_release = time.monotonic()
         try:

@@ -81,5 +81,5 @@ class InProcessKeyProvider:
     def holds(self, uri: KeyUri, permissions: tuple[str, ...]) -> dict[str, bool]:
         return self._call(
             uri,
-            lambda: self._vault.has_permissions(uri.vault, self._actor.principal_id, permissions),
+            lambda: self._vault.has_permissions(uri.vault, self._actor.object_id, permissions),
         )

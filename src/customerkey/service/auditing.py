@@ -1,11 +1,23 @@
-"""Reading and verifying the audit log, each call in its own read transaction."""
+"""Reading and verifying the audit log, each call in its own read transaction.
+
+Who sees which record is decided by ``identity.authorize`` (``Action.AUDIT_READ``) from each
+record's scope: the operator sees everything; a tenant admin the records of its tenant; a
+principal holding a grant only its own calls and the changes to its own grant on vaults it
+holds a grant on. A vault is followed by its immutable id, so a vault created under the name
+of a purged one starts with an empty history. Records written before scopes existed
+(migration 0007) are the operator's only.
+"""
 
 from __future__ import annotations
 
+from sqlalchemy import or_, select
+
+from customerkey.actor import Actor
 from customerkey.audit import AuditLog, AuditRecord, AuditVerification
 from customerkey.errors import Forbidden
+from customerkey.identity import authorize as authz
 from customerkey.storage.database import Database
-from customerkey.vault.models import Actor
+from customerkey.storage.models import AccessPolicyRow, AuditRow, VaultRow
 
 
 class AuditService:
@@ -22,27 +34,57 @@ class AuditService:
         since_seq: int = 0,
         limit: int | None = None,
         newest_first: bool = False,
-        visible_vaults: set[str] | None = None,
     ) -> list[AuditRecord]:
-        """Records, oldest first unless ``newest_first``. Non-operators see only records of
-        the vaults in ``visible_vaults``."""
-        if not actor.is_operator and visible_vaults is None:
-            raise Forbidden("Only an operator can read the whole audit log.")
-        with self._db.transaction() as session:
-            records = self._audit.records(
-                session,
-                vault=vault.lower() if vault else None,
-                operation=operation,
-                since_seq=since_seq,
-                limit=limit,
-                newest_first=newest_first,
+        """The records ``actor`` may read, oldest first unless ``newest_first``."""
+        with self._db.read() as session:
+            if actor.is_operator:
+                return self._audit.records(
+                    session,
+                    vault=vault.lower() if vault else None,
+                    operation=operation,
+                    since_seq=since_seq,
+                    limit=limit,
+                    newest_first=newest_first,
+                )
+            granted = frozenset(
+                session.scalars(
+                    select(AccessPolicyRow.vault_id).where(
+                        AccessPolicyRow.object_id == (actor.object_id or "-")
+                    )
+                )
             )
-        if visible_vaults is not None and not actor.is_operator:
-            records = [r for r in records if r.vault in visible_vaults]
-        return records
+            query = select(AuditRow).where(
+                AuditRow.seq > since_seq,
+                or_(
+                    AuditRow.tenant == actor.tenant,
+                    AuditRow.vault_id.in_(granted),
+                    AuditRow.actor_id == (actor.object_id or "-"),
+                    AuditRow.subject_id == (actor.object_id or "-"),
+                ),
+            )
+            if vault is not None:
+                live = session.scalar(select(VaultRow.id).where(VaultRow.name == vault.lower()))
+                query = query.where(AuditRow.vault_id == (live or "-"))
+            if operation is not None:
+                query = query.where(AuditRow.operation == operation)
+            query = query.order_by(AuditRow.seq.desc() if newest_first else AuditRow.seq)
+            records: list[AuditRecord] = []
+            for row in session.scalars(query):
+                entry = authz.AuditEntry(
+                    tenant=row.tenant,
+                    vault_id=row.vault_id,
+                    actor_object_id=row.actor_id,
+                    subject_object_id=row.subject_id,
+                    reader_vault_ids=granted,
+                )
+                if authz.allowed(actor, authz.Action.AUDIT_READ, entry):
+                    records.append(self._audit.record_of(row))
+                    if limit is not None and len(records) >= limit:
+                        break
+            return records
 
     def verify(self, actor: Actor) -> AuditVerification:
-        if not actor.is_operator:
+        if not authz.allowed(actor, authz.Action.AUDIT_VERIFY, authz.Platform()):
             raise Forbidden("Only an operator can verify the whole audit chain.")
         with self._db.transaction() as session:
             return self._audit.verify(session)

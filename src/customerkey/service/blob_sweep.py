@@ -41,6 +41,7 @@ from sqlalchemy import select
 from customerkey.audit import AuditLog
 from customerkey.clock import Clock
 from customerkey.errors import Forbidden
+from customerkey.identity import authorize as authz
 from customerkey.jobs.queue import pid_alive
 from customerkey.storage.blobs import BlobInfo, LocalBlobStore
 from customerkey.storage.database import Database
@@ -165,7 +166,7 @@ class BlobSweeper:
     ) -> SweepReport:
         """Remove (with ``dry_run``: only report) every unreferenced blob older than the grace
         and every staging file of a dead writer, under ``mail/`` and ``files/``."""
-        if not actor.is_operator:
+        if not authz.allowed(actor, authz.Action.PLATFORM_OPERATE, authz.Platform()):
             raise Forbidden("Only the platform operator can sweep the blob store.")
         tally = _Tally(dry_run=dry_run, cutoff=self._clock.now() - self.grace)
         prefixes = (MAIL_PREFIX, FILES_PREFIX)
@@ -186,7 +187,8 @@ class BlobSweeper:
             with self.db.transaction() as session:
                 self._audit.append(
                     session,
-                    principal=actor.principal_id,
+                    principal=actor.audit_name,
+                    actor_id=actor.object_id or None,
                     operation=AUDIT_OPERATION,
                     request_id=actor.request_id,
                     details={**report.counts(), "grace_seconds": self.grace.total_seconds()},

@@ -36,6 +36,7 @@ from customerkey.errors import (
     KeyProviderUnavailable,
     NotFound,
 )
+from customerkey.identity import authorize as authz
 from customerkey.keyprovider.base import KeyProvider, KeyUri, RootKeyProperties
 from customerkey.rng import Rng
 from customerkey.service.dep_keys import (
@@ -143,7 +144,7 @@ class PolicyService:
 
     @staticmethod
     def _require_admin(actor: Actor, tenant: str) -> None:
-        if not actor.is_tenant_admin(tenant):
+        if not authz.allowed(actor, authz.Action.TENANT_ADMINISTER, authz.Tenant(tenant)):
             raise Forbidden(f"'{actor.principal_id}' is not an administrator of tenant '{tenant}'.")
 
     def _view(self, session: Session, row: PolicyRow) -> DataEncryptionPolicy:
@@ -204,9 +205,18 @@ class PolicyService:
 
     # ------------------------------------------------------------------ validation
 
-    def validate_root_key(self, kind: str, uri: KeyUri) -> RootKeyProperties:
-        """Check a root key the way Customer Key does; BadParameter says what is wrong."""
+    def validate_root_key(self, kind: str, uri: KeyUri, tenant: str) -> RootKeyProperties:
+        """Check a root key the way Customer Key does; BadParameter says what is wrong.
+
+        A key in another tenant's vault is refused exactly as a key in no vault at all, so
+        the refusal does not tell whether it exists."""
         provider = self.provider(kind)
+        belongs = getattr(provider, "belongs_to", None)  # routers know; a bare provider not
+        if belongs is not None and not belongs(uri, tenant):
+            raise BadParameter(
+                f"The key {uri} cannot be read by the service principal: {uri}: No vault "
+                f"named '{uri.vault}' was found."
+            )
         try:
             props = provider.properties(uri)
         except KeyAccessDenied as denied:
@@ -315,8 +325,8 @@ class PolicyService:
                         f"Tenant '{tenant}' already has {MAX_MAILBOX_POLICIES} mailbox data "
                         "encryption policies, the most allowed."
                     )
-        self.validate_root_key(kind, uri_1)
-        self.validate_root_key(kind, uri_2)
+        self.validate_root_key(kind, uri_1, tenant)
+        self.validate_root_key(kind, uri_2, tenant)
         availability_key = self._rng.token_bytes(32)
         dep_key, (v1, w1), (v2, w2), wa = self._wrap_generation(
             kind, uri_1, uri_2, availability_key, exact_versions=exact_versions
@@ -347,7 +357,9 @@ class PolicyService:
             generation = self._add_generation(session, row, dep_key, v1, w1, v2, w2, wa)
             self._audit.append(
                 session,
-                principal=actor.principal_id,
+                tenant=row.tenant_id,
+                principal=actor.audit_name,
+                actor_id=actor.object_id or None,
                 operation="DataEncryptionPolicyCreate",
                 request_id=actor.request_id,
                 details={
@@ -456,7 +468,9 @@ class PolicyService:
             row.updated_at = self._clock.now()
             self._audit.append(
                 session,
-                principal=actor.principal_id,
+                tenant=row.tenant_id,
+                principal=actor.audit_name,
+                actor_id=actor.object_id or None,
                 operation="DataEncryptionPolicySet",
                 request_id=actor.request_id,
                 details={"policy": row.id, **changes},
@@ -492,7 +506,7 @@ class PolicyService:
             if policy.state != "active":
                 raise Conflict(f"Policy '{policy.name}' is {policy.state}; it cannot be refreshed.")
             current = self._current_generation_row(session, policy_id)
-            kind = policy.kind
+            kind, tenant_id = policy.kind, policy.tenant_id
             uri_1, uri_2 = KeyUri.parse(policy.key_uri_1), KeyUri.parse(policy.key_uri_2)
             current_versions = (
                 (current.key_uri_1, current.key_uri_2) if current is not None else ("", "")
@@ -501,7 +515,7 @@ class PolicyService:
         newest = []
         for uri in (uri_1, uri_2):
             # the newest version, even when the policy was written with a versioned key id
-            props = self.validate_root_key(kind, uri.unversioned())
+            props = self.validate_root_key(kind, uri.unversioned(), tenant_id)
             newest.append(props.uri)
         if (str(newest[0]), str(newest[1])) == current_versions:
             return None
@@ -520,7 +534,9 @@ class PolicyService:
                 in_transaction(session, generation)
             self._audit.append(
                 session,
-                principal=actor.principal_id,
+                tenant=policy.tenant_id,
+                principal=actor.audit_name,
+                actor_id=actor.object_id or None,
                 operation="DataEncryptionPolicyRefresh",
                 request_id=actor.request_id,
                 details={
@@ -586,7 +602,9 @@ class PolicyService:
                 in_transaction(session, generation)
             self._audit.append(
                 session,
-                principal=actor.principal_id,
+                tenant=policy.tenant_id,
+                principal=actor.audit_name,
+                actor_id=actor.object_id or None,
                 operation=operation,
                 request_id=actor.request_id,
                 details={
@@ -616,6 +634,9 @@ class PolicyService:
         self.cache.invalidate_policy(generation.policy_id)
         self._audit.append(
             session,
+            tenant=session.scalar(
+                select(PolicyRow.tenant_id).where(PolicyRow.id == generation.policy_id)
+            ),
             principal="customerkey-service",
             operation="DataEncryptionPolicyGenerationRetired",
             details={"policy": generation.policy_id, "generation": generation.id, "reason": reason},
@@ -667,11 +688,14 @@ class PolicyService:
             row.purge_reason = reason
             row.purge_contact = contact
             row.purge_requested_by = actor.principal_id
+            row.purge_requested_by_id = actor.object_id or None
             row.purge_requested_at = now
             row.updated_at = now
             self._audit.append(
                 session,
-                principal=actor.principal_id,
+                tenant=row.tenant_id,
+                principal=actor.audit_name,
+                actor_id=actor.object_id or None,
                 operation="DataEncryptionPolicyPurgeRequested",
                 request_id=actor.request_id,
                 details={"policy": row.id, "reason": reason, "contact": contact},
@@ -766,6 +790,9 @@ class PolicyService:
         with self.db.transaction() as session:
             self._audit.append(
                 session,
+                tenant=session.scalar(
+                    select(PolicyRow.tenant_id).where(PolicyRow.id == event.policy_id)
+                ),
                 principal="customerkey-service",
                 operation=FALLBACK_ACTIVITY,
                 result="success",

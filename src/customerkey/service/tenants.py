@@ -1,4 +1,6 @@
-"""Tenants of the service: a name and a mail domain. Only the operator creates them."""
+"""Tenants of the service: an id (a lower-case name the operator gives, never changed) and
+its verified mail domain. Only the operator creates them; the platform tenant's name is
+reserved, and a domain already used by another tenant's users cannot be verified."""
 
 from __future__ import annotations
 
@@ -8,12 +10,13 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from customerkey.actor import PLATFORM_TENANT, Actor
 from customerkey.audit import AuditLog
 from customerkey.clock import Clock
 from customerkey.errors import BadParameter, Conflict, Forbidden, NotFound
+from customerkey.identity import authorize as authz
 from customerkey.storage.database import Database
-from customerkey.storage.models import TenantRow
-from customerkey.vault.models import Actor
+from customerkey.storage.models import PrincipalRow, TenantRow
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _DOMAIN = re.compile(r"^(?=.{3,253}$)([a-z0-9-]{1,63}\.)+[a-z]{2,63}$")
@@ -44,13 +47,15 @@ class TenantService:
     def create(
         self, actor: Actor, name: str, *, mail_domain: str, display_name: str | None = None
     ) -> Tenant:
-        if not actor.is_operator:
+        if not authz.allowed(actor, authz.Action.PLATFORM_OPERATE, authz.Platform()):
             raise Forbidden("Only the platform operator can create tenants.")
         tenant_id = name.strip().lower()
         if not _NAME.match(tenant_id):
             raise BadParameter(
                 f"Tenant name '{name}' is invalid: use letters, digits and hyphens (max 63)."
             )
+        if tenant_id == PLATFORM_TENANT:
+            raise Conflict(f"The tenant name '{tenant_id}' is reserved by the platform.")
         domain = mail_domain.strip().lower()
         if not _DOMAIN.match(domain):
             raise BadParameter(f"'{mail_domain}' is not a mail domain like contoso.com.")
@@ -59,6 +64,18 @@ class TenantService:
                 raise Conflict(f"Tenant '{tenant_id}' already exists.")
             if session.scalar(select(TenantRow).where(TenantRow.mail_domain == domain)):
                 raise Conflict(f"The mail domain '{domain}' belongs to another tenant.")
+            squatter = session.scalar(
+                select(PrincipalRow.id).where(
+                    PrincipalRow.kind == "user",
+                    PrincipalRow.id.like(f"%@{domain}"),
+                    PrincipalRow.tenant != tenant_id,
+                )
+            )
+            if squatter is not None:
+                raise Conflict(
+                    f"The mail domain '{domain}' is used by a user of another tenant "
+                    f"('{squatter}'); it cannot be verified for '{tenant_id}'."
+                )
             row = TenantRow(
                 id=tenant_id,
                 display_name=display_name or name,
@@ -68,9 +85,11 @@ class TenantService:
             session.add(row)
             self._audit.append(
                 session,
-                principal=actor.principal_id,
+                principal=actor.audit_name,
                 operation="TenantCreate",
                 request_id=actor.request_id,
+                tenant=tenant_id,
+                actor_id=actor.object_id or None,
                 details={"tenant": tenant_id, "mail_domain": domain},
             )
             return _tenant(row)

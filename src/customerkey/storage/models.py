@@ -54,13 +54,21 @@ class PrincipalRow(Base):
 
     __tablename__ = "principals"
 
-    id: Mapped[str] = mapped_column(String(320), primary_key=True)  # lower-cased UPN or app id
+    # The sign-in name: lower-cased UPN (users) or application id (service principals).
+    id: Mapped[str] = mapped_column(String(320), primary_key=True)
+    # The immutable directory id every decision and grant uses (a GUID the platform makes).
+    object_id: Mapped[str] = mapped_column(String(36), unique=True)
     kind: Mapped[str] = mapped_column(String(16))  # "user" | "service"
     tenant: Mapped[str] = mapped_column(String(128), index=True)
     display_name: Mapped[str] = mapped_column(String(256))
     secret_hash: Mapped[str | None] = mapped_column(String(256), nullable=True)
     roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # role -> ISO 8601 time it was granted
+    role_grants: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     builtin: Mapped[bool] = mapped_column(Boolean, default=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Bumped by disable, role removal and secret reset: tokens of an older generation fail.
+    token_generation: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime]
 
 
@@ -92,7 +100,7 @@ class AccessPolicyRow(Base):
     vault_id: Mapped[str] = mapped_column(
         ForeignKey("vaults.id", ondelete="CASCADE"), primary_key=True
     )
-    object_id: Mapped[str] = mapped_column(String(320), primary_key=True)  # principal id
+    object_id: Mapped[str] = mapped_column(String(320), primary_key=True)  # principal object id
     key_permissions: Mapped[list[str]] = mapped_column(JSON)
 
     vault: Mapped[VaultRow] = relationship(back_populates="policies")
@@ -146,6 +154,9 @@ class KeyVersionRow(Base):
     public_e: Mapped[str] = mapped_column(String(16))
     sealed_private_key: Mapped[bytes] = mapped_column(LargeBinary)
     operation_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    # HMAC of the public key under a master-key-derived key (crypto.key_binding); NULL for
+    # versions made before migration 0005 until the start-up backfill has checked them.
+    public_tag: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class AuditRow(Base):
@@ -165,6 +176,13 @@ class AuditRow(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # Scope (NULL on records written before migration 0007): the tenant the record concerns,
+    # the vault's immutable id, the acting principal's object id, and the principal whose
+    # grant or directory entry the record changed.
+    tenant: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    vault_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    actor_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    subject_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
 
 
 class TenantRow(Base):
@@ -173,6 +191,17 @@ class TenantRow(Base):
     id: Mapped[str] = mapped_column(String(128), primary_key=True)  # lower-case name
     display_name: Mapped[str] = mapped_column(String(128))
     mail_domain: Mapped[str] = mapped_column(String(253), unique=True)
+    created_at: Mapped[datetime]
+
+
+class SubscriptionRow(Base):
+    """A subscription id and the one tenant it belongs to: registered by the first vault that
+    names it; no other tenant's vault may use it (backups restore only within it)."""
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128), index=True)
     created_at: Mapped[datetime]
 
 
@@ -196,6 +225,7 @@ class PolicyRow(Base):
     purge_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     purge_contact: Mapped[str | None] = mapped_column(String(320), nullable=True)
     purge_requested_by: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    purge_requested_by_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     purge_requested_at: Mapped[datetime | None] = mapped_column(nullable=True)
     purged_at: Mapped[datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime]
@@ -295,6 +325,7 @@ class JobRow(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_by: Mapped[str] = mapped_column(String(320))
+    created_by_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
@@ -403,3 +434,22 @@ class FileChunkRow(Base):
     blob: Mapped[str] = mapped_column(String(256))
     size: Mapped[int] = mapped_column(BigInteger)
     sealed_size: Mapped[int] = mapped_column(BigInteger)
+
+
+class RevocationRow(Base):
+    """One narrowing of vault access (a grant changed or removed, a key disabled, updated or
+    deleted, a vault deleted), appended in the transaction that made it. Every running process
+    follows this log to drop its cached DEP keys; ``storage/revocations.py`` owns it. ``seq``
+    only grows (AUTOINCREMENT on SQLite, a sequence on PostgreSQL): pruning never lets a
+    number come back."""
+
+    __tablename__ = "revocations"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    vault: Mapped[str] = mapped_column(String(63))  # lower-cased vault name
+    key: Mapped[str] = mapped_column(String(127), default="")  # key name, or "" for the vault
+    change: Mapped[str] = mapped_column(String(32))  # access-changed, key-updated, ...
+    created_at: Mapped[datetime] = mapped_column(index=True)

@@ -164,7 +164,32 @@ class PrincipalRepository:
         self.session = session
 
     def get(self, principal_id: str) -> PrincipalRow | None:
+        """By sign-in name (UPN or application id)."""
         return self.session.get(PrincipalRow, principal_id.lower())
+
+    def by_object_id(self, object_id: str) -> PrincipalRow | None:
+        return self.session.scalar(
+            select(PrincipalRow).where(PrincipalRow.object_id == object_id.lower())
+        )
+
+    def find(self, reference: str) -> PrincipalRow | None:
+        """By sign-in name or object id."""
+        return self.get(reference) or self.by_object_id(reference)
+
+    def by_object_ids(self, object_ids: list[str]) -> dict[str, PrincipalRow]:
+        if not object_ids:
+            return {}
+        rows = self.session.scalars(
+            select(PrincipalRow).where(PrincipalRow.object_id.in_(object_ids))
+        )
+        return {row.object_id: row for row in rows}
+
+    def delete(self, row: PrincipalRow) -> None:
+        self.session.execute(
+            delete(AccessPolicyRow).where(AccessPolicyRow.object_id == row.object_id)
+        )
+        self.session.delete(row)
+        self.session.flush()
 
     def all(self, *, tenant: str | None = None) -> list[PrincipalRow]:
         query = select(PrincipalRow).order_by(PrincipalRow.id)

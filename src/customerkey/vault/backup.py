@@ -4,10 +4,12 @@ Wire format, version 1 (integers big-endian)::
 
     b"CKBK" | format u8 = 1 | header length u16 | header | envelope
 
-``header`` is UTF-8 JSON ``{"name", "subscription", "region", "created"}`` in the clear, so a
-restore into the wrong subscription or geography is refused with a clear message before any
-decryption. ``envelope`` is ``crypto.aead.seal`` under the master key with context
-``{"purpose": "key-backup", "header": <the header bytes, latin-1>}``, over the UTF-8 JSON
+``header`` is UTF-8 JSON ``{"name", "subscription", "region", "created", "tenant"}`` in the
+clear, so a restore into the wrong tenant, subscription or geography is refused with a clear
+message before any decryption (``tenant`` is absent from backups made before tenants owned
+their backups; those restore only within their subscription, which one tenant owns).
+``envelope`` is ``crypto.aead.seal`` under the master key with context ``{"purpose":
+"key-backup", "header": <the header bytes, latin-1>}``, over the UTF-8 JSON
 payload ``{"name", "created", "rotation_policy", "versions": [...]}``; each version carries
 its attributes, tags, public key and base64url PKCS#8 private key. The API hands the whole
 blob out base64url-encoded. Only an installation holding the same master key can open it.
@@ -39,6 +41,7 @@ class BackupHeader:
     subscription: str
     region: str
     created: datetime
+    tenant: str | None = None  # the owning tenant's id (authenticated with the envelope)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ def _header_bytes(header: BackupHeader) -> bytes:
         "subscription": header.subscription,
         "region": header.region,
         "created": header.created.timestamp(),
+        **({"tenant": header.tenant} if header.tenant is not None else {}),
     }
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
@@ -152,7 +156,12 @@ def read_backup_header(blob: bytes) -> BackupHeader:
         raise InvalidBackup(_CORRUPT) from None
     if created is None or not all(isinstance(x, str) for x in (name, subscription, region)):
         raise InvalidBackup(_CORRUPT)
-    return BackupHeader(name=name, subscription=subscription, region=region, created=created)
+    tenant = body.get("tenant")
+    if tenant is not None and not isinstance(tenant, str):
+        raise InvalidBackup(_CORRUPT)
+    return BackupHeader(
+        name=name, subscription=subscription, region=region, created=created, tenant=tenant
+    )
 
 
 def decode_backup(blob: bytes, *, master_key: bytes) -> KeyBackup:

@@ -6,38 +6,21 @@ The API layer turns them into Key Vault JSON, the CLI into tables.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-
-@dataclass(frozen=True)
-class Actor:
-    """Who is asking. ``operator`` bypasses access policies (the local platform operator)."""
-
-    principal_id: str
-    kind: str = "user"  # "user" | "service" | "operator"
-    tenant: str = "default"
-    roles: Sequence[str] = ()
-    request_id: str | None = None
-
-    @property
-    def is_operator(self) -> bool:
-        return self.kind == "operator" or "operator" in self.roles
-
-    def is_tenant_admin(self, tenant: str) -> bool:
-        return self.is_operator or (self.tenant == tenant and "tenant-admin" in self.roles)
-
-
-OPERATOR = Actor(principal_id="operator", kind="operator", roles=("operator",))
+from customerkey.actor import OPERATOR as OPERATOR
+from customerkey.actor import Actor as Actor
 
 
 @dataclass(frozen=True)
 class AccessPolicy:
-    object_id: str
+    object_id: str  # the principal's immutable object id
     key_permissions: tuple[str, ...]
     display_name: str = ""
     kind: str = "user"
+    sign_in_name: str = ""  # its UPN or application id, for people to read
 
 
 @dataclass(frozen=True)

@@ -42,11 +42,21 @@ from customerkey.errors import (
     PurgeProtected,
     VaultNotFound,
 )
+from customerkey.identity import authorize as authz
 from customerkey.rng import Rng, new_hex_id
+from customerkey.storage import revocations
 from customerkey.storage.database import Database
-from customerkey.storage.models import AccessPolicyRow, KeyRow, KeyVersionRow, VaultRow
+from customerkey.storage.models import (
+    AccessPolicyRow,
+    KeyRow,
+    KeyVersionRow,
+    PrincipalRow,
+    SubscriptionRow,
+    VaultRow,
+)
 from customerkey.storage.repositories import KeyRepository, PrincipalRepository, VaultRepository
 from customerkey.vault import backup as backup_format
+from customerkey.vault.binding import BackfillReport, PublicKeyBinding
 from customerkey.vault.models import (
     AccessPolicy,
     Actor,
@@ -107,6 +117,7 @@ _CRYPTO_CHECK = (
         _VERSIONS.expires,
         _VERSIONS.key_ops,
         _POLICIES.key_permissions,
+        _VAULTS.tenant,
     )
     .select_from(VaultRow.__table__)
     .join(KeyRow.__table__, _KEYS.vault_id == _VAULTS.id)
@@ -116,6 +127,13 @@ _CRYPTO_CHECK = (
         (_POLICIES.vault_id == _VAULTS.id) & (_POLICIES.object_id == bindparam("principal")),
     )
     .where(_VAULTS.name == bindparam("vault"), _KEYS.name_lower == bindparam("key"))
+)
+# The version's public half, checked against its tag before the version is used.
+_CRYPTO_CHECK = _CRYPTO_CHECK.add_columns(
+    _VERSIONS.kty.label("pk_kty"),
+    _VERSIONS.public_n.label("pk_n"),
+    _VERSIONS.public_e.label("pk_e"),
+    _VERSIONS.public_tag.label("pk_tag"),
 )
 _CRYPTO_CHECK_VERSION = _CRYPTO_CHECK.where(_VERSIONS.version == bindparam("version"))
 _CRYPTO_CHECK_NEWEST = _CRYPTO_CHECK.order_by(_VERSIONS.seq.desc()).limit(1)
@@ -196,18 +214,40 @@ class KeyVaultService:
         self._rng = rng
         self.audit = audit or AuditLog(clock)
         self._private_keys = _PrivateKeyCache()
+        self._binding = PublicKeyBinding(master_key)
         self._listeners: list[Callable[[str, str, str], None]] = []
 
     # ------------------------------------------------------------------ plumbing
 
     def add_change_listener(self, listener: Callable[[str, str, str], None]) -> None:
-        """Called with (vault, key or "", change) after access is narrowed, so caches can drop
-        what they hold at once (revocation through our own vault takes effect immediately)."""
+        """Called with (vault, key or "", change) after access is narrowed, so caches of this
+        process drop what they hold at once. Other processes learn of it from the revocation
+        log each change also writes (``_revoking``, ``storage.revocations``)."""
         self._listeners.append(listener)
 
     def _notify(self, vault: str, key: str, change: str) -> None:
         for listener in list(self._listeners):
             listener(vault, key, change)
+
+    def _revoking(self, change: str, work: Callable[[Session], T]) -> Callable[[Session], T]:
+        """``work``, then a row in the revocation log naming the vault (and key) it narrowed,
+        in the same transaction: the row commits exactly when the change does, whichever front
+        end made it, and every running process on this database drops its cached DEP keys."""
+
+        def run(session: Session) -> T:
+            result = work(session)
+            if isinstance(result, DeletedKeyBundle):
+                vault, key = result.key.id.vault, result.key.id.name
+            elif isinstance(result, KeyBundle):
+                vault, key = result.id.vault, result.id.name
+            elif isinstance(result, Vault):
+                vault, key = result.name, ""
+            else:  # pragma: no cover - a programming error, caught by the tests
+                raise TypeError(f"cannot tell what {type(result).__name__} revokes")
+            revocations.append(session, vault=vault, key=key, change=change, at=self._clock.now())
+            return result
+
+        return run
 
     def _run(
         self,
@@ -226,15 +266,20 @@ class KeyVaultService:
                 return fn(session)
         except Forbidden as refusal:
             with self.db.transaction() as session:
+                target = VaultRepository(session).find(vault) if vault else None
                 self.audit.append(
                     session,
-                    principal=actor.principal_id,
+                    principal=actor.audit_name,
                     operation=operation,
                     result="denied",
                     vault=vault,
                     key=key,
                     request_id=actor.request_id,
                     details={"reason": refusal.message},
+                    # The owner's admins see attempts on their vaults; the caller its own.
+                    tenant=target.tenant if target is not None else None,
+                    vault_id=target.id if target is not None else None,
+                    actor_id=actor.object_id or None,
                 )
             raise
 
@@ -244,20 +289,34 @@ class KeyVaultService:
         actor: Actor,
         operation: str,
         *,
-        vault: str | None = None,
+        vault: VaultRow | tuple[str, str, str] | None = None,
         key: str | None = None,
         version: str | None = None,
         details: Mapping[str, Any] | None = None,
+        subject_id: str | None = None,
     ) -> None:
+        """Append the audit record of ``operation``, scoped to the vault (a row, or its
+        (name, id, tenant)) so its tenant's admins and its grantees can find it."""
+        name: str | None = None
+        vault_id: str | None = None
+        tenant: str | None = None
+        if isinstance(vault, VaultRow):
+            name, vault_id, tenant = vault.name, vault.id, vault.tenant
+        elif vault is not None:
+            name, vault_id, tenant = vault
         self.audit.append(
             session,
-            principal=actor.principal_id,
+            principal=actor.audit_name,
             operation=operation,
-            vault=vault,
+            vault=name,
             key=key,
             version=version,
             request_id=actor.request_id,
             details=details,
+            tenant=tenant,
+            vault_id=vault_id,
+            actor_id=actor.object_id or None,
+            subject_id=subject_id,
         )
 
     def _vault_row(self, session: Session, name: str, *, deleted: bool = False) -> VaultRow:
@@ -268,12 +327,16 @@ class KeyVaultService:
             raise VaultNotFound(f"No {state} named '{name}' was found.")
         return row
 
+    @staticmethod
+    def _granted(session: Session, actor: Actor, vault: VaultRow) -> frozenset[str]:
+        """The key permissions ``actor``'s access policy on ``vault`` holds (by object id)."""
+        if not actor.object_id:
+            return frozenset()
+        policy = VaultRepository(session).policy(vault, actor.object_id)
+        return frozenset(policy.key_permissions) if policy is not None else frozenset()
+
     def _require_manager(self, actor: Actor, vault: VaultRow) -> None:
-        if (
-            actor.is_operator
-            or actor.is_tenant_admin(vault.tenant)
-            or actor.principal_id == vault.created_by
-        ):
+        if authz.allowed(actor, authz.Action.VAULT_MANAGE, authz.Vault(vault.tenant)):
             return
         raise Forbidden(
             f"The client '{actor.principal_id}' does not have authorization to manage key "
@@ -281,10 +344,8 @@ class KeyVaultService:
         )
 
     def _require(self, session: Session, actor: Actor, vault: VaultRow, permission: str) -> None:
-        if actor.is_operator:
-            return
-        policy = VaultRepository(session).policy(vault, actor.principal_id.lower())
-        if policy is None or permission not in policy.key_permissions:
+        access = authz.KeyAccess(vault.tenant, self._granted(session, actor, vault), permission)
+        if not authz.allowed(actor, authz.Action.KEY_OPERATION, access):
             raise Forbidden(
                 f"The user, group or application '{actor.principal_id}' does not have keys "
                 f"{permission} permission on key vault '{vault.name};location={vault.region}'."
@@ -308,7 +369,23 @@ class KeyVaultService:
             )
         return row
 
+    def _check_public(self, vault: VaultRow, key: KeyRow, version: KeyVersionRow) -> None:
+        """KeyIntegrityFailure unless the version's stored public key is bound to it."""
+        self._binding.check(
+            row_id=version.id,
+            vault_id=vault.id,
+            key_id=key.id,
+            version=version.version,
+            kty=version.kty,
+            n=version.public_n,
+            e=version.public_e,
+            tag=version.public_tag,
+            label=f"{vault.name}/{key.name}/{version.version}",
+            private_key=lambda: self._private_key(vault, key, version),
+        )
+
     def _bundle(self, vault: VaultRow, key: KeyRow, version: KeyVersionRow) -> KeyBundle:
+        self._check_public(vault, key, version)
         return KeyBundle(
             id=KeyId(vault.name, key.name, version.version),
             kty=version.kty,
@@ -332,7 +409,7 @@ class KeyVaultService:
         )
 
     @staticmethod
-    def _vault(row: VaultRow, names: Mapping[str, tuple[str, str]] | None = None) -> Vault:
+    def _vault(row: VaultRow, names: Mapping[str, tuple[str, str, str]] | None = None) -> Vault:
         names = names or {}
         return Vault(
             id=row.id,
@@ -350,10 +427,15 @@ class KeyVaultService:
                 AccessPolicy(
                     object_id=p.object_id,
                     key_permissions=tuple(p.key_permissions),
-                    display_name=names.get(p.object_id, (p.object_id, "user"))[0],
-                    kind=names.get(p.object_id, (p.object_id, "user"))[1],
+                    display_name=names.get(p.object_id, (p.object_id, "user", ""))[0],
+                    kind=names.get(p.object_id, (p.object_id, "user", ""))[1],
+                    sign_in_name=names.get(p.object_id, (p.object_id, "user", p.object_id))[2],
                 )
-                for p in row.policies
+                # by the name people read (object ids are random)
+                for p in sorted(
+                    row.policies,
+                    key=lambda p: (names.get(p.object_id, ("", "", p.object_id))[2], p.object_id),
+                )
             ),
             deleted_at=row.deleted_at,
             scheduled_purge_at=row.scheduled_purge_at,
@@ -363,27 +445,19 @@ class KeyVaultService:
         """The vault as ``actor`` may see it: a principal that only holds an access policy
         (it neither manages the vault nor created it) sees its own policy, not who else has
         access (reading access policies is management, as in Azure)."""
-        principals = PrincipalRepository(session)
-        names: dict[str, tuple[str, str]] = {}
-        for policy in row.policies:
-            principal = principals.get(policy.object_id)
-            if principal is not None:
-                names[policy.object_id] = (principal.display_name, principal.kind)
+        found = PrincipalRepository(session).by_object_ids([p.object_id for p in row.policies])
+        names = {oid: (p.display_name, p.kind, p.id) for oid, p in found.items()}
         vault = self._vault(row, names)
         if actor is None or self._sees_all_policies(actor, row):
             return vault
-        own = actor.principal_id.lower()
+        own = actor.object_id or "-"
         return replace(
             vault, access_policies=tuple(p for p in vault.access_policies if p.object_id == own)
         )
 
     @staticmethod
     def _sees_all_policies(actor: Actor, row: VaultRow) -> bool:
-        return (
-            actor.is_operator
-            or actor.is_tenant_admin(row.tenant)
-            or actor.principal_id == row.created_by
-        )
+        return authz.allowed(actor, authz.Action.VAULT_MANAGE, authz.Vault(row.tenant))
 
     # ------------------------------------------------------------------ vaults
 
@@ -408,11 +482,14 @@ class KeyVaultService:
         for label, value in (("subscription", subscription), ("region", region)):
             if not value or not value.strip():
                 raise BadParameter(f"A vault needs a {label}.")
-        owner_tenant = tenant or actor.tenant
-        if tenant and not actor.is_tenant_admin(tenant) and tenant != actor.tenant:
-            raise Forbidden(f"'{actor.principal_id}' cannot create vaults in tenant '{tenant}'.")
+        owner_tenant = (tenant or actor.tenant).strip().lower()
+        if not authz.allowed(actor, authz.Action.VAULT_CREATE, authz.Tenant(owner_tenant)):
+            raise Forbidden(
+                f"'{actor.principal_id}' cannot create vaults in tenant '{owner_tenant}'."
+            )
 
         def work(session: Session) -> Vault:
+            self._claim_subscription(session, owner_tenant, subscription.strip())
             vaults = VaultRepository(session)
             existing = vaults.find(canonical)
             if existing is not None:
@@ -432,18 +509,16 @@ class KeyVaultService:
                 created_by=actor.principal_id,
                 created_at=now,
             )
-            if actor.kind != "operator":
-                row.policies.append(
-                    AccessPolicyRow(
-                        object_id=actor.principal_id.lower(), key_permissions=list(KEY_PERMISSIONS)
-                    )
-                )
+            if actor.kind != "operator" and actor.object_id:
+                grant = AccessPolicyRow(object_id=actor.object_id, key_permissions=[])
+                grant.key_permissions = list(KEY_PERMISSIONS)
+                row.policies.append(grant)
             vaults.add(row)
             self._record(
                 session,
                 actor,
                 "VaultPut",
-                vault=canonical,
+                vault=row,
                 details={
                     "subscription": row.subscription,
                     "region": row.region,
@@ -455,29 +530,41 @@ class KeyVaultService:
 
         return self._run(actor, "VaultPut", work, vault=canonical)
 
+    def _claim_subscription(self, session: Session, tenant: str, subscription: str) -> None:
+        """A subscription belongs to the first tenant whose vault names it, and to it only."""
+        owner = session.get(SubscriptionRow, subscription)
+        if owner is None:
+            session.add(
+                SubscriptionRow(id=subscription, tenant=tenant, created_at=self._clock.now())
+            )
+            session.flush()
+        elif owner.tenant != tenant:
+            raise Forbidden(f"The subscription '{subscription}' belongs to another tenant.")
+
     def get_vault(self, actor: Actor, name: str) -> Vault:
         with self.db.transaction() as session:
             row = self._vault_row(session, name)
-            if not actor.is_operator and not actor.is_tenant_admin(row.tenant):
-                if actor.principal_id != row.created_by and not VaultRepository(session).policy(
-                    row, actor.principal_id.lower()
-                ):
-                    raise Forbidden(
-                        f"The client '{actor.principal_id}' does not have authorization to read "
-                        f"key vault '{row.name}'."
-                    )
+            resource = authz.Vault(row.tenant, self._granted(session, actor, row))
+            if not authz.allowed(actor, authz.Action.VAULT_READ, resource):
+                raise Forbidden(
+                    f"The client '{actor.principal_id}' does not have authorization to read "
+                    f"key vault '{row.name}'."
+                )
             return self._vault_view(session, row, actor)
 
     def list_vaults(self, actor: Actor, *, deleted: bool = False) -> list[Vault]:
         with self.db.transaction() as session:
             rows = VaultRepository(session).all(deleted=deleted)
+            own = actor.object_id or "-"
+
+            def granted(row: VaultRow) -> frozenset[str]:
+                held = [p.key_permissions for p in row.policies if p.object_id == own]
+                return frozenset(held[0]) if held else frozenset()
+
             visible = [
                 r
                 for r in rows
-                if actor.is_operator
-                or actor.is_tenant_admin(r.tenant)
-                or r.created_by == actor.principal_id
-                or any(p.object_id == actor.principal_id.lower() for p in r.policies)
+                if authz.allowed(actor, authz.Action.VAULT_READ, authz.Vault(r.tenant, granted(r)))
             ]
             return [self._vault_view(session, r, actor) for r in visible]
 
@@ -488,10 +575,12 @@ class KeyVaultService:
             now = self._clock.now()
             row.deleted_at = now
             row.scheduled_purge_at = now + timedelta(days=row.retention_days)
-            self._record(session, actor, "VaultDelete", vault=row.name)
+            self._record(session, actor, "VaultDelete", vault=row)
             return self._vault_view(session, row)
 
-        result = self._run(actor, "VaultDelete", work, vault=name.lower())
+        result = self._run(
+            actor, "VaultDelete", self._revoking("vault-deleted", work), vault=name.lower()
+        )
         self._notify(result.name, "", "vault-deleted")
         return result
 
@@ -501,7 +590,7 @@ class KeyVaultService:
             self._require_manager(actor, row)
             row.deleted_at = None
             row.scheduled_purge_at = None
-            self._record(session, actor, "VaultRecover", vault=row.name)
+            self._record(session, actor, "VaultRecover", vault=row)
             return self._vault_view(session, row)
 
         return self._run(actor, "VaultRecover", work, vault=name.lower())
@@ -518,7 +607,7 @@ class KeyVaultService:
                 )
             version_ids = self._version_ids_of_vault(session, row)
             VaultRepository(session).purge(row)
-            self._record(session, actor, "VaultPurge", vault=row.name)
+            self._record(session, actor, "VaultPurge", vault=row)
             return version_ids
 
         self._private_keys.discard(self._run(actor, "VaultPurge", work, vault=name.lower()))
@@ -549,18 +638,13 @@ class KeyVaultService:
         def work(session: Session) -> Vault:
             row = self._vault_row(session, vault)
             self._require_manager(actor, row)
-            principal = PrincipalRepository(session).get(object_id)
-            if principal is None:
-                raise PrincipalNotFound(
-                    f"Cannot find principal '{object_id}' in the directory; create it first "
-                    "with 'customerkey principal create'."
-                )
-            existing = VaultRepository(session).policy(row, principal.id)
+            principal = self._grantee(session, actor, row, object_id)
+            existing = VaultRepository(session).policy(row, principal.object_id)
             before: tuple[str, ...] = tuple(existing.key_permissions) if existing else ()
             merged = wanted if replace else normalize_permissions((*before, *wanted))
             if existing is None:
                 row.policies.append(
-                    AccessPolicyRow(object_id=principal.id, key_permissions=list(merged))
+                    AccessPolicyRow(object_id=principal.object_id, key_permissions=list(merged))
                 )
             else:
                 existing.key_permissions = list(merged)
@@ -569,12 +653,23 @@ class KeyVaultService:
                 session,
                 actor,
                 "VaultAccessPolicySet",
-                vault=row.name,
-                details={"object_id": principal.id, "before": list(before), "after": list(merged)},
+                vault=row,
+                details={
+                    "object_id": principal.object_id,
+                    "principal": principal.id,
+                    "before": list(before),
+                    "after": list(merged),
+                },
+                subject_id=principal.object_id,
             )
             return self._vault_view(session, row)
 
-        result = self._run(actor, "VaultAccessPolicySet", work, vault=vault.lower())
+        result = self._run(
+            actor,
+            "VaultAccessPolicySet",
+            self._revoking("access-changed", work),
+            vault=vault.lower(),
+        )
         self._notify(result.name, "", "access-changed")
         return result
 
@@ -582,7 +677,10 @@ class KeyVaultService:
         def work(session: Session) -> Vault:
             row = self._vault_row(session, vault)
             self._require_manager(actor, row)
-            existing = VaultRepository(session).policy(row, object_id.lower())
+            # A grant of a principal deleted since is removed by its object id.
+            known = PrincipalRepository(session).find(object_id)
+            target = known.object_id if known is not None else object_id.lower()
+            existing = VaultRepository(session).policy(row, target)
             if existing is None:
                 raise PrincipalNotFound(
                     f"Vault '{row.name}' has no access policy for '{object_id}'."
@@ -594,14 +692,38 @@ class KeyVaultService:
                 session,
                 actor,
                 "VaultAccessPolicyRemove",
-                vault=row.name,
-                details={"object_id": object_id.lower(), "before": before},
+                vault=row,
+                details={
+                    "object_id": target,
+                    "principal": known.id if known is not None else None,
+                    "before": before,
+                },
+                subject_id=target,
             )
             return self._vault_view(session, row)
 
-        result = self._run(actor, "VaultAccessPolicyRemove", work, vault=vault.lower())
+        result = self._run(
+            actor,
+            "VaultAccessPolicyRemove",
+            self._revoking("access-changed", work),
+            vault=vault.lower(),
+        )
         self._notify(result.name, "", "access-changed")
         return result
+
+    @staticmethod
+    def _grantee(session: Session, actor: Actor, vault: VaultRow, reference: str) -> PrincipalRow:
+        """The principal a grant names (sign-in name or object id), looked up in the vault's
+        tenant and among the platform's first-party apps; the operator may name any. Another
+        tenant's principal is not found, as if it did not exist."""
+        principal = PrincipalRepository(session).find(reference)
+        if principal is not None and (
+            principal.tenant == vault.tenant or principal.builtin or actor.is_operator
+        ):
+            return principal
+        raise PrincipalNotFound(
+            f"Cannot find principal '{reference}' in the directory of tenant '{vault.tenant}'."
+        )
 
     def vault_tenant(self, name: str) -> str | None:
         """The tenant a live vault belongs to, or None. Not secret: the 401 challenge names it."""
@@ -619,7 +741,7 @@ class KeyVaultService:
         """Which of ``permissions`` the principal holds on the vault (no audit; for checks)."""
         with self.db.transaction() as session:
             row = self._vault_row(session, vault)
-            policy = VaultRepository(session).policy(row, object_id.lower())
+            policy = VaultRepository(session).policy(row, object_id)
             held = set(policy.key_permissions) if policy else set()
             return {p: p in held for p in permissions}
 
@@ -736,13 +858,20 @@ class KeyVaultService:
             sealed_private_key=self._protector.seal_private_key(
                 private_key_to_der(private_key), vault_id=vault.id, key_id=key.id, version=version
             ),
+            public_tag=self._binding.tag_for(
+                vault_id=vault.id,
+                key_id=key.id,
+                version=version,
+                kty=kty,
+                public_key=private_key.public_key(),
+            ),
         )
         keys.add_version(row)
         self._record(
             session,
             actor,
             operation,
-            vault=vault.name,
+            vault=vault,
             key=key.name,
             version=version,
             details={"kty": kty, "size": row.key_size, "ops": list(key_ops)},
@@ -931,14 +1060,16 @@ class KeyVaultService:
                 session,
                 actor,
                 "KeyUpdate",
-                vault=row.name,
+                vault=row,
                 key=key.name,
                 version=target.version,
                 details=changes,
             )
             return self._bundle(row, key, target)
 
-        result = self._run(actor, "KeyUpdate", work, vault=vault.lower(), key=name)
+        result = self._run(
+            actor, "KeyUpdate", self._revoking("key-updated", work), vault=vault.lower(), key=name
+        )
         self._notify(result.id.vault, result.id.name, "key-updated")
         return result
 
@@ -1010,7 +1141,7 @@ class KeyVaultService:
                 session,
                 actor,
                 "KeyRotationPolicySet",
-                vault=row.name,
+                vault=row,
                 key=key.name,
                 details=policy_to_json(policy),
             )
@@ -1043,10 +1174,12 @@ class KeyVaultService:
             now = self._clock.now()
             key.deleted_at = now
             key.scheduled_purge_at = now + timedelta(days=row.retention_days)
-            self._record(session, actor, "KeyDelete", vault=row.name, key=key.name)
+            self._record(session, actor, "KeyDelete", vault=row, key=key.name)
             return self._deleted_bundle(session, row, key)
 
-        result = self._run(actor, "KeyDelete", work, vault=vault.lower(), key=name)
+        result = self._run(
+            actor, "KeyDelete", self._revoking("key-deleted", work), vault=vault.lower(), key=name
+        )
         self._notify(result.key.id.vault, result.key.id.name, "key-deleted")
         return result
 
@@ -1076,7 +1209,7 @@ class KeyVaultService:
             key = self._deleted_key_row(session, row, name)
             key.deleted_at = None
             key.scheduled_purge_at = None
-            self._record(session, actor, "KeyRecover", vault=row.name, key=key.name)
+            self._record(session, actor, "KeyRecover", vault=row, key=key.name)
             return self._bundle(row, key, self._version_row(session, key, None))
 
         return self._run(actor, "KeyRecover", work, vault=vault.lower(), key=name)
@@ -1095,7 +1228,7 @@ class KeyVaultService:
                 )
             ids = [v.id for v in KeyRepository(session).versions(key.id)]
             KeyRepository(session).purge(key)
-            self._record(session, actor, "KeyPurge", vault=row.name, key=key.name)
+            self._record(session, actor, "KeyPurge", vault=row, key=key.name)
             return ids
 
         self._private_keys.discard(
@@ -1111,6 +1244,7 @@ class KeyVaultService:
             key = self._key_row(session, row, name)
             versions = []
             for v in KeyRepository(session).versions(key.id):
+                self._check_public(row, key, v)
                 der = self._protector.open_private_key(
                     v.sealed_private_key, vault_id=row.id, key_id=key.id, version=v.version
                 )
@@ -1141,6 +1275,7 @@ class KeyVaultService:
                         subscription=row.subscription,
                         region=row.region,
                         created=key.created_at,
+                        tenant=row.tenant,
                     ),
                     rotation_policy=key.rotation_policy,
                     versions=tuple(versions),
@@ -1152,7 +1287,7 @@ class KeyVaultService:
                 session,
                 actor,
                 "KeyBackup",
-                vault=row.name,
+                vault=row,
                 key=key.name,
                 details={"versions": len(versions)},
             )
@@ -1167,6 +1302,14 @@ class KeyVaultService:
         def work(session: Session) -> KeyBundle:
             row = self._vault_row(session, vault)
             self._require(session, actor, row, "restore")
+            owner = session.get(SubscriptionRow, row.subscription)
+            if (header.tenant is not None and header.tenant != row.tenant) or (
+                owner is not None and owner.tenant != row.tenant
+            ):
+                raise Forbidden(
+                    f"The backup of key '{header.name}' belongs to another tenant; it can only "
+                    f"be restored into a vault of its own tenant."
+                )
             if header.subscription != row.subscription or header.region != row.region:
                 raise BadParameter(
                     f"The backup of key '{header.name}' belongs to subscription "
@@ -1216,6 +1359,15 @@ class KeyVaultService:
                     sealed_private_key=self._protector.seal_private_key(
                         v.private_der, vault_id=row.id, key_id=key.id, version=v.version
                     ),
+                    public_tag=self._binding.tag_for_restore(
+                        vault_id=row.id,
+                        key_id=key.id,
+                        version=v.version,
+                        kty=v.kty,
+                        n=v.n,
+                        e=v.e,
+                        private_der=v.private_der,
+                    ),
                 )
                 keys.add_version(version_row)
                 if newest is None or version_row.seq > newest.seq:
@@ -1225,7 +1377,7 @@ class KeyVaultService:
                 session,
                 actor,
                 "KeyRestore",
-                vault=row.name,
+                vault=row,
                 key=key.name,
                 details={"versions": len(backup.versions)},
             )
@@ -1260,7 +1412,7 @@ class KeyVaultService:
         version: str | None,
         permission: str,
         operation: str,
-    ) -> tuple[str, str, str, str, RSAPrivateKey] | None:
+    ) -> tuple[tuple[str, str, str], str, str, str, RSAPrivateKey] | None:
         """crypto()'s checks in one query for the usual case: (vault name, key name, version
         row id, version, private key). None when anything is unusual (no such vault, key or
         version, a deleted one, a missing permission, a name to validate): the step-by-step
@@ -1270,7 +1422,7 @@ class KeyVaultService:
         params = {
             "vault": vault.lower(),
             "key": name.lower(),
-            "principal": actor.principal_id.lower(),
+            "principal": actor.object_id or "-",
         }
         if version is None:
             statement = _CRYPTO_CHECK_NEWEST
@@ -1281,10 +1433,11 @@ class KeyVaultService:
         if row is None:
             return None
         (vault_id, vault_name, vault_deleted, key_id, key_name, key_deleted, version_id) = row[:7]
-        enabled, not_before, expires, key_ops, permissions = row[8:]
+        enabled, not_before, expires, key_ops, permissions, tenant = row[8:14]
         if vault_deleted is not None or key_deleted is not None:
             return None
-        if not actor.is_operator and (permissions is None or permission not in permissions):
+        access = authz.KeyAccess(tenant, frozenset(permissions or ()), permission)
+        if not authz.allowed(actor, authz.Action.KEY_OPERATION, access):
             return None
         _check_usable(enabled, not_before, expires, key_ops, operation, self._clock.now())
         private_key = self._private_keys.get(version_id)
@@ -1295,7 +1448,20 @@ class KeyVaultService:
             if vault_row is None or key_row is None or version_row is None:
                 return None
             private_key = self._private_key(vault_row, key_row, version_row)
-        return vault_name, key_name, version_id, row[7], private_key
+        opened = private_key
+        self._binding.check(
+            row_id=version_id,
+            vault_id=vault_id,
+            key_id=key_id,
+            version=row[7],
+            kty=row.pk_kty,
+            n=row.pk_n,
+            e=row.pk_e,
+            tag=row.pk_tag,
+            label=f"{vault_name}/{key_name}/{row[7]}",
+            private_key=lambda: opened,
+        )
+        return (vault_name, vault_id, tenant), key_name, version_id, row[7], private_key
 
     def crypto(
         self,
@@ -1324,7 +1490,7 @@ class KeyVaultService:
         # the database's one write lock, which every other request would wait for.) A change
         # that commits between the checks and the operation (access removed, key disabled) is
         # seen by the next operation, as if it had committed a moment later.
-        def check(session: Session) -> tuple[str, str, str, str, RSAPrivateKey]:
+        def check(session: Session) -> tuple[tuple[str, str, str], str, str, str, RSAPrivateKey]:
             fast = self._crypto_check_fast(
                 session, actor, vault, name, version, permission, operation
             )
@@ -1336,9 +1502,10 @@ class KeyVaultService:
             target = self._version_row(session, key, version)
             self._usable(target, operation, self._clock.now())
             private_key = self._private_key(row, key, target)
-            return row.name, key.name, target.id, target.version, private_key
+            self._check_public(row, key, target)
+            return (row.name, row.id, row.tenant), key.name, target.id, target.version, private_key
 
-        vault_name, key_name, version_id, version_name, private_key = self._run(
+        vault_scope, key_name, version_id, version_name, private_key = self._run(
             actor, audit_name, check, vault=vault.lower(), key=name, read_only=True
         )
         try:
@@ -1356,12 +1523,12 @@ class KeyVaultService:
                 session,
                 actor,
                 audit_name,
-                vault=vault_name,
+                vault=vault_scope,
                 key=key_name,
                 version=version_name,
                 details={"alg": algorithm},
             )
-        return CryptoResult(KeyId(vault_name, key_name, version_name), output)
+        return CryptoResult(KeyId(vault_scope[0], key_name, version_name), output)
 
     def wrap_key(
         self, actor: Actor, vault: str, name: str, version: str | None, alg: str, key: bytes
@@ -1372,6 +1539,11 @@ class KeyVaultService:
         self, actor: Actor, vault: str, name: str, version: str | None, alg: str, wrapped: bytes
     ) -> CryptoResult:
         return self.crypto(actor, "unwrapKey", vault, name, version, alg, wrapped)
+
+    def backfill_public_tags(self, *, batch: int = 200) -> BackfillReport:
+        """Give every key version made before public-key tags its tag, once it is checked
+        against its sealed private key (run at start; idempotent; see ``vault.binding``)."""
+        return self._binding.backfill(self.db, self._protector, batch=batch)
 
     # ------------------------------------------------------------------ usage and scheduler
 
@@ -1396,7 +1568,7 @@ class KeyVaultService:
     def tick(self, actor: Actor) -> TickReport:
         """The scheduler's periodic work: purge what retention has released, apply rotation
         policies. Safe to run from several processes (each step is its own transaction)."""
-        if not actor.is_operator:
+        if not authz.allowed(actor, authz.Action.PLATFORM_OPERATE, authz.Platform()):
             raise Forbidden("Only the platform operator runs the scheduler.")
         now = self._clock.now()
         purged_keys: list[str] = []
@@ -1413,7 +1585,7 @@ class KeyVaultService:
                     session,
                     actor,
                     "KeyPurge",
-                    vault=vault.name if vault else None,
+                    vault=vault,
                     key=label.split("/", 1)[1],
                     details={"reason": "retention ended"},
                 )
@@ -1425,7 +1597,7 @@ class KeyVaultService:
                     session,
                     actor,
                     "VaultPurge",
-                    vault=vault.name,
+                    vault=vault,
                     details={"reason": "retention ended"},
                 )
                 purged_vaults.append(vault.name)
@@ -1457,7 +1629,7 @@ class KeyVaultService:
                             session,
                             actor,
                             "KeyNearExpiry",
-                            vault=vault_row.name,
+                            vault=vault_row,
                             key=key.name,
                             version=newest.version,
                         )

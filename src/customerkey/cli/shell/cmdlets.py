@@ -295,9 +295,10 @@ register_view(COMMAND_TYPE, table_view=["CommandType", "Name", "Source"])
 
 
 def _policy_display(policy: AccessPolicy) -> str:
-    if policy.display_name and policy.display_name.lower() != policy.object_id.lower():
-        return f"{policy.display_name} ({policy.object_id})"
-    return policy.object_id
+    name = policy.sign_in_name or policy.object_id
+    if policy.display_name and policy.display_name.lower() != name.lower():
+        return f"{policy.display_name} ({name})"
+    return name
 
 
 def _text_block(pairs: Sequence[tuple[str, Any]]) -> list[str]:
@@ -313,7 +314,7 @@ def vault_object(inv: Invocation, vault: Vault, *, item: bool = False) -> PSObje
             {
                 "TenantId": vault.tenant,
                 "ObjectId": p.object_id,
-                "ApplicationId": None,
+                "ApplicationId": p.sign_in_name if p.kind == "service" else None,
                 "DisplayName": _policy_display(p),
                 "PermissionsToKeys": list(p.key_permissions),
                 "PermissionsToKeysStr": ", ".join(p.key_permissions),
@@ -457,7 +458,10 @@ def _check_principal(inv: Invocation, object_id: str, kind: str | None, vault: V
         principal = inv.runtime.principals.get(object_id)
     except Exception:  # PrincipalNotFound, a malformed id
         principal = None
-    if principal is None or (kind is not None and principal.kind != kind):
+    visible = principal is not None and (
+        principal.tenant == vault.tenant or principal.builtin or inv.actor(AZ).is_operator
+    )
+    if principal is None or not visible or (kind is not None and principal.kind != kind):
         raise fail(
             f"Cannot find the Active Directory object '{object_id}' in tenant '{vault.tenant}'. "
             "Please make sure that the user or application service principal you are "
@@ -466,7 +470,7 @@ def _check_principal(inv: Invocation, object_id: str, kind: str | None, vault: V
             "ObjectNotFound",
             "InvalidArgument",
         )
-    return principal.id
+    return principal.object_id
 
 
 def _no_other_permissions(inv: Invocation) -> None:

@@ -52,7 +52,7 @@ from customerkey.cli.shell.formatting import (
     to_ps_string,
 )
 from customerkey.cli.shell.parser import ParseError, caret_lines, parse
-from customerkey.errors import CustomerKeyError, PrincipalNotFound
+from customerkey.errors import CustomerKeyError, Forbidden, PrincipalNotFound
 from customerkey.jobs.queue import Job
 from customerkey.service.tenants import TenantNotFound
 from customerkey.vault.models import OPERATOR, Actor
@@ -277,8 +277,16 @@ class Session:
                 found = runtime.principals.get(principal)
             except PrincipalNotFound:
                 found = None
+            if found is not None and found.object_id != actor.object_id:
+                # Only the local operator may act as someone else (impersonation, audited as
+                # "operator as <principal>"); a principal stays itself.
+                if not actor.is_operator or actor.kind != "operator":
+                    raise Forbidden(
+                        f"Signed in as '{actor.principal_id}'; only the platform operator can "
+                        f"act as '{found.id}'."
+                    )
+                actor = found.actor(impersonated_by=actor.principal_id)
             if found is not None:
-                actor = found.actor()
                 resolved = found.tenant
             elif "@" in principal:
                 try:

@@ -60,11 +60,13 @@ from customerkey.errors import (
     KeyAccessDenied,
     NotFound,
 )
+from customerkey.identity import authorize as authz
 from customerkey.jobs.queue import Job, JobQueue
 from customerkey.jobs.worker import JobContext, PermanentJobError
 from customerkey.keyprovider.base import KeyUri
 from customerkey.rng import Rng
 from customerkey.service.policies import PolicyService
+from customerkey.service.purge_approval import approving_actor
 from customerkey.service.sealing import MasterSealer
 from customerkey.service.workloads import SHAREPOINT
 from customerkey.storage.blobs import LocalBlobStore
@@ -76,7 +78,6 @@ from customerkey.storage.models import (
     GenerationRow,
     JobRow,
     PolicyRow,
-    PrincipalRow,
     SiteKeyRow,
     SiteRow,
     TenantRow,
@@ -455,7 +456,7 @@ class FilesService:
 
     @staticmethod
     def _may_manage(actor: Actor, tenant: str) -> None:
-        if not actor.is_tenant_admin(tenant):
+        if not authz.allowed(actor, authz.Action.TENANT_ADMINISTER, authz.Tenant(tenant)):
             raise Forbidden(f"'{actor.principal_id}' is not an administrator of '{tenant}'.")
 
     def resolve_tenant(self, tenant: str | None, identity: str | None) -> str | None:
@@ -736,13 +737,15 @@ class FilesService:
                 session,
                 REGISTER_JOB,
                 policy.id,
-                created_by=actor.principal_id,
+                created_by=actor,
                 payload={"generation_id": policy.current_generation_id, "generation_seq": 1},
                 total=self._sites_to_rewrap(session, tenant_id, policy.current_generation_id),
             )
             self._audit.append(
                 session,
-                principal=actor.principal_id,
+                tenant=tenant_id,
+                principal=actor.audit_name,
+                actor_id=actor.object_id or None,
                 operation="SPODataEncryptionPolicyRegister",
                 request_id=actor.request_id,
                 details={
@@ -805,7 +808,7 @@ class FilesService:
                 f"The new {kind} key must be in a different vault than the {other} key "
                 f"({current[1 - slot].vault})."
             )
-        props = self.policies.validate_root_key("files", uri)
+        props = self.policies.validate_root_key("files", uri, tenant)
         if str(props.uri) == str(current[slot]):
             raise Conflict(
                 f"The {kind} key is already {props.uri}; nothing to roll. Add a new version of "
@@ -851,7 +854,7 @@ class FilesService:
                     session,
                     ROLL_JOB,
                     policy_id,
-                    created_by=actor.principal_id,
+                    created_by=actor,
                     payload={
                         "generation_id": generation.id,
                         "generation_seq": generation.seq,
@@ -897,13 +900,15 @@ class FilesService:
                 session,
                 kind,
                 status.policy_id,
-                created_by=actor.principal_id,
+                created_by=actor,
                 payload=payload,
                 total=self._sites_to_rewrap(session, tenant, generation.id),
             )
             self._audit.append(
                 session,
-                principal=actor.principal_id,
+                tenant=tenant,
+                principal=actor.audit_name,
+                actor_id=actor.object_id or None,
                 operation="SPODataEncryptionPolicyResume",
                 request_id=actor.request_id,
                 details={"tenant": tenant, "policy": status.policy_id, "job": job.id},
@@ -925,7 +930,7 @@ class FilesService:
         re-wraps every site key under a new TIK protected by the two new root keys. Audited;
         never done automatically."""
         tenant = tenant.lower()
-        if not actor.is_operator:
+        if not authz.allowed(actor, authz.Action.PLATFORM_OPERATE, authz.Platform()):
             raise Forbidden(
                 "Recovery with the availability key is a platform operator action, taken only "
                 "when the customer asks for it."
@@ -947,8 +952,8 @@ class FilesService:
             if status.job_state in _ACTIVE:
                 raise Conflict(self._busy_message(status, active=True))
         assert status.policy_id is not None
-        props_1 = self.policies.validate_root_key("files", uri_1)
-        props_2 = self.policies.validate_root_key("files", uri_2)
+        props_1 = self.policies.validate_root_key("files", uri_1, tenant)
+        props_2 = self.policies.validate_root_key("files", uri_2, tenant)
         return self._roll_to_new_generation(
             actor,
             tenant,
@@ -989,6 +994,7 @@ class FilesService:
             generation = session.get(GenerationRow, generation_id)
             self._audit.append(
                 session,
+                tenant=tenant,
                 principal="customerkey-service",
                 operation=RECOVERY_ACTIVITY,
                 details={
@@ -1069,6 +1075,7 @@ class FilesService:
             retired = self._retire_unused_generations(session, policy_id, target_id)
             self._audit.append(
                 session,
+                tenant=tenant,
                 principal="customerkey-service",
                 operation=(
                     "SPODataEncryptionPolicyRegistered"
@@ -1136,25 +1143,22 @@ class FilesService:
         """A second tenant admin signs off; the purge job then destroys the TIK generations,
         site keys, chunk keys and blobs of every site of the tenant."""
         tenant = tenant.lower()
-        self._may_manage(actor, tenant)
-        approver_id = approver.strip().lower()
         with self.db.transaction() as session:
             policy = self._policy_row(session, tenant)
             if policy is None or policy.state != "purge-requested":
                 raise Conflict(
                     f"Tenant '{tenant}' has no permanent data purge of its files requested."
                 )
-            if approver_id == (policy.purge_requested_by or "").lower():
-                raise Forbidden("The approver must be a different tenant admin than the requester.")
-            if not actor.is_operator and actor.principal_id != approver_id:
-                raise Forbidden("Only the approver can approve, acting as themselves.")
-            principal = session.get(PrincipalRow, approver_id)
-            if (
-                principal is None
-                or principal.tenant != tenant
-                or "tenant-admin" not in principal.roles
-            ):
-                raise Forbidden(f"'{approver}' is not a tenant admin of '{tenant}'.")
+            signer = approving_actor(
+                session,
+                actor,
+                approver,
+                tenant=tenant,
+                requested_by_id=policy.purge_requested_by_id,
+                requested_by_name=policy.purge_requested_by,
+                requested_at=policy.purge_requested_at,
+            )
+            approver_id = signer.principal_id
             if self.jobs.active_for(session, PURGE_JOB, policy.id) is not None:
                 raise Conflict("The purge of this tenant's files is already running.")
             policy.state = "purging"
@@ -1163,15 +1167,17 @@ class FilesService:
                 session,
                 PURGE_JOB,
                 policy.id,
-                created_by=approver_id,
+                created_by=signer,
                 payload={"approver": approver_id},
             )
             self._audit.append(
                 session,
-                principal=actor.principal_id,
+                principal=signer.audit_name,
                 operation="SPODataEncryptionPolicyPurgeApproved",
                 request_id=actor.request_id,
                 details={"tenant": tenant, "policy": policy.id, "approver": approver_id},
+                tenant=tenant,
+                actor_id=signer.object_id or None,
             )
             return job
 
@@ -1224,6 +1230,9 @@ class FilesService:
                 site.updated_at = now
                 self._audit.append(
                     session,
+                    tenant=session.scalar(
+                        select(PolicyRow.tenant_id).where(PolicyRow.id == policy_id)
+                    ),
                     principal="customerkey-service",
                     operation="SitePurged",
                     details={"policy": policy_id, "site": site_id, "url": old_url},
@@ -1244,6 +1253,7 @@ class FilesService:
             policy.updated_at = policy.purged_at
             self._audit.append(
                 session,
+                tenant=tenant,
                 principal="customerkey-service",
                 operation="SPODataEncryptionPolicyPurged",
                 details={
@@ -1325,7 +1335,9 @@ class FilesService:
             row.current_key_id = key.id
             self._audit.append(
                 session,
-                principal=actor.principal_id,
+                tenant=url_tenant,
+                principal=actor.audit_name,
+                actor_id=actor.object_id or None,
                 operation="SiteCreate",
                 request_id=actor.request_id,
                 details={
@@ -1634,7 +1646,9 @@ class FilesService:
         row.updated_at = now
         self._audit.append(
             session,
-            principal=actor.principal_id,
+            tenant=site.tenant_id,
+            principal=actor.audit_name,
+            actor_id=actor.object_id or None,
             operation="FileUploaded",
             request_id=actor.request_id,
             details={
@@ -1853,7 +1867,9 @@ class FilesService:
             row.updated_at = now
             self._audit.append(
                 session,
-                principal=actor.principal_id,
+                tenant=site.tenant_id,
+                principal=actor.audit_name,
+                actor_id=actor.object_id or None,
                 operation="FileRecycled",
                 request_id=actor.request_id,
                 details={"site": site.id, "file": row.id, "path": row.path},
@@ -1883,7 +1899,9 @@ class FilesService:
             row.updated_at = self._clock.now()
             self._audit.append(
                 session,
-                principal=actor.principal_id,
+                tenant=site.tenant_id,
+                principal=actor.audit_name,
+                actor_id=actor.object_id or None,
                 operation="FileRestored",
                 request_id=actor.request_id,
                 details={"site": site.id, "file": row.id, "path": row.path},
@@ -1911,7 +1929,9 @@ class FilesService:
             site_id = site.id
             self._audit.append(
                 session,
-                principal=actor.principal_id,
+                tenant=site.tenant_id,
+                principal=actor.audit_name,
+                actor_id=actor.object_id or None,
                 operation="RecycleBinPurged",
                 request_id=actor.request_id,
                 details={"site": site.id, "files": file_ids},

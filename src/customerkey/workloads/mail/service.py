@@ -30,10 +30,12 @@ from customerkey.clock import Clock
 from customerkey.crypto.aead import open_stream, seal, seal_stream
 from customerkey.crypto.wrap import aes_kwp_unwrap, aes_kwp_wrap
 from customerkey.errors import BadParameter, Conflict, Forbidden, NotFound
+from customerkey.identity import authorize as authz
 from customerkey.jobs.queue import Job, JobFailed, JobQueue, pid_alive
 from customerkey.jobs.worker import JobContext, PermanentJobError, Worker
 from customerkey.rng import Rng
 from customerkey.service.policies import PolicyService
+from customerkey.service.purge_approval import approving_actor
 from customerkey.service.sealing import MasterSealer
 from customerkey.storage.blobs import LocalBlobStore
 from customerkey.storage.database import Database
@@ -43,6 +45,7 @@ from customerkey.storage.models import (
     MailboxRow,
     MailItemRow,
     PolicyRow,
+    PrincipalRow,
     TenantRow,
 )
 from customerkey.vault.models import Actor
@@ -159,12 +162,21 @@ class MailService:
 
     @staticmethod
     def _may_manage(actor: Actor, tenant: str) -> None:
-        if not actor.is_tenant_admin(tenant):
+        if not authz.allowed(actor, authz.Action.TENANT_ADMINISTER, authz.Tenant(tenant)):
             raise Forbidden(f"'{actor.principal_id}' is not an administrator of '{tenant}'.")
 
     @staticmethod
-    def _may_use(actor: Actor, row: MailboxRow) -> None:
-        if actor.is_tenant_admin(row.tenant_id) or actor.principal_id == row.upn:
+    def _may_use(session: Session, actor: Actor, row: MailboxRow) -> None:
+        """A tenant admin of the mailbox's tenant, or its owner: the user principal of that
+        tenant whose UPN the mailbox has (decided by object id)."""
+        owner = session.scalar(
+            select(PrincipalRow.object_id).where(
+                PrincipalRow.id == row.upn,
+                PrincipalRow.tenant == row.tenant_id,
+                PrincipalRow.kind == "user",
+            )
+        )
+        if authz.allowed(actor, authz.Action.MAILBOX_OPEN, authz.Mailbox(row.tenant_id, owner)):
             return
         raise Forbidden(f"'{actor.principal_id}' may not open mailbox '{row.upn}'.")
 
@@ -307,7 +319,9 @@ class MailService:
             row.current_key_id = key.id
             self._audit.append(
                 session,
-                principal=actor.principal_id,
+                tenant=tenant,
+                principal=actor.audit_name,
+                actor_id=actor.object_id or None,
                 operation="MailUserCreate" if kind == "mailuser" else "MailboxCreate",
                 request_id=actor.request_id,
                 details={"mailbox": row.id, "upn": upn_l, "kind": kind, "policy": policy_id},
@@ -317,7 +331,7 @@ class MailService:
     def get(self, actor: Actor, identity: str) -> Mailbox:
         with self.db.transaction() as session:
             row = self._find(session, identity)
-            self._may_use(actor, row)
+            self._may_use(session, actor, row)
             return self._view(session, row)
 
     def list_mailboxes(
@@ -415,13 +429,15 @@ class MailService:
                     session,
                     REKEY_JOB,
                     row.id,
-                    created_by=actor.principal_id,
+                    created_by=actor,
                     payload={"key_id": key.id, "reason": reason},
                     total=items,
                 )
             self._audit.append(
                 session,
-                principal=actor.principal_id,
+                tenant=row.tenant_id,
+                principal=actor.audit_name,
+                actor_id=actor.object_id or None,
                 operation="MailboxMoveRequest"
                 if reason == "move"
                 else "MailboxSetDataEncryptionPolicy",
@@ -485,7 +501,7 @@ class MailService:
         signature = formats.source_signature(path, fmt)
         with self.db.transaction() as session:
             row = self._find(session, identity)
-            self._may_use(actor, row)
+            self._may_use(session, actor, row)
             self._current_key(session, row)
             upn, mailbox_id = row.upn, row.id
             active = self.jobs.active_for(session, IMPORT_JOB, mailbox_id)
@@ -523,7 +539,7 @@ class MailService:
                     "principal": actor.principal_id,
                     "request_id": actor.request_id,
                 },
-                created_by=actor.principal_id,
+                created_by=actor,
                 total=total,
             )
 
@@ -640,6 +656,7 @@ class MailService:
                 mailbox.updated_at = self._clock.now()
                 self._audit.append(
                     session,
+                    tenant=mailbox.tenant_id,
                     principal=principal,
                     operation="MailboxImport",
                     request_id=str(request_id) if request_id else None,
@@ -706,7 +723,7 @@ class MailService:
         """Deliver one message (the write path applications use)."""
         with self.db.transaction() as session:
             row = self._find(session, identity)
-            self._may_use(actor, row)
+            self._may_use(session, actor, row)
             key_row = self._current_key(session, row)
             tenant, mailbox_id, key_id, key_seq = row.tenant_id, row.id, key_row.id, key_row.seq
             generation_id, wrapped = key_row.generation_id, key_row.wrapped
@@ -753,7 +770,9 @@ class MailService:
             session.add(item)
             self._audit.append(
                 session,
-                principal=actor.principal_id,
+                tenant=tenant,
+                principal=actor.audit_name,
+                actor_id=actor.object_id or None,
                 operation="MailItemCreate",
                 request_id=actor.request_id,
                 details={"mailbox": mailbox_id, "item": item_id},
@@ -765,7 +784,7 @@ class MailService:
     ) -> list[MailItem]:
         with self.db.transaction() as session:
             row = self._find(session, identity)
-            self._may_use(actor, row)
+            self._may_use(session, actor, row)
             query = select(MailItemRow).where(MailItemRow.mailbox_id == row.id)
             if folder is not None:
                 query = query.where(MailItemRow.folder == folder)
@@ -811,7 +830,7 @@ class MailService:
     def read_item(self, actor: Actor, identity: str, item_ref: str) -> bytes:
         with self.db.transaction() as session:
             row = self._find(session, identity)
-            self._may_use(actor, row)
+            self._may_use(session, actor, row)
             item = self._item(session, row, item_ref)
             key = session.get(MailboxKeyRow, item.key_id)
             assert key is not None
@@ -821,13 +840,15 @@ class MailService:
     def delete_item(self, actor: Actor, identity: str, item_ref: str) -> None:
         with self.db.transaction() as session:
             row = self._find(session, identity)
-            self._may_use(actor, row)
+            self._may_use(session, actor, row)
             item = self._item(session, row, item_ref)
             blob = item.blob
             session.delete(item)
             self._audit.append(
                 session,
-                principal=actor.principal_id,
+                tenant=row.tenant_id,
+                principal=actor.audit_name,
+                actor_id=actor.object_id or None,
                 operation="MailItemDelete",
                 request_id=actor.request_id,
                 details={"mailbox": row.id, "item": item.id},
@@ -881,7 +902,7 @@ class MailService:
     def statistics(self, actor: Actor, identity: str) -> MailboxStatistics:
         with self.db.transaction() as session:
             row = self._find(session, identity)
-            self._may_use(actor, row)
+            self._may_use(session, actor, row)
             count, size = session.execute(
                 select(func.count(), func.coalesce(func.sum(MailItemRow.size), 0)).where(
                     MailItemRow.mailbox_id == row.id
@@ -1043,6 +1064,9 @@ class MailService:
                     destroyed.append(key.seq)
                 self._audit.append(
                     session,
+                    tenant=session.scalar(
+                        select(MailboxRow.tenant_id).where(MailboxRow.id == mailbox_id)
+                    ),
                     principal="customerkey-service",
                     operation="MailboxRekeyComplete",
                     details={"mailbox": mailbox_id, "key": target.id, "destroyed_keys": destroyed},
@@ -1118,7 +1142,7 @@ class MailService:
                     session,
                     REFRESH_JOB,
                     policy_id,
-                    created_by=actor.principal_id,
+                    created_by=actor,
                     payload={"generation_id": generation.id},
                     total=self._keys_to_rewrap(session, policy_id, generation.id),
                 )
@@ -1232,6 +1256,7 @@ class MailService:
             retired = self.retire_unused_generations(session, policy_id)
             self._audit.append(
                 session,
+                tenant=session.scalar(select(PolicyRow.tenant_id).where(PolicyRow.id == policy_id)),
                 principal="customerkey-service",
                 operation="DataEncryptionPolicyRefreshComplete",
                 details={
@@ -1280,26 +1305,24 @@ class MailService:
         """The second tenant admin signs off; the purge job then destroys the DEP's keys."""
         tenant = tenant.lower()
         policy = self.policies.get(actor, tenant, identity, kind="mailbox")
-        approver_id = approver.strip().lower()
         if policy.state != "purge-requested":
             raise Conflict(
                 f"Policy '{policy.name}' has no permanent data purge requested (state "
                 f"{policy.state})."
             )
-        if approver_id == (policy.purge_requested_by or "").lower():
-            raise Forbidden("The approver must be a different tenant admin than the requester.")
-        if not actor.is_operator and actor.principal_id != approver_id:
-            raise Forbidden("Only the approver can approve, acting as themselves.")
         with self.db.transaction() as session:
-            from customerkey.storage.models import PrincipalRow
-
-            principal = session.get(PrincipalRow, approver_id)
-            if (
-                principal is None
-                or principal.tenant != tenant
-                or "tenant-admin" not in principal.roles
-            ):
-                raise Forbidden(f"'{approver}' is not a tenant admin of '{tenant}'.")
+            requested = session.get(PolicyRow, policy.id)
+            assert requested is not None
+            signer = approving_actor(
+                session,
+                actor,
+                approver,
+                tenant=tenant,
+                requested_by_id=requested.purge_requested_by_id,
+                requested_by_name=requested.purge_requested_by,
+                requested_at=requested.purge_requested_at,
+            )
+            approver_id = signer.principal_id
             if self.jobs.active_for(session, PURGE_JOB, policy.id) is not None:
                 raise Conflict("The purge of this policy is already running.")
             row = session.get(PolicyRow, policy.id)
@@ -1310,15 +1333,17 @@ class MailService:
                 session,
                 PURGE_JOB,
                 policy.id,
-                created_by=approver_id,
+                created_by=signer,
                 payload={"approver": approver_id},
             )
             self._audit.append(
                 session,
-                principal=actor.principal_id,
+                principal=signer.audit_name,
                 operation="DataEncryptionPolicyPurgeApproved",
                 request_id=actor.request_id,
                 details={"policy": policy.id, "approver": approver_id, "job": job.id},
+                tenant=tenant,
+                actor_id=signer.object_id or None,
             )
             return job
 
@@ -1364,6 +1389,7 @@ class MailService:
                     mailbox.updated_at = self._clock.now()
                     self._audit.append(
                         session,
+                        tenant=mailbox.tenant_id,
                         principal="customerkey-service",
                         operation="MailboxPurged",
                         details={"policy": policy_id, "mailbox": mailbox_id, "upn": mailbox.upn},
@@ -1385,6 +1411,7 @@ class MailService:
                 policy.updated_at = policy.purged_at
                 self._audit.append(
                     session,
+                    tenant=policy.tenant_id,
                     principal="customerkey-service",
                     operation="DataEncryptionPolicyPurged",
                     details={

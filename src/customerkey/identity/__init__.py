@@ -1,0 +1,1 @@
+"""Identity: who is calling and what it may do (the authorization decision point)."""
