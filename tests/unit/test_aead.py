@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import io
+import re
 import struct
 from collections.abc import Mapping
-from typing import BinaryIO, cast
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, BinaryIO, cast
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,6 +39,11 @@ KEY_VERSION = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 SEG = 4096
 CONTEXT = {"tenant": "contoso", "container": "mbx-0001", "item": "AAMkAD-42"}
 FAILED = DecryptionFailed().message
+
+
+def _raises(kind: type[Exception], message: str) -> AbstractContextManager[Any]:
+    """``pytest.raises`` that wants exactly ``message``, not a message merely containing it."""
+    return pytest.raises(kind, match=f"^{re.escape(message)}$")
 
 
 def _plaintext(size: int, seed: int = 7) -> bytes:
@@ -263,6 +274,7 @@ def test_each_seal_is_fresh() -> None:
     second = seal(KEY, b"same", key_id="k", key_version="v")
     assert first != second
     assert parse_header(first).salt != parse_header(second).salt
+    assert parse_header(first).nonce_prefix != parse_header(second).nonce_prefix
     assert _seal(b"same", seed=4) == _seal(b"same", seed=4)
 
 
@@ -338,6 +350,24 @@ def _header_with(**changes: object) -> bytes:
             cast(bytes, fields["commitment"]),
         )
     )
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        pytest.param(b"CKF\x01\xff\xff", id="bad-magic"),
+        pytest.param(b"CKE\x02\xff\xff", id="unknown-version"),
+        pytest.param(b"CKE\x01\x00\x00", id="empty-key-id"),
+    ],
+)
+def test_read_header_stops_at_a_bad_prefix(prefix: bytes) -> None:
+    """A stream that is not an envelope is refused after its first 6 bytes, without waiting
+    for the key id its length field announces (up to 64 KiB)."""
+    src = io.BytesIO(prefix + bytes(70_000))
+    with pytest.raises(DecryptionFailed) as caught:
+        read_header(src)
+    assert str(caught.value) == FAILED
+    assert src.tell() == 6
 
 
 def test_well_formed_synthetic_header_parses() -> None:
@@ -619,56 +649,103 @@ def test_encode_context_is_canonical() -> None:
 
 
 def test_encode_context_rejects_non_strings() -> None:
-    with pytest.raises(TypeError, match="context keys and values must be str"):
+    with _raises(TypeError, "context keys and values must be str"):
         encode_context(cast(Mapping[str, str], {"a": 1}))
-    with pytest.raises(ValueError, match="not encodable as UTF-8"):
+    with _raises(TypeError, "context keys and values must be str"):
+        encode_context(cast(Mapping[str, str], {"a": "1", 2: "b"}))
+    with _raises(ValueError, "context value is not encodable as UTF-8: '\\ud800'"):
         encode_context({"a": "\ud800"})
+    with _raises(ValueError, "context key is not encodable as UTF-8: '\\udcff'"):
+        encode_context({"ok": "fine", "\udcff": "x"})
+
+
+def test_encode_context_reports_an_unencodable_mapping_it_cannot_explain() -> None:
+    class Flaky(dict[str, str]):
+        """Fails while being encoded, yet every entry encodes when looked at again."""
+
+        def __getitem__(self, name: str) -> str:
+            raise TypeError("not now")
+
+    with _raises(ValueError, "context is not encodable"):
+        encode_context(Flaky({"a": "b"}))
 
 
 # --- caller mistakes are ValueError / TypeError, not DecryptionFailed -------------------
 
 
 def test_key_length_is_checked() -> None:
-    with pytest.raises(ValueError) as caught:
+    with _raises(ValueError, "key must be 32 bytes, got 16"):
         seal(bytes(16), b"x", key_id="k", key_version="v")
-    assert str(caught.value) == "key must be 32 bytes, got 16"
-    with pytest.raises(ValueError, match="key must be 32 bytes, got 31"):
+    with _raises(ValueError, "key must be 32 bytes, got 31"):
         open_sealed(bytes(31), TAMPER_CIPHERTEXT)
-    with pytest.raises(ValueError, match="key must be 32 bytes, got 0"):
+    with _raises(ValueError, "key must be 32 bytes, got 0"):
         open_stream(b"", io.BytesIO(TAMPER_CIPHERTEXT), io.BytesIO())
-    with pytest.raises(TypeError, match="key must be bytes"):
+    with _raises(ValueError, "key must be 32 bytes, got 33"):
+        seal_stream(bytes(33), io.BytesIO(), io.BytesIO(), key_id="k", key_version="v")
+    with _raises(TypeError, "key must be bytes, got str"):
         seal(cast(bytes, "k" * 32), b"x", key_id="k", key_version="v")
+    with _raises(TypeError, "key must be bytes, got memoryview"):
+        open_sealed(cast(bytes, memoryview(KEY)), TAMPER_CIPHERTEXT)
+    # bytearray keys are accepted.
+    assert open_sealed(cast(bytes, bytearray(KEY)), TAMPER_CIPHERTEXT, context=CONTEXT) == (
+        TAMPER_PLAINTEXT
+    )
 
 
 @pytest.mark.parametrize("segment_size", [0, 4095, (1 << 24) + 1, -1])
 def test_segment_size_is_checked(segment_size: int) -> None:
     message = "segment_size must be between 4096 and 16777216"
-    with pytest.raises(ValueError) as caught:
+    with _raises(ValueError, message):
         seal(KEY, b"x", key_id="k", key_version="v", segment_size=segment_size)
-    assert str(caught.value) == message
-    with pytest.raises(ValueError, match=message):
+    with _raises(ValueError, message):
         seal_stream(
             KEY, io.BytesIO(), io.BytesIO(), key_id="k", key_version="v", segment_size=segment_size
         )
-    with pytest.raises(ValueError, match=message):
+    with _raises(ValueError, message):
         sealed_size(1, key_id="k", key_version="v", segment_size=segment_size)
 
 
-def test_segment_size_bounds_are_accepted() -> None:
-    for size in (4096, 1 << 24):
-        assert open_sealed(KEY, seal(KEY, b"x", key_id="k", key_version="", segment_size=size))
+@pytest.mark.parametrize(
+    "segment_size,type_name",
+    [(4096.0, "float"), (True, "bool"), ("4096", "str"), (None, "NoneType")],
+)
+def test_segment_size_must_be_an_int(segment_size: object, type_name: str) -> None:
+    message = f"segment_size must be int, got {type_name}"
+    size = cast(int, segment_size)
+    with _raises(TypeError, message):
+        seal(KEY, b"x", key_id="k", key_version="v", segment_size=size)
+    with _raises(TypeError, message):
+        seal_stream(KEY, io.BytesIO(), io.BytesIO(), key_id="k", key_version="v", segment_size=size)
+    with _raises(TypeError, message):
+        sealed_size(1, key_id="k", key_version="v", segment_size=size)
+
+
+@pytest.mark.parametrize("size", [4096, 1 << 24])
+def test_segment_size_bounds_are_accepted(size: int) -> None:
+    plaintext = _plaintext(4097)  # two segments of the smallest size, one of the largest
+    ciphertext = seal(KEY, plaintext, key_id="k", key_version="", segment_size=size)
+    assert parse_header(ciphertext).segment_size == size
+    assert len(ciphertext) == 83 + 4097 + aead.TAG_SIZE * (4097 // size + 1)
+    assert open_sealed(KEY, ciphertext) == plaintext
+    assert _open_via_stream(ciphertext, context={}) == plaintext
 
 
 def test_ids_are_checked() -> None:
-    with pytest.raises(ValueError, match="key_id must be 1 to 65535 bytes of UTF-8, got 0"):
+    with _raises(ValueError, "key_id must be 1 to 65535 bytes of UTF-8, got 0"):
         seal(KEY, b"x", key_id="", key_version="v")
-    with pytest.raises(ValueError, match="key_id must be 1 to 65535 bytes of UTF-8, got 65536"):
+    with _raises(ValueError, "key_id must be 1 to 65535 bytes of UTF-8, got 65536"):
         seal(KEY, b"x", key_id="k" * 65536, key_version="v")
-    with pytest.raises(ValueError, match="key_version must be at most 255 bytes of UTF-8, got 256"):
+    with _raises(ValueError, "key_id must be 1 to 65535 bytes of UTF-8, got 65536"):
+        seal(KEY, b"x", key_id="\u00e9" * 32768, key_version="v")  # counted in bytes
+    with _raises(ValueError, "key_version must be at most 255 bytes of UTF-8, got 256"):
         seal(KEY, b"x", key_id="k", key_version="v" * 256)
-    with pytest.raises(ValueError, match="key_id is not encodable as UTF-8"):
+    with _raises(ValueError, "key_id is not encodable as UTF-8: '\\udcff'"):
         seal(KEY, b"x", key_id="\udcff", key_version="v")
-    with pytest.raises(TypeError, match="key_version must be str"):
+    with _raises(ValueError, "key_version is not encodable as UTF-8: 'v\\ud800'"):
+        seal(KEY, b"x", key_id="k", key_version="v\ud800")
+    with _raises(TypeError, "key_id must be str, got bytes"):
+        seal(KEY, b"x", key_id=cast(str, b"k"), key_version="v")
+    with _raises(TypeError, "key_version must be str, got int"):
         seal(KEY, b"x", key_id="k", key_version=cast(str, 1))
     long_id = "k" * 65535
     ciphertext = seal(KEY, b"x", key_id=long_id, key_version="v" * 255)
@@ -679,10 +756,12 @@ def test_ids_are_checked() -> None:
 
 
 def test_test_hooks_are_checked() -> None:
-    with pytest.raises(ValueError, match="_salt must be 32 bytes, got 31"):
+    with _raises(ValueError, "_salt must be 32 bytes, got 31"):
         seal(KEY, b"x", key_id="k", key_version="v", _salt=bytes(31))
-    with pytest.raises(ValueError, match="_nonce_prefix must be 7 bytes, got 8"):
+    with _raises(ValueError, "_nonce_prefix must be 7 bytes, got 8"):
         seal(KEY, b"x", key_id="k", key_version="v", _nonce_prefix=bytes(8))
+    with _raises(TypeError, "_salt must be bytes, got str"):
+        seal(KEY, b"x", key_id="k", key_version="v", _salt=cast(bytes, "s" * 32))
     fixed = {"_salt": bytes(32), "_nonce_prefix": bytes(7)}
     assert seal(KEY, b"x", key_id="k", key_version="v", **fixed) == seal(  # type: ignore[arg-type]
         KEY,
@@ -697,8 +776,322 @@ def test_sealed_size() -> None:
     assert sealed_size(0, key_id="k", key_version="", segment_size=SEG) == 83 + 16
     assert sealed_size(SEG, key_id="k", key_version="", segment_size=SEG) == 83 + SEG + 32
     assert sealed_size(SEG - 1, key_id="k", key_version="", segment_size=SEG) == 83 + SEG - 1 + 16
-    with pytest.raises(ValueError, match="plaintext_len must not be negative"):
+    assert sealed_size(5, key_id="kid", key_version="v1") == 82 + 3 + 2 + 5 + 16
+    with _raises(ValueError, "plaintext_len must not be negative, got -1"):
         sealed_size(-1, key_id="k", key_version="", segment_size=SEG)
+    with _raises(TypeError, "plaintext_len must be int, got float"):
+        sealed_size(1.0, key_id="k", key_version="", segment_size=SEG)  # type: ignore[arg-type]
+    with _raises(TypeError, "key_id must be str, got NoneType"):
+        sealed_size(1, key_id=cast(str, None), key_version="")
+
+
+# --- the fresh salt and nonce prefix ------------------------------------------------------
+
+
+class CountingRng:
+    """Hands out 0, 1, 2, ... as bytes and records how many bytes each call asked for."""
+
+    def __init__(self) -> None:
+        self.requests: list[int] = []
+        self._next = 0
+
+    def token_bytes(self, n: int) -> bytes:
+        self.requests.append(n)
+        start = self._next
+        self._next += n
+        return bytes(range(start, start + n))
+
+    def randbelow(self, n: int) -> int:
+        raise AssertionError("sealing never asks for a number")
+
+
+def test_salt_and_nonce_prefix_come_from_one_draw_of_39_bytes() -> None:
+    rng = CountingRng()
+    header = parse_header(seal(KEY, b"x", key_id="k", key_version="v", rng=rng))
+    assert rng.requests == [39]
+    assert header.salt == bytes(range(32))
+    assert header.nonce_prefix == bytes(range(32, 39))
+    streamed = CountingRng()
+    out = io.BytesIO()
+    seal_stream(KEY, io.BytesIO(b"x"), out, key_id="k", key_version="v", rng=streamed)
+    assert streamed.requests == [39]
+    assert parse_header(out.getvalue()) == header
+
+
+def test_a_test_hook_given_alone_draws_only_the_other_value() -> None:
+    rng = CountingRng()
+    salt = bytes(range(100, 132))
+    header = parse_header(seal(KEY, b"x", key_id="k", key_version="v", rng=rng, _salt=salt))
+    assert rng.requests == [7]
+    assert (header.salt, header.nonce_prefix) == (salt, bytes(range(7)))
+    rng = CountingRng()
+    prefix = bytes(range(200, 207))
+    header = parse_header(
+        seal(KEY, b"x", key_id="k", key_version="v", rng=rng, _nonce_prefix=prefix)
+    )
+    assert rng.requests == [32]
+    assert (header.salt, header.nonce_prefix) == (bytes(range(32)), prefix)
+
+
+def test_the_nonce_prefix_is_the_one_every_segment_uses() -> None:
+    """Open the segments by hand with the header's prefix: the prefix in the header is the
+    one the segments were sealed with, never a constant."""
+    rng = CountingRng()
+    plaintext = _plaintext(SEG + 5)
+    ciphertext = seal(KEY, plaintext, key_id="k", key_version="v", segment_size=SEG, rng=rng)
+    header = parse_header(ciphertext)
+    okm = HKDF(hashes.SHA256(), 64, header.salt, b"customerkey/envelope/v1").derive(KEY)
+    gcm = AESGCM(okm[:32])
+    aad = ciphertext[: header.header_length] + encode_context({})
+    body = ciphertext[header.header_length :]
+    first = gcm.decrypt(bytes(range(32, 39)) + b"\x00\x00\x00\x00\x00", body[:CHUNK], aad)
+    last = gcm.decrypt(bytes(range(32, 39)) + b"\x00\x00\x00\x01\x01", body[CHUNK:], aad)
+    assert first + last == plaintext
+
+
+# --- truncated headers -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key_id_length", [1, 75, 76, 77, 300])
+@pytest.mark.parametrize(
+    "key_version", [pytest.param("", id="no-version"), pytest.param("v" * 255, id="long-version")]
+)
+def test_every_truncation_of_a_header_fails_alike(key_id_length: int, key_version: str) -> None:
+    """Every cut inside the header, including right after the key id (where the version
+    length byte is missing: past the fixed header size once the key id is 76 bytes or
+    longer) and right after the version."""
+    ciphertext = _seal(b"", key_id="k" * key_id_length, key_version=key_version, seed=50)
+    header_length = 82 + key_id_length + len(key_version)
+    assert parse_header(ciphertext).header_length == header_length
+    for length in range(header_length):
+        data = ciphertext[:length]
+        with pytest.raises(DecryptionFailed) as parsed:
+            parse_header(data)
+        with pytest.raises(DecryptionFailed) as read:
+            read_header(io.BytesIO(data))
+        with pytest.raises(DecryptionFailed) as short:
+            read_header(cast(BinaryIO, ShortReads(data, 5)))
+        for caught in (parsed, read, short):
+            assert str(caught.value) == FAILED
+            assert caught.value.__context__ is None
+
+
+def test_a_key_id_length_past_the_end_fails_at_each_boundary() -> None:
+    header = _header_with(key_id=b"k" * 100)
+    # The key id length claims one more byte than there is before the version length byte.
+    for claimed in (101, 100 + 1 + 1 + 1, len(header)):
+        edited = header[:4] + struct.pack(">H", claimed) + header[6:]
+        with pytest.raises(DecryptionFailed):
+            parse_header(edited)
+        with pytest.raises(DecryptionFailed):
+            read_header(io.BytesIO(edited))
+
+
+# --- sources that are not ordinary files -------------------------------------------------
+
+
+class NothingYet:
+    """A non-blocking source: ``read`` hands out ``data`` ``step`` bytes at a time, then
+    returns None (no data now, not EOF) instead of b""."""
+
+    def __init__(self, data: bytes, step: int = 1 << 30) -> None:
+        self._data = data
+        self._pos = 0
+        self._step = step
+
+    def read(self, n: int = -1) -> bytes | None:
+        chunk = self._data[self._pos : self._pos + min(n, self._step)]
+        self._pos += len(chunk)
+        return chunk or None
+
+
+NO_DATA = "stream returned no data without reaching EOF"
+
+
+@pytest.mark.parametrize(
+    "available",
+    [
+        pytest.param(0, id="nothing"),
+        pytest.param(4, id="inside-the-prefix"),
+        pytest.param(8, id="inside-the-key-id"),
+        pytest.param(BODY - 1, id="inside-the-tail"),
+        pytest.param(BODY, id="header-only"),
+        pytest.param(BODY + 100, id="inside-a-segment"),
+    ],
+)
+def test_a_non_blocking_source_without_data_is_not_end_of_stream(available: int) -> None:
+    for step in (3, 1 << 30):
+        source = cast(BinaryIO, NothingYet(TAMPER_CIPHERTEXT[:available], step))
+        with _raises(BlockingIOError, NO_DATA):
+            open_stream(KEY, source, io.BytesIO(), context=CONTEXT)
+    if available < BODY:
+        with _raises(BlockingIOError, NO_DATA):
+            read_header(cast(BinaryIO, NothingYet(TAMPER_CIPHERTEXT[:available])))
+
+
+def test_a_non_blocking_read_only_source_is_not_end_of_stream_when_sealing() -> None:
+    with _raises(BlockingIOError, NO_DATA):
+        seal_stream(
+            KEY,
+            cast(BinaryIO, NothingYet(b"0123456789", step=4)),
+            io.BytesIO(),
+            key_id="k",
+            key_version="v",
+            segment_size=SEG,
+        )
+
+
+class GrowingFile(io.FileIO):
+    """A file another writer appends ``rest`` to just as the body starts being read, after
+    its size was looked at."""
+
+    def __init__(self, path: Path, rest: bytes) -> None:
+        super().__init__(path, "r")
+        self._path = path
+        self._rest = rest
+
+    def readinto(self, buffer: Any) -> int | None:
+        if self._rest:
+            with open(self._path, "ab") as writer:
+                writer.write(self._rest)
+            self._rest = b""
+        return super().readinto(buffer)
+
+
+@pytest.mark.parametrize(
+    "size", [pytest.param(100, id="still-one-segment"), pytest.param(2 * SEG + 50, id="3-segments")]
+)
+@pytest.mark.parametrize("present", [1, 10, 116])
+def test_open_stream_reads_a_file_that_grows_while_it_is_read(
+    tmp_path: Path, size: int, present: int
+) -> None:
+    plaintext = _plaintext(size, seed=60)
+    ciphertext = _seal(plaintext, seed=60)
+    cut = BODY + present
+    path = tmp_path / "growing.cke"
+    path.write_bytes(ciphertext[:cut])
+    out = io.BytesIO()
+    with GrowingFile(path, ciphertext[cut:]) as source:
+        assert open_stream(KEY, cast(BinaryIO, source), out, context=CONTEXT) == size
+    assert out.getvalue() == plaintext
+
+
+def test_open_stream_of_a_grown_file_still_detects_tampering(tmp_path: Path) -> None:
+    ciphertext = _flip(TAMPER_CIPHERTEXT, BODY + CHUNK + 7)
+    path = tmp_path / "growing.cke"
+    path.write_bytes(ciphertext[: BODY + 10])
+    out = io.BytesIO()
+    with (
+        GrowingFile(path, ciphertext[BODY + 10 :]) as source,
+        pytest.raises(DecryptionFailed),
+    ):
+        open_stream(KEY, cast(BinaryIO, source), out, context=CONTEXT)
+    assert out.getvalue() == TAMPER_PLAINTEXT[:SEG]
+
+
+class RecordingFile(io.FileIO):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, "r")
+        self.requests: list[int] = []
+
+    def readinto(self, buffer: Any) -> int | None:
+        self.requests.append(len(memoryview(buffer)))
+        return super().readinto(buffer)
+
+
+class RecordingBytes(io.BytesIO):
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.requests: list[int] = []
+
+    def readinto(self, buffer: Any) -> int:
+        self.requests.append(len(memoryview(buffer)))
+        return super().readinto(buffer)
+
+
+def test_open_stream_sizes_its_buffers_to_a_small_envelope(tmp_path: Path) -> None:
+    """A body shorter than one segment is read into a buffer one byte longer than the body
+    (so a stream that grew shows itself); a longer or unsized one into a segment buffer."""
+    small = _seal(b"m" * 100)
+    path = tmp_path / "small.cke"
+    path.write_bytes(small)
+    with RecordingFile(path) as on_disk:
+        assert open_stream(KEY, cast(BinaryIO, on_disk), io.BytesIO(), context=CONTEXT) == 100
+    in_memory = RecordingBytes(small)
+    assert open_stream(KEY, in_memory, io.BytesIO(), context=CONTEXT) == 100
+    assert on_disk.requests[0] == in_memory.requests[0] == 116 + 1
+    # The header was read first: the remaining size is counted from where the body starts.
+    offset = RecordingBytes(b"junk" + small)
+    offset.seek(4)
+    assert open_stream(KEY, offset, io.BytesIO(), context=CONTEXT) == 100
+    assert offset.requests[0] == 117
+    large = RecordingBytes(TAMPER_CIPHERTEXT)
+    assert open_stream(KEY, large, io.BytesIO(), context=CONTEXT) == len(TAMPER_PLAINTEXT)
+    assert large.requests[0] == CHUNK
+    exact = _seal(_plaintext(SEG), seed=61)  # a full segment and an empty last one
+    whole = RecordingBytes(exact)
+    assert open_stream(KEY, whole, io.BytesIO(), context=CONTEXT) == SEG
+    assert whole.requests[0] == CHUNK
+
+
+# --- the 2**32 segment cap ---------------------------------------------------------------
+
+
+def test_sealed_size_at_the_segment_cap() -> None:
+    most = (1 << 32) * SEG - 1  # 2**32 - 1 full segments and a last one of SEG - 1 bytes
+    assert sealed_size(most, key_id="k", key_version="", segment_size=SEG) == (
+        83 + most + 16 * (1 << 32)
+    )
+    with _raises(ValueError, "plaintext too long: more than 2**32 segments"):
+        sealed_size(most + 1, key_id="k", key_version="", segment_size=SEG)
+
+
+@pytest.fixture
+def three_segments_at_most(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cap lowered to 3 segments, so the code paths at the cap run on small inputs."""
+    monkeypatch.setattr(aead, "MAX_SEGMENTS", 3)
+
+
+FOUR_SEGMENTS = _seal(_plaintext(3 * SEG, seed=62), seed=62)
+THREE_SEGMENTS = _seal(_plaintext(3 * SEG - 1, seed=63), seed=63)
+
+
+@pytest.mark.usefixtures("three_segments_at_most")
+def test_sealing_past_the_segment_cap_is_refused() -> None:
+    message = "plaintext too long: more than 2**32 segments"
+    with _raises(ValueError, message):
+        _seal(_plaintext(3 * SEG))
+    with _raises(ValueError, message):
+        seal_stream(
+            KEY,
+            io.BytesIO(_plaintext(3 * SEG)),
+            io.BytesIO(),
+            key_id=KEY_ID,
+            key_version=KEY_VERSION,
+            segment_size=SEG,
+        )
+    with _raises(ValueError, message):
+        sealed_size(3 * SEG, key_id="k", key_version="", segment_size=SEG)
+    out = io.BytesIO()
+    written = seal_stream(
+        KEY,
+        io.BytesIO(_plaintext(3 * SEG - 1, seed=63)),
+        out,
+        key_id=KEY_ID,
+        key_version=KEY_VERSION,
+        context=CONTEXT,
+        segment_size=SEG,
+        rng=SeededRng(63),
+    )
+    assert out.getvalue() == THREE_SEGMENTS and written == len(THREE_SEGMENTS)
+
+
+@pytest.mark.usefixtures("three_segments_at_most")
+def test_opening_past_the_segment_cap_fails() -> None:
+    _assert_fails(FOUR_SEGMENTS)
+    plaintext = _plaintext(3 * SEG - 1, seed=63)
+    assert open_sealed(KEY, THREE_SEGMENTS, context=CONTEXT) == plaintext
+    assert _open_via_stream(THREE_SEGMENTS) == plaintext
 
 
 # --- properties --------------------------------------------------------------------------

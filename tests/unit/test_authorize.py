@@ -33,6 +33,9 @@ ACTORS: dict[str, Actor] = {
     "platform_admin": Actor(
         "x@customerkey", tenant=PLATFORM_TENANT, roles=("tenant-admin",), object_id="o-plat"
     ),
+    "approver": Actor(
+        "approver@contoso.com", tenant=CONTOSO, roles=("purge-approver",), object_id="o-appr"
+    ),
 }
 
 
@@ -49,7 +52,8 @@ ADMINS = ALWAYS | {"admin"}
     [
         (Action.PLATFORM_OPERATE, authz.Platform(), ALWAYS),
         (Action.AUDIT_VERIFY, authz.Platform(), ALWAYS),
-        (Action.TENANT_READ, authz.Tenant(CONTOSO), ADMINS),
+        (Action.TENANT_READ, authz.Tenant(CONTOSO), ADMINS | {"approver"}),
+        (Action.TENANT_READ, authz.Tenant(PLATFORM_TENANT), ALWAYS),
         (Action.TENANT_READ, authz.Tenant(FABRIKAM), ALWAYS | {"other_admin"}),
         (Action.TENANT_ADMINISTER, authz.Tenant(CONTOSO), ADMINS),
         (Action.TENANT_ADMINISTER, authz.Tenant(FABRIKAM), ALWAYS | {"other_admin"}),
@@ -65,7 +69,11 @@ ADMINS = ALWAYS | {"admin"}
         (Action.ROLE_GRANT, authz.RoleGrant(CONTOSO, "purge-approver"), ALWAYS),
         (Action.ROLE_GRANT, authz.RoleGrant(CONTOSO, "operator"), ALWAYS),
         (Action.ROLE_GRANT, authz.RoleGrant(FABRIKAM, "tenant-admin"), ALWAYS | {"other_admin"}),
-        (Action.VAULT_CREATE, authz.Tenant(CONTOSO), ALWAYS | {"admin", "user", "service"}),
+        (
+            Action.VAULT_CREATE,
+            authz.Tenant(CONTOSO),
+            ALWAYS | {"admin", "user", "service", "approver"},
+        ),
         (Action.VAULT_CREATE, authz.Tenant(FABRIKAM), ALWAYS | {"other_admin"}),
         (Action.VAULT_CREATE, authz.Tenant(PLATFORM_TENANT), ALWAYS),
         (Action.VAULT_MANAGE, authz.Vault(CONTOSO), ADMINS),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import cast
 
 import pytest
 
@@ -42,17 +43,19 @@ LEGACY = dataclasses.replace(WRAPPED, key_check=None)
 TTL = timedelta(minutes=15)
 OK, DENIED, DOWN = "ok", "denied", "down"
 WRONG, SHORT = "wrong", "short"  # a random key of 32 bytes, of 16 bytes
+JUNK = "junk"  # not bytes at all: FakeVaults.junk
 WRONG_KEY = bytes(range(100, 132))
 SHORT_KEY = bytes(range(16))
 
 
 class FakeVaults:
-    """Answers unwrap for the two root keys as told: "ok", "denied", "down", "wrong" or
-    "short"."""
+    """Answers unwrap for the two root keys as told: "ok", "denied", "down", "wrong", "short"
+    or "junk" (``junk``, a value that is not bytes)."""
 
-    def __init__(self, first: str, second: str) -> None:
+    def __init__(self, first: str, second: str, junk: object = None) -> None:
         self.behaviour = {str(URI_1): first, str(URI_2): second}
         self.calls: list[str] = []
+        self.junk = junk
 
     def unwrap(self, uri: KeyUri, wrapped: bytes) -> bytes:
         self.calls.append(uri.vault)
@@ -66,6 +69,8 @@ class FakeVaults:
             return WRONG_KEY
         if outcome == SHORT:
             return SHORT_KEY
+        if outcome == JUNK:
+            return cast(bytes, self.junk)
         return DEP_KEY
 
     def wrap(self, uri: KeyUri, key: bytes) -> WrapResult:
@@ -231,9 +236,13 @@ def test_both_unavailable_falls_back_to_the_availability_key(coin: int, system: 
 def test_both_denied_fails_a_user_request(coin: int) -> None:
     h = make(first_coin=coin)
     vaults = FakeVaults(DENIED, DENIED)
-    with pytest.raises(KeyAccessDenied, match="policy-1 refused access") as refused:
+    with pytest.raises(KeyAccessDenied) as refused:
         h.resolver.resolve(vaults, WRAPPED, system=False)
-    assert "403" in refused.value.message
+    first, second = (URI_1, URI_2) if coin == 0 else (URI_2, URI_1)
+    assert refused.value.message == (
+        "The root keys of data encryption policy policy-1 refused access, so this content "
+        f"cannot be decrypted: {first}: 403 Forbidden; {second}: 403 Forbidden"
+    )
     assert h.availability_calls == 0
     assert h.events == []
     assert len(h.cache) == 0
@@ -314,13 +323,25 @@ def test_a_generation_without_a_wrapped_availability_copy() -> None:
 def test_a_destroyed_or_unusable_availability_key_gives_the_root_keys_error(
     missing: Exception | None,
 ) -> None:
-    h = make(availability=missing)
-    with pytest.raises(KeyProviderUnavailable, match="could be reached"):
+    h = make(availability=missing)  # root key 1 is asked first
+    with pytest.raises(KeyProviderUnavailable) as failed:
         h.resolver.resolve(FakeVaults(DOWN, DOWN), WRAPPED)
-    with pytest.raises(KeyAccessDenied, match="refused access"):
+    assert failed.value.message == (
+        "Neither root key of data encryption policy policy-1 could be reached: "
+        f"{URI_1}: vault unreachable; {URI_2}: vault unreachable"
+    )
+    refused = "The root keys of data encryption policy policy-1 refused access, so this content "
+    with pytest.raises(KeyAccessDenied) as denied:
         h.resolver.resolve(FakeVaults(DENIED, DENIED), WRAPPED, system=True)
-    with pytest.raises(KeyAccessDenied):
+    assert denied.value.message == (
+        refused + f"cannot be decrypted: {URI_1}: 403 Forbidden; {URI_2}: 403 Forbidden"
+    )
+    with pytest.raises(KeyAccessDenied) as denied:
         h.resolver.resolve(FakeVaults(DOWN, DENIED), WRAPPED, system=True)
+    # The refusals come first, then the outages.
+    assert denied.value.message == (
+        refused + f"cannot be decrypted: {URI_2}: 403 Forbidden; {URI_1}: vault unreachable"
+    )
     assert h.availability_calls == 3
     assert h.events == []  # nothing was unwrapped, so nothing is audited as a fallback
     assert len(h.cache) == 0
@@ -433,3 +454,94 @@ def test_the_check_binds_the_generation() -> None:
     with pytest.raises(KeyProviderUnavailable, match="does not match this generation"):
         h.resolver.resolve(vaults, other, allow_availability=False)
     assert len(h.cache) == 0
+
+
+# ---------------------------------------------------------------- a vault returns a non-key
+
+NOT_BYTES = [
+    pytest.param(None, "NoneType", id="none"),
+    pytest.param(DEP_KEY.hex()[:32], "str", id="str"),
+    pytest.param(bytearray(DEP_KEY), "bytearray", id="bytearray"),
+    pytest.param(memoryview(DEP_KEY), "memoryview", id="memoryview"),
+    pytest.param(32, "int", id="int"),
+]
+
+
+def _junk_failure(uri: KeyUri, type_name: str) -> str:
+    return (
+        f"{uri}: the vault returned a key that does not match this generation "
+        f"({type_name}, not a 32-byte key)"
+    )
+
+
+@pytest.mark.parametrize("junk,type_name", NOT_BYTES)
+def test_a_non_bytes_answer_from_one_root_key_falls_over_to_the_other(
+    junk: object, type_name: str
+) -> None:
+    h = make(first_coin=0)
+    vaults = FakeVaults(JUNK, OK, junk)
+    assert h.resolver.resolve(vaults, WRAPPED, allow_availability=False) == DEP_KEY
+    assert vaults.calls == ["vault-one", "vault-two"]
+    assert h.cache.get(WRAPPED.generation_id) == DEP_KEY
+    assert h.events == [] and h.availability_calls == 0
+
+
+@pytest.mark.parametrize("junk,type_name", NOT_BYTES)
+def test_non_bytes_answers_from_both_root_keys_fall_back_to_the_availability_key(
+    junk: object, type_name: str
+) -> None:
+    h = make(first_coin=1)
+    vaults = FakeVaults(JUNK, JUNK, junk)
+    assert h.resolver.resolve(vaults, WRAPPED, request_id="req-9") == DEP_KEY
+    assert vaults.calls == ["vault-two", "vault-one"]
+    (event,) = h.events
+    assert event.reason == "system-errors"
+    assert event.request_id == "req-9"
+    assert event.failures == (_junk_failure(URI_2, type_name), _junk_failure(URI_1, type_name))
+    assert len(h.cache) == 0
+    with pytest.raises(KeyProviderUnavailable) as failed:
+        h.resolver.resolve(vaults, WRAPPED, allow_availability=False)
+    assert failed.value.message == (
+        "Neither root key of data encryption policy policy-1 could be reached: "
+        + "; ".join(event.failures)
+    )
+
+
+@pytest.mark.parametrize("junk,type_name", NOT_BYTES[1:])
+def test_a_non_bytes_answer_from_the_availability_key_is_an_error(
+    junk: object, type_name: str
+) -> None:
+    h = make(first_coin=0, availability=cast(bytes, junk))
+    with pytest.raises(KeyProviderUnavailable) as failed:
+        h.resolver.resolve(FakeVaults(DOWN, JUNK, junk), WRAPPED)
+    assert failed.value.message == (
+        "Neither root key of data encryption policy policy-1 could be reached: "
+        f"{URI_1}: vault unreachable; {_junk_failure(URI_2, type_name)}; "
+        "availability key of policy-1: it returned a key that does not match this generation "
+        f"({type_name}, not a 32-byte key)"
+    )
+    assert h.availability_calls == 1
+    assert h.events == [] and len(h.cache) == 0
+
+
+# ---------------------------------------------------------------- what the cache remembers
+
+
+def test_a_resolved_key_is_cached_under_its_policy_and_both_vaults() -> None:
+    """``invalidate_policy`` (a generation retired or purged) and ``invalidate_vault`` (access
+    revoked in either vault) must find the entry the resolver made."""
+    h = make()
+    vaults = FakeVaults(OK, OK)
+    h.resolver.resolve(vaults, WRAPPED)
+    h.cache.invalidate_policy("policy-2")
+    assert h.resolver.resolve(vaults, WRAPPED) == DEP_KEY
+    assert len(vaults.calls) == 1
+    h.cache.invalidate_policy("policy-1")
+    assert len(h.cache) == 0
+    h.resolver.resolve(vaults, WRAPPED)
+    assert len(vaults.calls) == 2
+    for vault in ("VAULT-ONE", "vault-two"):
+        assert h.cache.invalidate_vault(vault) == 1
+        h.resolver.resolve(vaults, WRAPPED)
+    assert len(vaults.calls) == 4
+    assert h.cache.invalidate_vault("vault-three") == 0

@@ -56,7 +56,8 @@ Every failure to open (malformed header, commitment mismatch, wrong key, wrong c
 tampered, truncated, extended, reordered or spliced segment) raises ``DecryptionFailed()`` with
 the same message. Caller mistakes (a key of the wrong length, a segment size out of range, an id
 that does not fit its length field) raise ``ValueError`` or ``TypeError``: they are programming
-errors, not decryption failures.
+errors, not decryption failures. So is a non-blocking stream that has no data to give (the
+streaming functions need blocking ones): ``BlockingIOError``, never a truncated envelope.
 
 ``seal`` and ``seal_stream`` accept keyword-only ``_salt`` and ``_nonce_prefix``. They exist only so
 the known-answer vectors in ``tests/vectors`` can be reproduced byte for byte; production callers
@@ -232,6 +233,8 @@ def sealed_size(
     segment_size: int = DEFAULT_SEGMENT_SIZE,
 ) -> int:
     """Exact length of the envelope ``seal`` produces for a plaintext of ``plaintext_len`` bytes."""
+    if not isinstance(plaintext_len, int) or isinstance(plaintext_len, bool):
+        raise TypeError(f"plaintext_len must be int, got {type(plaintext_len).__name__}")
     if plaintext_len < 0:
         raise ValueError(f"plaintext_len must not be negative, got {plaintext_len}")
     header_len = (
@@ -534,11 +537,10 @@ def _check_key(key: bytes) -> None:
 
 
 def _check_segment_size(segment_size: int) -> None:
-    if (
-        not isinstance(segment_size, int)
-        or isinstance(segment_size, bool)
-        or not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE
-    ):
+    # A float would otherwise get as far as struct.pack; a bool is an int to isinstance.
+    if not isinstance(segment_size, int) or isinstance(segment_size, bool):
+        raise TypeError(f"segment_size must be int, got {type(segment_size).__name__}")
+    if not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE:
         raise ValueError(f"segment_size must be between {MIN_SEGMENT_SIZE} and {MAX_SEGMENT_SIZE}")
 
 
@@ -649,16 +651,24 @@ def _fill(src: BinaryIO, buffer: memoryview) -> int:
 
 def _read_exact(src: BinaryIO, size: int) -> bytes:
     """Read ``size`` bytes, retrying short reads; fewer only at end of stream."""
-    data = src.read(size)
+    data = _read_some(src, size)
     if len(data) == size or not data:
         return data
     buffer = bytearray(data)
     while len(buffer) < size:
-        more = src.read(size - len(buffer))
+        more = _read_some(src, size - len(buffer))
         if not more:
             break
         buffer += more
     return bytes(buffer)
+
+
+def _read_some(src: BinaryIO, size: int) -> bytes:
+    data = src.read(size)
+    if data is None:
+        # As in _fill: a non-blocking stream with no data now is neither EOF nor tampering.
+        raise BlockingIOError("stream returned no data without reaching EOF")
+    return data
 
 
 def _write_all(dst: BinaryIO, data: bytes | memoryview) -> int:

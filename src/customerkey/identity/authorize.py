@@ -21,6 +21,7 @@ but the decision is made here. The rules:
 - A user opens its own mailbox: the owner's object id, resolved by the caller in the
   mailbox's tenant.
 - A job is seen by whoever started it (by object id).
+- A purge approver reads its tenant's policies (what it signs off).
 - A purge is approved by a principal of the policy's tenant other than the requester,
   holding ``purge-approver`` since before the request was made.
 """
@@ -141,6 +142,15 @@ def _admin_of(actor: Actor, tenant: str) -> bool:
     )
 
 
+def _approver_of(actor: Actor, tenant: str) -> bool:
+    return (
+        tenant != PLATFORM_TENANT
+        and actor.tenant == tenant
+        and "purge-approver" in actor.roles
+        and bool(actor.object_id)
+    )
+
+
 def allowed(actor: Actor, action: Action, resource: Resource) -> bool:
     """The decision; pure and total (an unknown action/resource pair is refused)."""
     if action is Action.PURGE_APPROVE:
@@ -148,7 +158,10 @@ def allowed(actor: Actor, action: Action, resource: Resource) -> bool:
     if actor.is_operator:
         return True
     match action, resource:
-        case Action.TENANT_READ | Action.TENANT_ADMINISTER, Tenant(id=tenant):
+        case Action.TENANT_READ, Tenant(id=tenant):
+            # purge approvers read the policies whose purge they sign off
+            return _admin_of(actor, tenant) or _approver_of(actor, tenant)
+        case Action.TENANT_ADMINISTER, Tenant(id=tenant):
             return _admin_of(actor, tenant)
         case Action.PRINCIPAL_READ | Action.PRINCIPAL_MANAGE, Principal(tenant=t, builtin=b):
             return _admin_of(actor, t) and not (b and action is Action.PRINCIPAL_MANAGE)

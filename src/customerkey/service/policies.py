@@ -419,9 +419,11 @@ class PolicyService:
     def get(
         self, actor: Actor, tenant: str, identity: str, *, kind: str | None = None
     ) -> DataEncryptionPolicy:
-        """By name, by DEP GUID, or by the GUID of one of its generations."""
+        """By name, by DEP GUID, or by the GUID of one of its generations (for its tenant's
+        admins, and its purge approvers, who sign off what they can read)."""
         tenant = tenant.lower()
-        self._require_admin(actor, tenant)
+        if not authz.allowed(actor, authz.Action.TENANT_READ, authz.Tenant(tenant)):
+            raise Forbidden(f"'{actor.principal_id}' is not an administrator of tenant '{tenant}'.")
         with self.db.transaction() as session:
             return self._view(session, self._find(session, tenant, identity, kind))
 
