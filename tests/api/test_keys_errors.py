@@ -524,11 +524,11 @@ def test_oversized_bodies_get_413(env: Env) -> None:
     assert_kv_error(under, 400, "BadParameter")
 
 
-@pytest.mark.parametrize("version", ["1.0", "7.3", "", "7.5-preview", "2016-10-01"])
+@pytest.mark.parametrize("version", ["1.0", "7.7", "", "7.5-preview", "2016-10-02"])
 def test_unknown_api_version_gets_400(env: Env, version: str) -> None:
     response = env.call("GET", "/keys/target", query=f"api-version={version}")
     message = assert_kv_error(response, 400, "BadParameter")
-    assert "7.4, 7.5, 7.6, 2025-07-01" in message
+    assert "7.3, 7.4, 7.5, 7.6-preview.1, 7.6-preview.2, 7.6, 2025-07-01" in message
     create = env.call(
         "POST", "/keys/fresh/create", query=f"api-version={version}", json={"kty": "RSA"}
     )

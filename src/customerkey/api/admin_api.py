@@ -178,22 +178,25 @@ def delete_principal(
     return principal_view(principal)
 
 
+def _set_enabled(request: Request, actor: Actor, principal_id: str, enabled: bool) -> Any:
+    principal = api(request).runtime.principals.set_enabled(actor, principal_id, enabled)
+    _forget(request, principal)
+    return principal_view(principal)
+
+
 @router.post("/principals/{principal_id}/disable")
 def disable_principal(
     principal_id: str, request: Request, actor: Actor = Depends(admin_actor)
 ) -> dict[str, Any]:
-    principal = api(request).runtime.principals.set_enabled(actor, principal_id, False)
-    _forget(request, principal)
-    return principal_view(principal)
+    """Its tokens stop working at once."""
+    return dict(_set_enabled(request, actor, principal_id, False))
 
 
 @router.post("/principals/{principal_id}/enable")
 def enable_principal(
     principal_id: str, request: Request, actor: Actor = Depends(admin_actor)
 ) -> dict[str, Any]:
-    principal = api(request).runtime.principals.set_enabled(actor, principal_id, True)
-    _forget(request, principal)
-    return principal_view(principal)
+    return dict(_set_enabled(request, actor, principal_id, True))
 
 
 @router.post("/principals/{principal_id}/roles")

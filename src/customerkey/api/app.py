@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from customerkey import __version__
-from customerkey.api import admin_api, auth_api, files_api, keys_api, service_api
+from customerkey.api import admin_api, auth_api, discovery_api, files_api, keys_api, service_api
 from customerkey.api.deps import ApiContext, AuthChallenge, request_id
 from customerkey.api.middleware import AccessLogMiddleware, BodySizeLimitMiddleware
 from customerkey.errors import CustomerKeyError
@@ -146,6 +146,9 @@ def create_app(context: ApiContext, *, max_request_bytes: int | None = None) -> 
     # API takes most of the calls (matching the ~100 /api/v1 routes first cost ~0.3 ms per
     # call). Its paths begin with /keys or /deletedkeys, so no /api/v1 route can shadow them.
     app.include_router(keys_api.router)
+    # After the keys API: "/{tenant}/discovery/keys" would otherwise answer GET
+    # /keys/discovery/keys (a key named "discovery") on a vault host.
+    app.include_router(discovery_api.router)
     app.include_router(admin_api.router)
     app.include_router(service_api.router)
     app.include_router(files_api.router)

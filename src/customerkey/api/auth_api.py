@@ -3,7 +3,11 @@
 ``POST /{tenant}/oauth2/v2.0/token`` with a form body ``grant_type=client_credentials``,
 ``client_id``, ``client_secret`` and ``scope`` (``<resource>/.default``) answers as Entra ID
 does: ``{"token_type": "Bearer", "expires_in", "ext_expires_in", "access_token"}``, and OAuth2
-errors as ``{"error", "error_description"}``.
+errors as ``{"error", "error_description"}``. The client id and secret may instead come in an
+HTTP Basic ``Authorization`` header (``client_secret_basic``). The v1 endpoint
+``POST /{tenant}/oauth2/token`` takes ``resource=<resource>`` instead of ``scope`` and answers
+as Entra ID's v1 endpoint does (numbers as strings, plus ``expires_on``, ``not_before`` and
+``resource``). The discovery documents that point clients here are in ``discovery_api``.
 
 Admission control (``TokenGuard``), so that no caller, signed in or not, can stall the server:
 the secret check (a scrypt hash and a directory read) runs on ``token_hash_threads`` dedicated
@@ -17,10 +21,11 @@ counts any client id alike, whether it exists or not.
 
 from __future__ import annotations
 
+import base64
 import time
 from datetime import timedelta
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote_plus
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -35,6 +40,7 @@ from customerkey.api.rate_limit import (
     retry_after,
     source_key,
 )
+from customerkey.clock import to_unix
 from customerkey.config import Settings
 from customerkey.errors import CustomerKeyError
 from customerkey.service.principals import Principal
@@ -104,6 +110,60 @@ def _too_many(description: str, wait: float) -> JSONResponse:
 
 @router.post("/{tenant}/oauth2/v2.0/token", response_model=None)
 async def token(tenant: str, request: Request) -> JSONResponse | dict[str, Any]:
+    return await _token(tenant, request, v1=False)
+
+
+@router.post("/{tenant}/oauth2/token", response_model=None)
+async def token_v1(tenant: str, request: Request) -> JSONResponse | dict[str, Any]:
+    """The v1 endpoint: ``resource=<resource>`` instead of ``scope``; v1's answer (numbers
+    as strings, ``expires_on``, ``not_before`` and ``resource``)."""
+    return await _token(tenant, request, v1=True)
+
+
+def client_credentials(
+    form: dict[str, str], authorization: str | None
+) -> tuple[str, str] | JSONResponse:
+    """The client id and secret, posted in the form (``client_secret_post``) or in an HTTP
+    Basic ``Authorization`` header (``client_secret_basic``: each part form-urlencoded, then
+    base64), or the OAuth2 error to answer. Using both methods at once is refused (RFC 6749
+    2.3), and so is a form ``client_id`` that differs from the header's."""
+    basic: tuple[str, str] | None = None
+    if authorization is not None:
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() != "basic":
+            return _oauth_error(
+                400, "invalid_request", "Only Basic client authentication is supported."
+            )
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            decoded = ""
+        user, colon, password = decoded.partition(":")
+        if not colon or not user or not password:
+            return _oauth_error(
+                400, "invalid_request", "The Basic Authorization header is malformed."
+            )
+        basic = (unquote_plus(user), unquote_plus(password))
+    form_id, form_secret = form.get("client_id"), form.get("client_secret")
+    if basic is not None:
+        if form_secret is not None:
+            return _oauth_error(
+                400,
+                "invalid_request",
+                "Send the client secret either in the Authorization header or in the body, "
+                "not both.",
+            )
+        if form_id is not None and form_id != basic[0]:
+            return _oauth_error(
+                400, "invalid_request", "client_id differs from the Authorization header's."
+            )
+        return basic
+    if not form_id or not form_secret:
+        return _oauth_error(400, "invalid_request", "client_id and client_secret are required.")
+    return form_id, form_secret
+
+
+async def _token(tenant: str, request: Request, *, v1: bool) -> JSONResponse | dict[str, Any]:
     context = api(request)
     guard = token_guard(request)
     source = source_key(request.client.host if request.client else None)
@@ -121,18 +181,25 @@ async def token(tenant: str, request: Request) -> JSONResponse | dict[str, Any]:
         return _oauth_error(
             400, "unsupported_grant_type", "Only the client_credentials grant is supported."
         )
-    client_id, secret = form.get("client_id"), form.get("client_secret")
-    if not client_id or not secret:
-        return _oauth_error(400, "invalid_request", "client_id and client_secret are required.")
-    scopes = form.get("scope", "").split()
+    credentials = client_credentials(form, request.headers.get("authorization"))
+    if isinstance(credentials, JSONResponse):
+        return credentials
+    client_id, secret = credentials
     audiences = {a.rstrip("/") for a in context.audiences}
-    resources = [s[: -len("/.default")] for s in scopes if s.endswith("/.default")]
-    if len(resources) != 1 or resources[0].rstrip("/") not in audiences:
-        return _oauth_error(
-            400,
-            "invalid_scope",
-            f"The scope must be '{context.resource}/.default'.",
-        )
+    if v1:
+        if form.get("resource", "").rstrip("/") not in audiences:
+            return _oauth_error(
+                400, "invalid_resource", f"The resource must be '{context.resource}'."
+            )
+    else:
+        scopes = form.get("scope", "").split()
+        resources = [s[: -len("/.default")] for s in scopes if s.endswith("/.default")]
+        if len(resources) != 1 or resources[0].rstrip("/") not in audiences:
+            return _oauth_error(
+                400,
+                "invalid_scope",
+                f"The scope must be '{context.resource}/.default'.",
+            )
     principal = await _authenticate(request, guard, source, client_id, secret, tenant)
     if isinstance(principal, JSONResponse):
         return principal
@@ -148,6 +215,17 @@ async def token(tenant: str, request: Request) -> JSONResponse | dict[str, Any]:
         generation=principal.token_generation,
     )
     seconds = int(lifetime.total_seconds())
+    if v1:
+        expires_on = to_unix(issued.expires_on)
+        return {
+            "token_type": "Bearer",
+            "expires_in": str(seconds),
+            "ext_expires_in": str(seconds),
+            "expires_on": str(expires_on),
+            "not_before": str(expires_on - seconds),
+            "resource": context.resource,
+            "access_token": issued.access_token,
+        }
     return {
         "token_type": "Bearer",
         "expires_in": seconds,

@@ -23,7 +23,28 @@ from customerkey.runtime import Runtime
 from customerkey.service.principals import Principal
 from customerkey.vault.models import Actor
 
-SUPPORTED_API_VERSIONS = ("7.4", "7.5", "7.6", "2025-07-01")
+# Every Key Vault keys data-plane api-version an Azure SDK has sent (azure-keyvault-keys'
+# ``ApiVersion`` for Python, ``KnownVersions`` for JavaScript, and the az CLI's), oldest first.
+# They answer alike: what the later versions added to the bodies (``recoverableDays`` in 7.1,
+# ``exportable`` in 7.3) is ignored by the clients of the earlier ones, and a request names
+# only fields its version defines. Anything else gets Key Vault's 400 BadParameter.
+SUPPORTED_API_VERSIONS = (
+    "2016-10-01",
+    "7.0",
+    "7.1",
+    "7.2",
+    "7.3",
+    "7.4",
+    "7.5",
+    "7.6-preview.1",
+    "7.6-preview.2",
+    "7.6",
+    "2025-07-01",
+    "2026-01-01-preview",
+    "2026-04-01",
+)
+# The version the refusal suggests: the default of the current SDKs (Python and JavaScript).
+LATEST_API_VERSION = "2025-07-01"
 # How long a principal looked up for a request is reused by later requests of this process.
 PRINCIPAL_CACHE_SECONDS = 1.0
 
@@ -163,7 +184,7 @@ async def check_api_version(request: Request) -> str:
     if version not in SUPPORTED_API_VERSIONS:
         raise BadParameter(
             f"The specified version ({version}) is not recognized. Consider using the latest "
-            f"supported version ({SUPPORTED_API_VERSIONS[-2]}); supported: "
+            f"supported version ({LATEST_API_VERSION}); supported: "
             + ", ".join(SUPPORTED_API_VERSIONS)
             + "."
         )

@@ -37,7 +37,7 @@ class AuditService:
     ) -> list[AuditRecord]:
         """The records ``actor`` may read, oldest first unless ``newest_first``."""
         with self._db.read() as session:
-            if actor.is_operator:
+            if authz.allowed(actor, authz.Action.PLATFORM_OPERATE, authz.Platform()):
                 return self._audit.records(
                     session,
                     vault=vault.lower() if vault else None,

@@ -28,7 +28,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from customerkey.actor import PLATFORM_TENANT, Actor
+from customerkey.actor import Actor
 from customerkey.audit import AuditLog
 from customerkey.clock import Clock
 from customerkey.crypto.secret_hash import hash_secret, new_client_secret, verify_secret
@@ -110,6 +110,12 @@ def _principal(row: PrincipalRow) -> Principal:
     )
 
 
+def _operates(actor: Actor) -> bool:
+    """The platform operator's prerogatives here: choosing an application id, using a domain
+    no tenant has verified, listing every tenant's principals."""
+    return authz.allowed(actor, authz.Action.PLATFORM_OPERATE, authz.Platform())
+
+
 def validate_principal_id(principal_id: str, kind: str) -> str:
     if kind not in KINDS:
         raise BadParameter(f"Principal kind must be 'user' or 'service', got '{kind}'.")
@@ -187,7 +193,7 @@ class PrincipalService:
                 raise Forbidden(f"'{actor.principal_id}' cannot grant the role '{role}'.")
         if kind == "service" and not principal_id:
             canonical = self._new_guid()
-        elif kind == "service" and not (actor.is_operator or builtin):
+        elif kind == "service" and not (builtin or _operates(actor)):
             raise BadParameter(
                 "Application ids are made by the platform: give a display name, not an id."
             )
@@ -195,8 +201,6 @@ class PrincipalService:
             canonical = validate_principal_id(principal_id or "", kind)
         if canonical in RESERVED_NAMES and not builtin:
             raise Conflict(f"The name '{canonical}' is reserved by the platform.")
-        if tenant == PLATFORM_TENANT and not builtin and not actor.is_operator:
-            raise Forbidden(f"'{actor.principal_id}' cannot create principals in '{tenant}'.")
         secret = new_client_secret(self._rng) if with_secret else None
 
         with self.db.transaction() as session:
@@ -237,7 +241,7 @@ class PrincipalService:
         owner = session.scalar(select(TenantRow).where(TenantRow.mail_domain == domain))
         if owner is not None and owner.id == tenant:
             return
-        if owner is None and actor.is_operator:
+        if owner is None and _operates(actor):
             return
         raise BadParameter(
             f"The domain '{domain}' is not a verified domain of tenant '{tenant}'; a user's "
@@ -379,7 +383,7 @@ class PrincipalService:
     def list_principals(self, actor: Actor, *, tenant: str | None = None) -> list[Principal]:
         """An operator lists every tenant's principals (or one tenant's); anyone else only
         its own tenant's, and naming another tenant is refused."""
-        if not actor.is_operator:
+        if not _operates(actor):
             if tenant is not None and tenant.lower() != actor.tenant.lower():
                 raise Forbidden(
                     f"'{actor.principal_id}' cannot list the principals of tenant '{tenant}'."

@@ -152,7 +152,8 @@ class PublicKeyBinding:
         """The tag of a restored version, after checking that the backup's public key is the
         public key of its private key (a backup made from a tampered store is refused)."""
         try:
-            numbers = private_key_from_der(private_der).public_key().public_numbers()
+            public = private_key_from_der(private_der).public_key()
+            numbers = public.public_numbers()
             matches = (jwk_member_to_int(n), jwk_member_to_int(e)) == (numbers.n, numbers.e)
         except ValueError:
             matches = False
@@ -162,14 +163,8 @@ class PublicKeyBinding:
                 "key of its private key; it was made from a damaged key store and cannot be "
                 "restored."
             )
-        return public_tag(
-            self._tag_key,
-            vault_id=vault_id,
-            key_id=key_id,
-            version=version,
-            kty=kty,
-            n=numbers.n,
-            e=numbers.e,
+        return self.tag_for(
+            vault_id=vault_id, key_id=key_id, version=version, kty=kty, public_key=public
         )
 
     # ------------------------------------------------------------------ the check

@@ -718,7 +718,9 @@ class KeyVaultService:
         tenant's principal is not found, as if it did not exist."""
         principal = PrincipalRepository(session).find(reference)
         if principal is not None and (
-            principal.tenant == vault.tenant or principal.builtin or actor.is_operator
+            principal.tenant == vault.tenant
+            or principal.builtin
+            or authz.allowed(actor, authz.Action.PLATFORM_OPERATE, authz.Platform())
         ):
             return principal
         raise PrincipalNotFound(

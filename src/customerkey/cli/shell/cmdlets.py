@@ -458,10 +458,8 @@ def _check_principal(inv: Invocation, object_id: str, kind: str | None, vault: V
         principal = inv.runtime.principals.get(object_id)
     except Exception:  # PrincipalNotFound, a malformed id
         principal = None
-    visible = principal is not None and (
-        principal.tenant == vault.tenant or principal.builtin or inv.actor(AZ).is_operator
-    )
-    if principal is None or not visible or (kind is not None and principal.kind != kind):
+    # (whether the principal may be granted on this vault is the vault service's decision)
+    if principal is None or (kind is not None and principal.kind != kind):
         raise fail(
             f"Cannot find the Active Directory object '{object_id}' in tenant '{vault.tenant}'. "
             "Please make sure that the user or application service principal you are "

@@ -280,7 +280,7 @@ class Session:
             if found is not None and found.object_id != actor.object_id:
                 # Only the local operator may act as someone else (impersonation, audited as
                 # "operator as <principal>"); a principal stays itself.
-                if not actor.is_operator or actor.kind != "operator":
+                if actor.kind != "operator":
                     raise Forbidden(
                         f"Signed in as '{actor.principal_id}'; only the platform operator can "
                         f"act as '{found.id}'."
