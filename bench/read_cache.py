@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 
 from bench._common import DEP_NAME, TENANT, Row, open_runtime, percentile, setup_dep, temp_dir
-from customerkey.vault.models import OPERATOR, Actor
+from customerkey.vault.models import OPERATOR
 
 NAME = "read_cache"
 TITLE = "Cold and warm 4 KiB mail item read (DEP-key cache empty / warm)"
@@ -46,7 +46,8 @@ def run(quick: bool) -> list[Row]:
             rt.mail.create_mailbox(OPERATOR, TENANT, OWNER, policy=DEP_NAME)
             message = _message(4096)
             item = rt.mail.add_message(OPERATOR, OWNER, message)
-            owner = Actor(principal_id=OWNER, kind="user", tenant=TENANT, request_id="bench")
+            # The mailbox's owner: the user principal of its tenant with its UPN.
+            owner = rt.principals.create(OPERATOR, OWNER, tenant=TENANT)[0].actor("bench")
             resolver = rt.policies.resolver
 
             def timed(clear: bool) -> tuple[float, int]:
