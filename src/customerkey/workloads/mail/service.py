@@ -169,13 +169,14 @@ class MailService:
     def _may_use(session: Session, actor: Actor, row: MailboxRow) -> None:
         """A tenant admin of the mailbox's tenant, or its owner: the user principal of that
         tenant whose UPN the mailbox has (decided by object id)."""
-        owner = session.scalar(
-            select(PrincipalRow.object_id).where(
-                PrincipalRow.id == row.upn,
-                PrincipalRow.tenant == row.tenant_id,
-                PrincipalRow.kind == "user",
-            )
-        )
+        owner = None
+        if actor.object_id and actor.kind == "user":  # only a user can be the owner
+            principal = session.get(PrincipalRow, row.upn)  # by primary key
+            if principal is not None and (principal.tenant, principal.kind) == (
+                row.tenant_id,
+                "user",
+            ):
+                owner = principal.object_id
         if authz.allowed(actor, authz.Action.MAILBOX_OPEN, authz.Mailbox(row.tenant_id, owner)):
             return
         raise Forbidden(f"'{actor.principal_id}' may not open mailbox '{row.upn}'.")
