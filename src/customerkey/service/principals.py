@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from customerkey.actor import Actor
+from customerkey.actor import OPERATOR, Actor
 from customerkey.audit import AuditLog
 from customerkey.clock import Clock
 from customerkey.crypto.secret_hash import hash_secret, new_client_secret, verify_secret
@@ -145,14 +146,14 @@ class PrincipalService:
 
     def _record(
         self,
-        session: object,
+        session: Session,
         actor: Actor,
         operation: str,
         row: PrincipalRow,
         details: dict[str, object],
     ) -> None:
         self._audit.append(
-            session,  # type: ignore[arg-type]
+            session,
             principal=actor.audit_name,
             operation=operation,
             request_id=actor.request_id,
@@ -231,12 +232,9 @@ class PrincipalService:
             return _principal(row), secret
 
     @staticmethod
-    def _check_domain(session: object, actor: Actor, upn: str, tenant: str) -> None:
+    def _check_domain(session: Session, actor: Actor, upn: str, tenant: str) -> None:
         """A UPN's domain is its tenant's verified mail domain. The operator may also use a
         domain no tenant has verified yet (the tenant that later verifies it must own it)."""
-        from sqlalchemy.orm import Session
-
-        assert isinstance(session, Session)
         domain = upn.rsplit("@", 1)[1]
         owner = session.scalar(select(TenantRow).where(TenantRow.mail_domain == domain))
         if owner is not None and owner.id == tenant:
@@ -263,8 +261,6 @@ class PrincipalService:
             row = PrincipalRepository(session).get(principal_id)
             if row is not None:
                 return _principal(row)
-        from customerkey.actor import OPERATOR
-
         principal, _ = self.create(
             OPERATOR,
             principal_id,
@@ -279,10 +275,7 @@ class PrincipalService:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _managed(self, session: object, actor: Actor, reference: str) -> PrincipalRow:
-        from sqlalchemy.orm import Session
-
-        assert isinstance(session, Session)
+    def _managed(self, session: Session, actor: Actor, reference: str) -> PrincipalRow:
         row = PrincipalRepository(session).find(reference)
         resource = authz.Principal(row.tenant, row.builtin) if row is not None else None
         if row is None or resource is None:
