@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from customerkey.keyprovider.base import KeyUri
-from customerkey.service.key_usage import GenerationUsage
+from customerkey.keys.usage import GenerationUsage
 from customerkey.views import iso
 from customerkey.workloads.files.service import (
     FileInfo,
@@ -121,8 +121,8 @@ def tik_usage_view(usage: GenerationUsage) -> dict[str, Any]:
         "KeyGenerationId": usage.generation_id,
         "Sequence": usage.seq,
         "RootKeyVersions": list(usage.key_uris),
-        "Sites": usage.sites,
-        "Files": usage.files,
-        "FileVersions": usage.file_versions,
+        "Sites": usage.counts.get("Sites", 0),
+        "Files": usage.counts.get("Files", 0),
+        "FileVersions": usage.counts.get("FileVersions", 0),
         "Retired": usage.retired,
     }

@@ -8,13 +8,18 @@ Layout (created by ``customerkey init`` or on first start, mode 0700)::
     blobs/          sealed content (mail items, file chunks)
     tls/            the local CA and the server certificate
     token-keys/     access-token signing keys
+
+``write_private_file`` is the one way secrets (and the files beside them) are written to disk:
+the TLS keys, the token signing keys and their manifest, key backups.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,3 +101,25 @@ class Home:
     def master_key_id(self) -> str:
         """A short, non-secret fingerprint naming the master key in sealed headers."""
         return hashlib.sha256(b"customerkey/master-key-id" + self.master_key()).hexdigest()[:16]
+
+
+def write_private_file(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` atomically, with ``mode`` (0600 unless told) from the first byte.
+
+    The bytes go to a temporary file in the same folder (created 0600), which is given ``mode``,
+    written, fsynced and renamed over ``path``: a reader never sees half a file, a crash leaves
+    the old file or the new one, and the file is never readable by others on the way, whatever
+    ``path`` was before. On failure the temporary file is removed and the ``OSError`` raised.
+    """
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise

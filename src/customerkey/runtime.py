@@ -20,15 +20,16 @@ from customerkey.clock import Clock, SystemClock
 from customerkey.config import RemoteVault, Settings
 from customerkey.home import Home
 from customerkey.jobs.queue import JobQueue
+from customerkey.jobs.registry import JobRegistry
 from customerkey.jobs.worker import Handler, Worker
 from customerkey.keyprovider.base import KeyProvider
 from customerkey.keyprovider.local import InProcessKeyProvider
 from customerkey.keyprovider.router import KeyProviderRouter
+from customerkey.keys.usage import KeyUsageService
 from customerkey.rng import Rng, SystemRng
 from customerkey.service.auditing import AuditService
 from customerkey.service.blob_sweep import BlobSweeper
 from customerkey.service.key_cache import DepKeyCache
-from customerkey.service.key_usage import KeyUsageService
 from customerkey.service.policies import PolicyService
 from customerkey.service.principals import PrincipalService
 from customerkey.service.sealing import MasterSealer
@@ -39,15 +40,10 @@ from customerkey.storage.database import Database
 from customerkey.storage.revocations import KEEP, Revocation, RevocationRelay
 from customerkey.vault.protection import SoftwareKeyProtector
 from customerkey.vault.service import KeyVaultService
-from customerkey.workloads.files import service as files_service
-from customerkey.workloads.files.service import FilesService
-from customerkey.workloads.mail.service import (
-    IMPORT_JOB,
-    PURGE_JOB,
-    REFRESH_JOB,
-    REKEY_JOB,
-    MailService,
-)
+from customerkey.workloads.files.blobs import FilesBlobs
+from customerkey.workloads.files.service import FilesService, FilesUsage
+from customerkey.workloads.mail.blobs import MailBlobs
+from customerkey.workloads.mail.service import MailService, MailUsage
 
 
 def _remote_provider(remote: RemoteVault) -> KeyProvider:
@@ -209,7 +205,7 @@ class Runtime:
             jobs=jobs,
             key_cache=cache,
             revocations=relay,
-            usage=KeyUsageService(db, vault, mail, files),
+            usage=KeyUsageService(db, vault, [MailUsage(), FilesUsage()]),
             files=files,
             blob_sweeper=BlobSweeper(
                 db,
@@ -217,20 +213,17 @@ class Runtime:
                 clock,
                 timedelta(seconds=settings.blob_sweep_grace_seconds),
                 audit=audit,
+                owners=[MailBlobs(), FilesBlobs()],
             ),
             routers=routers,
         )
 
     def job_handlers(self) -> dict[str, Handler]:
-        return {
-            IMPORT_JOB: self.mail.run_import,
-            REKEY_JOB: self.mail.run_rekey,
-            REFRESH_JOB: self.mail.run_refresh,
-            PURGE_JOB: self.mail.run_purge,
-            files_service.REGISTER_JOB: self.files.run_register,
-            files_service.ROLL_JOB: self.files.run_roll,
-            files_service.PURGE_JOB: self.files.run_purge,
-        }
+        """Every workload's job kinds, collected through one registry."""
+        registry = JobRegistry()
+        registry.register_all(self.mail.job_handlers())
+        registry.register_all(self.files.job_handlers())
+        return registry.handlers()
 
     def worker(self, **kwargs: object) -> Worker:
         kwargs.setdefault("while_running", self.revocations.running)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from customerkey.jobs.queue import Job
-from customerkey.service.key_usage import GenerationUsage
+from customerkey.keys.usage import GenerationUsage
 from customerkey.service.policies import DataEncryptionPolicy
 from customerkey.service.tenants import Tenant
 from customerkey.views import iso
@@ -115,8 +115,8 @@ def generation_usage_view(usage: GenerationUsage) -> dict[str, Any]:
         "KeyGenerationId": usage.generation_id,
         "Sequence": usage.seq,
         "RootKeyVersions": list(usage.key_uris),
-        "Mailboxes": usage.mailboxes,
-        "Items": usage.items,
+        "Mailboxes": usage.counts.get("Mailboxes", 0),
+        "Items": usage.counts.get("Items", 0),
         "Retired": usage.retired,
     }
 

@@ -4,7 +4,7 @@ with ``azure-keyvault-keys``, MSAL Python's instance discovery, and the JavaScri
 on first use; node and npm must be on PATH, nothing here is skipped without them).
 
 No customerkey client code is involved: the credentials read the tenant's OpenID configuration
-(``discovery_api``) and sign in at the token endpoint it names. Vault hosts resolve to loopback
+(``discovery``) and sign in at the token endpoint it names. Vault hosts resolve to loopback
 in this process through ``live_server``'s resolver; the Node script does the same for itself.
 """
 

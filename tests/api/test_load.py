@@ -45,8 +45,8 @@ from customerkey.crypto.rsa import b64url_decode, b64url_encode
 from customerkey.runtime import Runtime
 from customerkey.service.workloads import EXCHANGE, SHAREPOINT
 from customerkey.vault.models import OPERATOR
-from customerkey.workloads.files.service import ROLL_JOB
-from customerkey.workloads.mail.service import REFRESH_JOB
+from customerkey.workloads.files.jobs import ROLL_JOB
+from customerkey.workloads.mail.jobs import REFRESH_JOB
 
 if TYPE_CHECKING:
     from conftest import LiveServer

@@ -40,19 +40,19 @@ from fastapi.responses import JSONResponse
 
 import customerkey
 from customerkey.api.middleware import AccessLogMiddleware, BodySizeLimitMiddleware
-from customerkey.api.server import run_https
-from customerkey.api.tls import (
-    SERVER_KEY_FILE,
-    TlsFiles,
-    ensure_server_certificate,
-    load_operator_certificate,
-)
 from customerkey.api.tokens import TokenSigner
 from customerkey.azure import ClientSecretCredential, resolve_to_loopback
 from customerkey.clock import FrozenClock, SystemClock
 from customerkey.crypto.secret_hash import hash_secret, new_client_secret, verify_secret
 from customerkey.errors import Unauthorized
 from customerkey.rng import SystemRng
+from customerkey.server.https import run_https
+from customerkey.server.tls import (
+    SERVER_KEY_FILE,
+    TlsFiles,
+    ensure_server_certificate,
+    load_operator_certificate,
+)
 
 DOMAIN = "vault.localhost"
 TENANT = "contoso"
@@ -564,8 +564,8 @@ def test_load_operator_certificate(tmp_path: Path) -> None:
 
 _SERVER_SCRIPT = """
 import asyncio, pathlib, sys
-from customerkey.api.server import run_https
-from customerkey.api.tls import TlsFiles
+from customerkey.server.https import run_https
+from customerkey.server.tls import TlsFiles
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":

@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from customerkey.cli.shell.binding import Param
-from customerkey.cli.shell.cmdlets import Invocation, Registry, cmdlet, default_registry
-from customerkey.cli.shell.formatting import PSObject, register_view
-from customerkey.cli.shell.repl import ShellCompleter, completion_context, needs_more, run_repl
-from customerkey.cli.shell.session import Session
 from customerkey.config import Settings
 from customerkey.jobs.queue import Job
+from customerkey.pwsh.cmdlets.registry import Invocation, Registry, cmdlet, default_registry
+from customerkey.pwsh.engine.formatting import register_view
+from customerkey.pwsh.engine.repl import ShellCompleter, completion_context, needs_more, run_repl
+from customerkey.pwsh.engine.session import Session
+from customerkey.pwsh.language.binding import Param
+from customerkey.pwsh.language.values import PSObject
 from customerkey.runtime import Runtime
 from customerkey.service.workloads import SHAREPOINT
 from customerkey.vault.models import OPERATOR

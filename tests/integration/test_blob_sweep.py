@@ -26,10 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from customerkey.cli.storage_commands import startup_sweep
 from customerkey.clock import FrozenClock
 from customerkey.errors import Conflict, Forbidden
 from customerkey.runtime import Runtime
+from customerkey.server.supervisor import startup_sweep
 from customerkey.service.blob_sweep import AUDIT_OPERATION, BlobSweeper, SweepReport
 from customerkey.storage.blobs import temp_name
 from customerkey.vault.models import OPERATOR, Actor

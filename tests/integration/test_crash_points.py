@@ -11,6 +11,7 @@ checked. N grows until a run gets through without reaching its crash point.
 
 from __future__ import annotations
 
+import io
 import os
 import uuid
 from collections import Counter
@@ -20,14 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from customerkey.clock import FrozenClock
 from customerkey.jobs.queue import Job, JobQueue
 from customerkey.runtime import Runtime
-from customerkey.service.workloads import EXCHANGE
+from customerkey.service.workloads import EXCHANGE, SHAREPOINT
 from customerkey.storage.blobs import LocalBlobStore
 from customerkey.storage.database import Database
+from customerkey.storage.models import PolicyRow, SiteKeyRow
 from customerkey.vault.models import OPERATOR
 from tests.integration.crash_harness import (
     MailCorpus,
@@ -291,3 +294,88 @@ def test_a_move_removes_half_written_files_of_dead_writers_only(
     assert not dead.exists() and live.exists()
     live.unlink()
     verify_items(runtime, corpus, [upn], "after the sweep")
+
+
+def test_a_files_purge_survives_a_crash_at_every_point(
+    runtime: Runtime, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tenant's files purge killed at any point ends with exactly one purge record that
+    counts every site, each site purged once, and no other tenant's blob touched."""
+    runtime.tenants.create(OPERATOR, "fabrikam", mail_domain="fabrikam.com")
+    bystander = "https://fabrikam.sharepoint.local/sites/keep"
+    runtime.files.create_site(OPERATOR, bystander)
+    runtime.files.upload(OPERATOR, bystander, "a.txt", io.BytesIO(b"fabrikam keeps this"))
+    points = CrashPoints(monkeypatch)
+    purged: dict[int, tuple[str, list[str]]] = {}
+    keep: dict[int, dict[str, str]] = {}
+
+    def start(n: int) -> Job:
+        tenant = f"t{n:03d}"
+        runtime.tenants.create(OPERATOR, tenant, mail_domain=f"{tenant}.com")
+        uris = []
+        vaults = [f"Files{n:03d}-A", f"Files{n:03d}-B"]
+        for vault in vaults:
+            runtime.vault.create_vault(
+                OPERATOR,
+                vault,
+                subscription=f"{tenant}-sub",
+                region="eastus",
+                tenant=tenant,
+                purge_protection=True,
+            )
+            runtime.vault.create_key(
+                OPERATOR, vault, "Key001", kty="RSA-HSM", key_ops=["wrapKey", "unwrapKey"]
+            )
+            runtime.vault.set_access_policy(OPERATOR, vault, SHAREPOINT.app_id, GRANT)
+            uris.append(f"https://{vault.lower()}.vault.azure.net/keys/Key001")
+        runtime.files.register(OPERATOR, tenant, uris[0], uris[1])
+        runtime.worker().run_until_idle()
+        sites = []
+        for s in range(3):
+            url = f"https://{tenant}.sharepoint.local/sites/s{s}"
+            sites.append(runtime.files.create_site(OPERATOR, url).id)
+            for f in range(2):
+                data = f"{tenant} site {s} file {f}".encode() * (1 + s)
+                runtime.files.upload(OPERATOR, url, f"docs/f{f}.txt", io.BytesIO(data))
+        policy_id = runtime.files.status(OPERATOR, tenant).policy_id
+        assert policy_id is not None
+        purged[n] = (policy_id, sites)
+        keep[n] = {
+            k: v for k, v in blob_digests(runtime).items() if k.split("/")[1] not in set(sites)
+        }
+        for vault in vaults:
+            runtime.vault.remove_access_policy(OPERATOR, vault, SHAREPOINT.app_id)
+        for admin, roles in (
+            (f"admin1@{tenant}.com", ["tenant-admin"]),
+            (f"admin2@{tenant}.com", ["tenant-admin", "purge-approver"]),
+        ):
+            runtime.principals.create(OPERATOR, admin, tenant=tenant, roles=roles)
+        clock.advance(1)  # the approver held the role before the request
+        requester = runtime.principals.get(f"admin1@{tenant}.com").actor()
+        approver = runtime.principals.get(f"admin2@{tenant}.com").actor()
+        runtime.files.request_purge(requester, tenant, reason="test", contact="sec@x.com")
+        return runtime.files.approve_purge(approver, tenant, f"admin2@{tenant}.com")
+
+    def check(n: int, job: Job, context: str) -> None:
+        policy_id, site_ids = purged[n]
+        operations = audit_operations(runtime)
+        ends = [d for op, d in operations if op == "SPODataEncryptionPolicyPurged"]
+        mine = [d for d in ends if d.get("policy") == policy_id]
+        assert len(mine) == 1, context
+        assert mine[0]["sites"] == len(site_ids), context
+        per_site = Counter(d.get("site") for op, d in operations if op == "SitePurged")
+        assert all(per_site[s] == 1 for s in site_ids), context
+        assert blob_digests(runtime) == keep[n], context
+        with runtime.db.transaction() as session:
+            keys = session.scalars(select(SiteKeyRow).where(SiteKeyRow.site_id.in_(site_ids)))
+            assert all(k.wrapped is None and k.state == "destroyed" for k in keys), context
+            policy = session.get(PolicyRow, policy_id)
+            assert policy is not None and policy.state == "purged", context
+            assert policy.sealed_availability_key is None, context
+
+    crashes = _sweep(runtime, clock, points, start, check)
+    assert any("delete_prefix" in c for c in crashes) and any("finish" in c for c in crashes)
+    out = io.BytesIO()
+    runtime.files.download(OPERATOR, bystander, "a.txt", out)
+    assert out.getvalue() == b"fabrikam keeps this"
+    verify_audit(runtime, "after every crash point of a files purge")

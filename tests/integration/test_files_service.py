@@ -518,13 +518,14 @@ def test_crash_during_a_roll_resumes_to_registered(
     real = JobQueue.checkpoint
     calls = {"n": 0}
 
-    def dies_on_second(self: JobQueue, *args: object, **kwargs: object) -> None:
+    def dies_on_third(self: JobQueue, *args: object, **kwargs: object) -> None:
+        # The checkpoint commits with its batch: dying in the third one leaves two moved.
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == 3:
             raise SystemExit("killed mid-roll")
         real(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(JobQueue, "checkpoint", dies_on_second)
+    monkeypatch.setattr(JobQueue, "checkpoint", dies_on_third)
     with pytest.raises(SystemExit):
         rt.worker(worker_id="doomed").run_one()
     monkeypatch.setattr(JobQueue, "checkpoint", real)

@@ -16,7 +16,7 @@ from customerkey.jobs.queue import JobFailed
 from customerkey.runtime import Runtime
 from customerkey.storage.models import MailItemRow
 from customerkey.vault.models import OPERATOR
-from customerkey.workloads.mail.service import IMPORT_JOB
+from customerkey.workloads.mail.jobs import IMPORT_JOB
 from tests.integration.mailfixtures import setup_policy, write_mbox
 
 pytestmark = pytest.mark.storage

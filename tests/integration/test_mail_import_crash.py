@@ -25,7 +25,7 @@ import pytest
 from customerkey.jobs.queue import pid_alive
 from customerkey.runtime import Runtime
 from customerkey.vault.models import OPERATOR
-from customerkey.workloads.mail.service import IMPORT_JOB
+from customerkey.workloads.mail.jobs import IMPORT_JOB
 from tests.integration.crash_harness import (
     CrashHarness,
     verify_audit,

@@ -528,7 +528,14 @@ def test_sigkill_file_put_leaves_no_partial_version(
     # The chunks SIGKILLed puts left behind are unlisted; the blob sweep, once they are past
     # its grace (the clock moved on), removes them and leaves every listed version whole.
     later = FrozenClock(datetime.now(UTC) + timedelta(hours=2))
-    sweep = BlobSweeper(rt.db, rt.files.blobs, later, timedelta(hours=1), audit=rt.audit)
+    sweep = BlobSweeper(
+        rt.db,
+        rt.files.blobs,
+        later,
+        timedelta(hours=1),
+        audit=rt.audit,
+        owners=rt.blob_sweeper.owners,
+    )
     report = sweep.sweep(OPERATOR)
     kept, _ = stored()
     assert len(kept) == versions, f"{report}\n{context()}"

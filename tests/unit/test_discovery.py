@@ -1,6 +1,6 @@
 """The sign-in discovery documents, client authentication at the token endpoint and the
-api-version check, without a server (``customerkey.api.discovery_api``, ``auth_api``,
-``deps``)."""
+api-version check, without a server (``customerkey.api.routers.discovery``, ``auth``,
+``customerkey.api.deps``)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from fastapi.responses import JSONResponse
 from starlette.requests import Request
 
-from customerkey.api.auth_api import client_credentials
 from customerkey.api.deps import LATEST_API_VERSION, SUPPORTED_API_VERSIONS, check_api_version
-from customerkey.api.discovery_api import instance_discovery, openid_configuration
+from customerkey.api.routers.auth import client_credentials
+from customerkey.api.routers.discovery import instance_discovery, openid_configuration
 from customerkey.errors import BadParameter
 
 AUTHORITY = "https://localhost:8443"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from customerkey.cli.shell.binding import (
+from customerkey.pwsh.language.binding import (
     BindingError,
     BoundArguments,
     NamedArgument,
@@ -20,7 +20,7 @@ from customerkey.cli.shell.binding import (
     missing_mandatory,
     parse_datetime,
 )
-from customerkey.cli.shell.formatting import PSObject
+from customerkey.pwsh.language.values import PSObject
 
 ADD_KEY = Signature(
     (

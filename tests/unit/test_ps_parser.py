@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from customerkey.cli.shell.parser import (
+from customerkey.pwsh.language.lexer import ParseError
+from customerkey.pwsh.language.parser import parse
+from customerkey.pwsh.language.syntax import (
     ArrayLiteral,
     Assignment,
     Command,
@@ -20,13 +22,11 @@ from customerkey.cli.shell.parser import (
     IndexAccess,
     MemberAccess,
     NumberLiteral,
-    ParseError,
     Pipeline,
     StatementBlock,
     StringLiteral,
     SubExpression,
     VariableRef,
-    parse,
 )
 
 SEED = Path(__file__).resolve().parents[1] / "cli" / "seed" / "manage-customer-key.md"

@@ -25,7 +25,6 @@ import fcntl
 import json
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from customerkey.clock import Clock, from_unix, to_unix
 from customerkey.errors import Unauthorized
+from customerkey.home import write_private_file
 from customerkey.rng import Rng, new_hex_id
 
 ALGORITHM = "ES256"
@@ -345,7 +345,7 @@ class TokenSigner:
         now = self._clock.now()
         kid = new_hex_id(self._rng)
         private_key = ec.generate_private_key(ec.SECP256R1())
-        _write_file(self._directory / f"{kid}.pem", _private_pem(private_key))
+        write_private_file(self._directory / f"{kid}.pem", _private_pem(private_key))
         keys = {
             old.kid: _SigningKey(
                 kid=old.kid,
@@ -393,7 +393,7 @@ class TokenSigner:
             ],
         }
         manifest = self._directory / MANIFEST_FILE
-        _write_file(manifest, (json.dumps(document, indent=2) + "\n").encode())
+        write_private_file(manifest, (json.dumps(document, indent=2) + "\n").encode())
         self._set = _KeySet(active=self._set.active, keys=self._set.keys, stamp=_stamp(manifest))
 
     def _refresh_locked(self) -> None:
@@ -485,22 +485,6 @@ def _public_jwk(key: _SigningKey) -> dict[str, str]:
 
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    # Write aside and rename so a reader never sees half a file; 0600 from the first byte.
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
 
 
 def _generation(value: Any) -> int:

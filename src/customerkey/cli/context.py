@@ -59,6 +59,30 @@ def cli_context(ctx: typer.Context) -> CliContext:
     return obj
 
 
+def tenant_of(c: CliContext, tenant: str | None) -> str:
+    """The tenant a command is about: --tenant, else the acting principal's, else the only one."""
+    if tenant:
+        return tenant.lower()
+    actor = c.actor
+    if not actor.is_operator:
+        return actor.tenant
+    known = c.runtime.tenants.list()
+    if len(known) == 1:
+        return known[0].id
+    raise BadParameter(
+        "Say which tenant with --tenant"
+        + (f" (one of: {', '.join(t.id for t in known)})." if known else "; none exists yet.")
+    )
+
+
+def tenant_for_upn(c: CliContext, upn: str, tenant: str | None) -> str:
+    """The tenant of a new recipient: --tenant, else the one whose mail domain the UPN is in."""
+    if tenant:
+        return tenant.lower()
+    domain = upn.rsplit("@", 1)[-1]
+    return c.runtime.tenants.for_domain(domain).id
+
+
 def parse_time(value: str | None, option: str) -> datetime | None:
     """ISO 8601 date or date-time; a time without a zone is UTC."""
     if value is None:

@@ -2,24 +2,23 @@
 
 With no live worker (the embedded default) a command that starts a job runs it here, in
 this process, with a progress bar; with a worker running (``customerkey serve`` or
-``customerkey worker``) it waits and shows the worker's progress instead.
+``customerkey worker``) it waits and shows the worker's progress instead. Both are
+``customerkey.jobs.runner.run_or_wait``; this module only draws the bar.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
-import time
 from types import FrameType
 
 import typer
 
 from customerkey.cli.context import CliContext, cli_context
 from customerkey.cli.output import console, count_bar, emit_list, emit_object, err_console
-from customerkey.cli.storage_commands import startup_sweep
-from customerkey.errors import CustomerKeyError
 from customerkey.jobs.queue import Job, JobFailed
-from customerkey.jobs.worker import Worker
+from customerkey.jobs.runner import run_or_wait
+from customerkey.server.supervisor import startup_sweep
 from customerkey.service_views import job_view
 
 app = typer.Typer(help="Background jobs: list, show, wait.")
@@ -27,15 +26,10 @@ app = typer.Typer(help="Background jobs: list, show, wait.")
 JOB_COLUMNS = ["Id", "Kind", "Target", "State", "PercentComplete", "Attempts", "Error"]
 
 
-class JobWaitTimeout(CustomerKeyError):
-    status = 408
-    code = "Timeout"
-
-
 def wait_for_jobs(c: CliContext, job_ids: list[str], *, timeout: float | None = None) -> list[Job]:
-    """Run (no live worker) or watch (a worker holds them) until every job has finished."""
+    """Run (no live worker) or watch (a worker holds them) until every job has finished,
+    with a progress bar (``customerkey.jobs.runner.run_or_wait``)."""
     runtime = c.runtime
-    deadline = None if timeout is None else time.monotonic() + timeout
     with count_bar("{task.description}", as_json=c.as_json) as bar:
         tasks = {}
         for job_id in job_ids:
@@ -51,10 +45,7 @@ def wait_for_jobs(c: CliContext, job_ids: list[str], *, timeout: float | None = 
             if task is not None:
                 bar.update(task, completed=done, total=total if total >= 0 else None)
 
-        worker = runtime.worker(on_progress=on_progress)
-        worker.release_dead_workers()  # a killed command's job comes back at once
-        while True:
-            jobs = [runtime.jobs.get(j) for j in job_ids]
+        def on_poll(jobs: list[Job]) -> None:
             for job in jobs:
                 bar.update(
                     tasks[job.id],
@@ -63,25 +54,10 @@ def wait_for_jobs(c: CliContext, job_ids: list[str], *, timeout: float | None = 
                 )
                 if job.state == "succeeded" and not job.progress_total:
                     bar.update(tasks[job.id], completed=1, total=1)
-            if all(j.finished for j in jobs):
-                return jobs
-            if deadline is not None and time.monotonic() > deadline:
-                raise JobWaitTimeout(
-                    f"Timed out waiting for {sum(not j.finished for j in jobs)} job(s)."
-                )
-            if not runtime.jobs.live_workers() and _run_one(worker):
-                continue
-            time.sleep(0.2)
 
-
-def _run_one(worker: Worker) -> bool:
-    """Run one job here, registered as a worker meanwhile: if this process is killed, the
-    next worker (or command) on this host takes the job back at once."""
-    worker.announce()
-    try:
-        return worker.run_one() is not None
-    finally:
-        worker.retire()
+        return run_or_wait(
+            runtime, job_ids, on_progress=on_progress, on_poll=on_poll, timeout=timeout
+        )
 
 
 def finish_or_report(c: CliContext, job: Job | None, *, no_wait: bool) -> Job | None:

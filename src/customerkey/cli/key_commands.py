@@ -4,8 +4,6 @@ recover, purge, backup, restore, usage, rotation policy."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import typer
@@ -13,6 +11,7 @@ import typer
 from customerkey.cli.context import CliContext, cli_context, parse_tags, parse_time, split_list
 from customerkey.cli.output import emit_list, emit_message, emit_object
 from customerkey.errors import BadParameter
+from customerkey.home import write_private_file
 from customerkey.views import deleted_key_view, key_view, rotation_policy_view, usage_view
 
 app = typer.Typer(help="Keys: versions, attributes, soft delete, backup and restore.")
@@ -231,30 +230,15 @@ def backup(
     if not out.parent.is_dir():
         raise BadParameter(f"Cannot write {out}: the folder {out.parent} does not exist.")
     blob = c.runtime.vault.backup_key(c.actor, vault, name)
-    _write_private(out, blob)
+    try:
+        write_private_file(out, blob)  # 0600 whatever was there before
+    except OSError as exc:
+        raise BadParameter(f"Cannot write {out}: {exc.strerror}.") from None
     emit_message(
         f"Backed up key '{name}' to {out} ({len(blob)} bytes).",
         as_json=c.as_json,
         data={"file": str(out), "bytes": len(blob)},
     )
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, mode 0600 whatever was there before."""
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise BadParameter(f"Cannot write {path}: {exc.strerror}.") from None
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:  # mkstemp creates the file with mode 0600
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 @app.command("restore")

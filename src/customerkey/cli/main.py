@@ -15,15 +15,21 @@ from sqlalchemy.exc import ArgumentError
 
 from customerkey import __version__
 from customerkey.cli import (
-    admin_commands,
-    demo,
+    audit_commands,
+    demo_command,
+    dep_commands,
+    file_commands,
     files_commands,
     job_commands,
     key_commands,
-    mail_commands,
+    mailbox_commands,
+    mailuser_commands,
+    principal_commands,
     serve_command,
     shell_commands,
+    site_commands,
     storage_commands,
+    tenant_commands,
     vault_commands,
 )
 from customerkey.cli.context import CliContext, cli_context
@@ -39,22 +45,22 @@ app = typer.Typer(
 )
 app.add_typer(vault_commands.app, name="vault")
 app.add_typer(key_commands.app, name="key")
-app.add_typer(admin_commands.principals, name="principal")
-app.add_typer(admin_commands.audit, name="audit")
-app.add_typer(mail_commands.tenants, name="tenant")
-app.add_typer(mail_commands.deps, name="dep")
-app.add_typer(mail_commands.mailusers, name="mailuser")
-app.add_typer(mail_commands.mailboxes, name="mailbox")
+app.add_typer(principal_commands.app, name="principal")
+app.add_typer(audit_commands.app, name="audit")
+app.add_typer(tenant_commands.app, name="tenant")
+app.add_typer(dep_commands.app, name="dep")
+app.add_typer(mailuser_commands.app, name="mailuser")
+app.add_typer(mailbox_commands.app, name="mailbox")
 app.add_typer(job_commands.app, name="jobs")
-app.add_typer(files_commands.files_app, name="files")
-app.add_typer(files_commands.sites, name="site")
-app.add_typer(files_commands.file_app, name="file")
+app.add_typer(files_commands.app, name="files")
+app.add_typer(site_commands.app, name="site")
+app.add_typer(file_commands.app, name="file")
 app.add_typer(storage_commands.app, name="storage")
 app.command("serve")(serve_command.serve)
 app.command("worker")(job_commands.worker)
 app.command("ps", context_settings={"ignore_unknown_options": True})(shell_commands.ps)
 app.command("shell")(shell_commands.shell)
-app.command("demo")(demo.demo)
+app.command("demo")(demo_command.demo)
 
 
 def _version(value: bool) -> None:

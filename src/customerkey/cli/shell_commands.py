@@ -1,5 +1,5 @@
 """``customerkey ps "<line>"`` and ``customerkey shell``: run Microsoft's Customer Key
-PowerShell lines as written (see ``customerkey.cli.shell``)."""
+PowerShell lines as written (the shell itself is ``customerkey.pwsh``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from customerkey.cli.context import CliContext, cli_context
-from customerkey.cli.shell.session import Session
+from customerkey.pwsh.engine.session import Session
 
 
 def _session(c: CliContext) -> Session:
@@ -67,7 +67,7 @@ def shell(
         ok = session.run(sys.stdin.read())
         raise typer.Exit(0 if ok else 1)
     try:
-        from customerkey.cli.shell.repl import run_repl
+        from customerkey.pwsh.engine.repl import run_repl
     except ImportError:  # prompt_toolkit missing
         typer.echo(
             "The interactive shell needs prompt_toolkit (pip install prompt_toolkit); scripts "

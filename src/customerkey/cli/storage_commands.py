@@ -3,22 +3,20 @@
 ``storage sweep`` removes blob files no row references (left behind by writers killed
 between storing a blob and committing its row) once they are older than the grace
 (``CUSTOMERKEY_BLOB_SWEEP_GRACE_SECONDS``), and dead writers' staging files; ``--dry-run``
-only reports what it would remove. Operators only. ``startup_sweep`` is the same sweep run
-once as ``customerkey worker`` and the job worker of ``customerkey serve`` start.
+only reports what it would remove. Operators only. The same sweep runs once as
+``customerkey worker`` and the job worker of ``customerkey serve`` start
+(``server.supervisor.startup_sweep``).
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import typer
 
 from customerkey.cli.context import cli_context
 from customerkey.cli.output import console, count_bar, emit_object
-from customerkey.runtime import Runtime
 from customerkey.service.blob_sweep import SweepReport
-from customerkey.vault.models import OPERATOR
 
 app = typer.Typer(help="The blob store: sweep orphaned blobs.")
 
@@ -42,25 +40,6 @@ def sweep_view(report: SweepReport) -> dict[str, Any]:
         "Removed": list(report.removed),
         "RemovedListComplete": report.listed_all,
     }
-
-
-def startup_sweep(runtime: Runtime) -> SweepReport | None:
-    """Sweep once as a worker starts. Never raises: a failed sweep is logged and the worker
-    runs on (the next start sweeps again)."""
-    log = logging.getLogger("customerkey.sweep")
-    try:
-        report = runtime.blob_sweeper.sweep(OPERATOR)
-    except Exception:
-        log.exception("blob sweep at worker start failed; the worker runs on")
-        return None
-    if report.orphans or report.temp_files:
-        log.info(
-            "blob sweep: removed %d orphaned blob(s) and %d staging file(s), %d bytes",
-            report.orphans,
-            report.temp_files,
-            report.bytes_reclaimed,
-        )
-    return report
 
 
 @app.command("sweep")

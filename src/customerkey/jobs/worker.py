@@ -27,6 +27,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from customerkey.errors import CustomerKeyError
@@ -67,8 +68,19 @@ class JobContext:
             checkpoint=checkpoint,
             session=session,
         )
-        if self.on_progress is not None and done is not None:
-            self.on_progress(self.job, done, total if total is not None else -1)
+        if self.on_progress is None or done is None:
+            return
+        on_progress, shown_total = self.on_progress, total if total is not None else -1
+        if session is None:
+            on_progress(self.job, done, shown_total)
+            return
+
+        # Whoever watches progress reads the database: tell them once the batch is durable
+        # (and not at all if it rolls back), never while its transaction holds the lock.
+        def after_commit(_session: Session) -> None:
+            on_progress(self.job, done, shown_total)
+
+        event.listen(session, "after_commit", after_commit, once=True)
 
 
 Handler = Callable[[Job, JobContext], None]

@@ -6,6 +6,9 @@ principal holding a grant only its own calls and the changes to its own grant on
 holds a grant on. A vault is followed by its immutable id, so a vault created under the name
 of a purged one starts with an empty history. Records written before scopes existed
 (migration 0007) are the operator's only.
+
+Every front end reads through here: ``page`` (the admin API: records after a sequence number,
+a bounded page), ``newest`` (the CLI: the newest records, shown oldest first), ``records``.
 """
 
 from __future__ import annotations
@@ -14,10 +17,14 @@ from sqlalchemy import or_, select
 
 from customerkey.actor import Actor
 from customerkey.audit import AuditLog, AuditRecord, AuditVerification
-from customerkey.errors import Forbidden
+from customerkey.errors import BadParameter, Forbidden
 from customerkey.identity import authorize as authz
 from customerkey.storage.database import Database
 from customerkey.storage.models import AccessPolicyRow, AuditRow, VaultRow
+
+# The largest page ``page`` returns, and the first sequence number past any the log can hold.
+MAX_PAGE = 1000
+SEQ_END = 2**62
 
 
 class AuditService:
@@ -82,6 +89,41 @@ class AuditService:
                     if limit is not None and len(records) >= limit:
                         break
             return records
+
+    def page(
+        self,
+        actor: Actor,
+        *,
+        vault: str | None = None,
+        operation: str | None = None,
+        since_seq: int = 0,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """Up to ``limit`` (1 to ``MAX_PAGE``) records ``actor`` may read after ``since_seq``,
+        oldest first; a caller pages on with the last record's ``seq``."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise BadParameter(f"limit must be between 1 and {MAX_PAGE}.")
+        if since_seq < 0:
+            raise BadParameter("since must be a sequence number (0 or more).")
+        if since_seq >= SEQ_END:
+            raise BadParameter("since is past the end of the audit log.")
+        return self.records(
+            actor, vault=vault, operation=operation, since_seq=since_seq, limit=limit
+        )
+
+    def newest(
+        self,
+        actor: Actor,
+        *,
+        vault: str | None = None,
+        operation: str | None = None,
+        limit: int,
+    ) -> list[AuditRecord]:
+        """The newest ``limit`` records ``actor`` may read, oldest first."""
+        records = self.records(
+            actor, vault=vault, operation=operation, limit=limit, newest_first=True
+        )
+        return records[::-1]
 
     def verify(self, actor: Actor) -> AuditVerification:
         if not authz.allowed(actor, authz.Action.AUDIT_VERIFY, authz.Platform()):

@@ -1,42 +1,36 @@
 """The blob sweep: removing blob files that no row references, and dead writers' staging files.
 
-Both workloads write a blob before they commit the row naming it, so a process killed in
+Every workload writes a blob before it commits the row naming it, so a process killed in
 between (a ``file put`` SIGKILLed mid-upload, a mail write or import, a mailbox re-key batch)
-leaves a blob that is never listed or read but takes space. The names, and the rows that
-reference them (``grep`` of ``storage.models`` and both workload services):
+leaves a blob that is never listed or read but takes space. The sweep knows no workload's
+names: each workload registers a ``BlobOwner`` for its top folder, which says which unit a
+blob name belongs to (a mail item blob stands alone; a file version folder is one unit,
+since an upload commits all its chunks at once) and which of a unit's names rows reference.
 
-- ``mail/<mailbox>/<item>.<key seq>``: ``MailItemRow.blob`` (deliveries, imports, and a re-key,
-  which writes ``<item>.<new seq>`` before the row switches to it and then deletes the old one);
-- ``files/<site>/<file>/<version>/<position>``: ``FileChunkRow.blob``. A files roll or
-  registration re-wraps site keys only; it writes no blob.
-
-``BlobSweeper.sweep`` walks ``mail/`` and ``files/`` one mailbox or site folder at a time and
-looks up only the names it may delete, in batches, by indexed columns (mail items by mailbox
-and id, chunks by version id), in read transactions that take no write lock; files are
-deleted only after those transactions have ended. A blob is deleted only when nothing
-references it and it is older than ``clock.now() - grace``: the grace covers writers that
-stored a blob and have not committed its row yet. A file version folder counts as one unit:
-none of its chunks is deleted while any file in it is younger than the grace or a live
-writer is staging a chunk in it, since an upload commits all its chunks at once, at the end.
-Deletion uses ``LocalBlobStore.delete_unless_newer``, so a blob rewritten meanwhile (a retried
-import or re-key writes the same name again) survives. Names that follow none of these
-patterns are counted and left alone. Staging files of dead writers go too
-(``LocalBlobStore.sweep_temp_files``). A sweep that removed anything writes one
-``BlobSweep`` audit record with its counts; a dry run removes nothing, writes no record and
-reports what it would have removed.
+``BlobSweeper.sweep`` walks each owner's folder one container folder (a mailbox, a site) at a
+time and asks the owner only about the names it may delete, in batches, in read transactions
+that take no write lock; files are deleted only after those transactions have ended. A blob
+is deleted only when nothing references it and it is older than ``clock.now() - grace``: the
+grace covers writers that stored a blob and have not committed its row yet. A unit counts as
+one: none of its blobs is deleted while any blob in it is younger than the grace or (for
+folder units) a live writer is staging a file in it. Deletion uses
+``LocalBlobStore.delete_unless_newer``, so a blob rewritten meanwhile (a retried import or
+re-key writes the same name again) survives. Names no owner recognises are counted and left
+alone. Staging files of dead writers go too (``LocalBlobStore.sweep_temp_files``). A sweep
+that removed anything writes one ``BlobSweep`` audit record with its counts; a dry run removes
+nothing, writes no record and reports what it would have removed.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from customerkey.audit import AuditLog
 from customerkey.clock import Clock
@@ -45,11 +39,8 @@ from customerkey.identity import authorize as authz
 from customerkey.jobs.queue import pid_alive
 from customerkey.storage.blobs import BlobInfo, LocalBlobStore
 from customerkey.storage.database import Database
-from customerkey.storage.models import FileChunkRow, MailItemRow
 from customerkey.vault.models import Actor
 
-MAIL_PREFIX = "mail"
-FILES_PREFIX = "files"
 AUDIT_OPERATION = "BlobSweep"
 DEFAULT_GRACE = timedelta(hours=1)
 # Names looked up per query: few enough for any database's parameter limit.
@@ -57,10 +48,27 @@ LOOKUP_BATCH = 500
 # Names kept in a report; the counts are always complete.
 LISTED_LIMIT = 1000
 
-_MAIL_BLOB = re.compile(r"^(?P<item>[A-Za-z0-9-]+)\.[0-9]+$")
-_POSITION = re.compile(r"^[0-9]+$")
-
 Progress = Callable[[int, int], None]  # (folders done, folders in all)
+
+
+class BlobOwner(Protocol):
+    """A workload's blobs, as the sweep sees them.
+
+    ``prefix`` is its top folder. ``unit_of(name)`` is the unit a blob belongs to (None: not
+    a name of this owner's, left alone); with ``units_are_folders`` a unit is a folder whose
+    blobs stand or fall together, and a live writer staging a file in it keeps it.
+    ``referenced(session, folder, units)`` returns which blob names of those units rows
+    reference, for the container ``folder`` they are in."""
+
+    @property
+    def prefix(self) -> str: ...
+
+    @property
+    def units_are_folders(self) -> bool: ...
+
+    def unit_of(self, name: str) -> str | None: ...
+
+    def referenced(self, session: Session, folder: str, units: Iterable[str]) -> set[str]: ...
 
 
 @dataclass(frozen=True)
@@ -151,6 +159,7 @@ class BlobSweeper:
         *,
         audit: AuditLog | None = None,
         is_alive: Callable[[int], bool] = pid_alive,
+        owners: Sequence[BlobOwner] = (),
     ) -> None:
         if grace < timedelta(0):
             raise ValueError("the sweep's grace cannot be negative")
@@ -160,25 +169,22 @@ class BlobSweeper:
         self._clock = clock
         self._audit = audit or AuditLog(clock)
         self._is_alive = is_alive
+        self.owners = list(owners)
 
     def sweep(
         self, actor: Actor, *, dry_run: bool = False, progress: Progress | None = None
     ) -> SweepReport:
         """Remove (with ``dry_run``: only report) every unreferenced blob older than the grace
-        and every staging file of a dead writer, under ``mail/`` and ``files/``."""
+        and every staging file of a dead writer, under every owner's folder."""
         if not authz.allowed(actor, authz.Action.PLATFORM_OPERATE, authz.Platform()):
             raise Forbidden("Only the platform operator can sweep the blob store.")
         tally = _Tally(dry_run=dry_run, cutoff=self._clock.now() - self.grace)
-        prefixes = (MAIL_PREFIX, FILES_PREFIX)
-        total = sum(1 for prefix in prefixes for _ in self.blobs.iter_folders(prefix))
+        total = sum(1 for owner in self.owners for _ in self.blobs.iter_folders(owner.prefix))
         if progress is not None:
             progress(0, total)
-        for prefix in prefixes:
-            for folder in self.blobs.iter_folders(prefix):
-                if prefix == MAIL_PREFIX:
-                    self._sweep_mailbox(folder, tally)
-                else:
-                    self._sweep_site(folder, tally)
+        for owner in self.owners:
+            for folder in self.blobs.iter_folders(owner.prefix):
+                self._sweep_folder(owner, folder, tally)
                 tally.folders += 1
                 if progress is not None:
                     progress(tally.folders, max(total, tally.folders))
@@ -195,96 +201,51 @@ class BlobSweeper:
                 )
         return report
 
-    # ------------------------------------------------------------------ mail
-
-    def _sweep_mailbox(self, folder: str, tally: _Tally) -> None:
-        """``mail/<mailbox>``: each item blob stands alone."""
-        mailbox_id = folder.split("/")[1]
-        staged: list[BlobInfo] = []
-
-        def candidates() -> Iterator[BlobInfo]:
-            for info in self.blobs.iter_blobs(folder, staging=True):
-                if info.is_staging:
-                    staged.append(info)
-                    continue
-                tally.blobs += 1
-                parts = info.name.split("/")
-                if len(parts) != 3 or not _MAIL_BLOB.match(parts[2]):
-                    tally.unknown += 1
-                elif info.mtime >= tally.cutoff:
-                    tally.recent += 1
-                else:
-                    yield info
-
-        for batch in _batches(candidates(), LOOKUP_BATCH):
-            item_ids = {_mail_item_id(info.name) for info in batch}
-            with self.db.read() as session:
-                referenced = set(
-                    session.scalars(
-                        select(MailItemRow.blob).where(
-                            MailItemRow.mailbox_id == mailbox_id, MailItemRow.id.in_(item_ids)
-                        )
-                    )
-                )
-            for info in batch:
-                if info.name not in referenced:
-                    self._remove_orphan(info, tally)
-        self._remove_temp_files(staged, tally)
-
-    # ------------------------------------------------------------------ files
-
-    def _sweep_site(self, folder: str, tally: _Tally) -> None:
-        """``files/<site>``: a version folder is one unit (an upload commits all its chunks
-        together), considered only when every file in it is older than the grace and no live
-        writer stages a chunk in it."""
+    def _sweep_folder(self, owner: BlobOwner, folder: str, tally: _Tally) -> None:
+        """One container folder (``mail/<mailbox>``, ``files/<site>``), unit by unit."""
         staged: list[BlobInfo] = []
         emptied: list[str] = []
 
-        def units() -> Iterator[tuple[str, list[BlobInfo]]]:
-            def unit_of(info: BlobInfo) -> str:
-                return "/".join(info.name.split("/")[:4])
+        def unit_key(info: BlobInfo) -> str:
+            if info.is_staging:
+                return info.name.rsplit("/", 1)[0]
+            return owner.unit_of(info.name) or info.name
 
-            for unit, group in itertools.groupby(
-                self.blobs.iter_blobs(folder, staging=True), key=unit_of
-            ):
-                chunks: list[BlobInfo] = []
+        def units() -> Iterator[tuple[str, list[BlobInfo]]]:
+            listing = self.blobs.iter_blobs(folder, staging=True)
+            for unit, group in itertools.groupby(listing, key=unit_key):
+                blobs: list[BlobInfo] = []
                 busy = False
                 for info in group:
                     if info.is_staging:
                         staged.append(info)
                         assert info.writer_pid is not None
-                        if self._alive(info.writer_pid):
+                        if owner.units_are_folders and self._alive(info.writer_pid):
                             busy = True
                         continue
                     tally.blobs += 1
-                    parts = info.name.split("/")
-                    if len(parts) != 5 or not _POSITION.match(parts[4]):
+                    if owner.unit_of(info.name) is None:
                         tally.unknown += 1
                         continue
-                    chunks.append(info)
+                    blobs.append(info)
                     busy = busy or info.mtime >= tally.cutoff
                 if busy:
-                    tally.recent += len(chunks)
-                elif chunks:
-                    yield unit, chunks
+                    tally.recent += len(blobs)
+                elif blobs:
+                    yield unit, blobs
 
         for batch in _unit_batches(units(), LOOKUP_BATCH):
-            version_ids = {unit.split("/")[3] for unit, _ in batch}
             with self.db.read() as session:
-                referenced = set(
-                    session.scalars(
-                        select(FileChunkRow.blob).where(FileChunkRow.version_id.in_(version_ids))
-                    )
-                )
-            for unit, chunks in batch:
+                referenced = owner.referenced(session, folder, [unit for unit, _ in batch])
+            for unit, blobs in batch:
                 kept = False
-                for info in chunks:
+                for info in blobs:
                     if info.name in referenced or not self._remove_orphan(info, tally):
                         kept = True
                 if not kept:
                     emptied.append(unit)
         self._remove_temp_files(staged, tally)
-        if not tally.dry_run:
+        if owner.units_are_folders and not tally.dry_run:
             for unit in emptied:
                 self.blobs.remove_empty_folder(unit)
 
@@ -319,14 +280,10 @@ class BlobSweeper:
             tally.note_removed(info.name)
 
 
-def _mail_item_id(name: str) -> str:
-    return name.rsplit("/", 1)[1].rsplit(".", 1)[0]
-
-
 def _unit_batches(
     units: Iterator[tuple[str, list[BlobInfo]]], size: int
 ) -> Iterator[list[tuple[str, list[BlobInfo]]]]:
-    """Version folders in batches of about ``size`` chunk names to look up."""
+    """Units in batches of about ``size`` blob names to look up."""
     batch: list[tuple[str, list[BlobInfo]]] = []
     names = 0
     for unit in units:

@@ -513,42 +513,19 @@ class PolicyService:
             current_versions = (
                 (current.key_uri_1, current.key_uri_2) if current is not None else ("", "")
             )
-            sealed = policy.sealed_availability_key
-        newest = []
-        for uri in (uri_1, uri_2):
-            # the newest version, even when the policy was written with a versioned key id
-            props = self.validate_root_key(kind, uri.unversioned(), tenant_id)
-            newest.append(props.uri)
+        # the newest versions, even when the policy was written with versioned key ids
+        newest = tuple(
+            self.validate_root_key(kind, uri.unversioned(), tenant_id).uri for uri in (uri_1, uri_2)
+        )
         if (str(newest[0]), str(newest[1])) == current_versions:
             return None
-        if sealed is None:
-            raise Conflict("This policy's availability key has been destroyed.")
-        availability = self._sealer.open(sealed, purpose="availability-key", subject=policy_id)
-        dep_key, (v1, w1), (v2, w2), wa = self._wrap_generation(
-            kind, newest[0], newest[1], availability
+        return self.new_generation_with_keys(
+            actor,
+            policy_id,
+            (newest[0], newest[1]),
+            operation="DataEncryptionPolicyRefresh",
+            in_transaction=in_transaction,
         )
-        with self.db.transaction() as session:
-            policy = session.get(PolicyRow, policy_id)
-            assert policy is not None
-            generation = self._add_generation(session, policy, dep_key, v1, w1, v2, w2, wa)
-            policy.updated_at = self._clock.now()
-            if in_transaction is not None:
-                in_transaction(session, generation)
-            self._audit.append(
-                session,
-                tenant=policy.tenant_id,
-                principal=actor.audit_name,
-                actor_id=actor.object_id or None,
-                operation="DataEncryptionPolicyRefresh",
-                request_id=actor.request_id,
-                details={
-                    "policy": policy_id,
-                    "generation": generation.id,
-                    "seq": generation.seq,
-                    "keys": [str(v1), str(v2)],
-                },
-            )
-            return _generation(generation)
 
     def new_generation_with_keys(
         self,
@@ -556,16 +533,16 @@ class PolicyService:
         policy_id: str,
         wrap_with: tuple[KeyUri, KeyUri],
         *,
-        policy_uris: tuple[str, str],
         operation: str,
+        policy_uris: tuple[str, str] | None = None,
         details: Mapping[str, object] | None = None,
         in_transaction: Callable[[Session, GenerationRow], None] | None = None,
     ) -> PolicyGeneration:
         """A new generation whose fresh DEP key is wrapped by exactly the two root keys of
         ``wrap_with`` (a versioned URI wraps with that version, an unversioned one with the
-        newest) and by the availability key; the policy's key URIs become ``policy_uris``.
-
-        For the files workload's key roll to another key or version (Update-SPO-
+        newest) and by the availability key; the policy's key URIs become ``policy_uris`` when
+        given. The one way a generation is added after the first: a refresh onto the newest
+        versions, the files workload's key roll to another key or version (Update-SPO-
         DataEncryptionPolicy) and its recovery onto new keys. The caller validates the root
         keys first. ``in_transaction`` runs in the transaction that stores the generation, after
         the policy row is locked (so two callers cannot both pass a check made there)."""
@@ -598,7 +575,8 @@ class PolicyService:
             generation = self._add_generation(
                 session, policy, dep_key, first.uri, first.wrapped, second.uri, second.wrapped, wa
             )
-            policy.key_uri_1, policy.key_uri_2 = policy_uris
+            if policy_uris is not None:
+                policy.key_uri_1, policy.key_uri_2 = policy_uris
             policy.updated_at = self._clock.now()
             if in_transaction is not None:
                 in_transaction(session, generation)

@@ -39,13 +39,13 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from io import BytesIO
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from customerkey.audit import AuditLog
@@ -62,8 +62,11 @@ from customerkey.errors import (
 )
 from customerkey.identity import authorize as authz
 from customerkey.jobs.queue import Job, JobQueue
-from customerkey.jobs.worker import JobContext, PermanentJobError
+from customerkey.jobs.registry import payload_dict, payload_of
+from customerkey.jobs.worker import Handler, JobContext, PermanentJobError
 from customerkey.keyprovider.base import KeyUri
+from customerkey.keys.containers import ContainerKeys, ContainerKeyTable
+from customerkey.keys.purge import PurgeSteps, run_purge
 from customerkey.rng import Rng
 from customerkey.service.policies import PolicyService
 from customerkey.service.purge_approval import approving_actor
@@ -83,11 +86,16 @@ from customerkey.storage.models import (
     TenantRow,
 )
 from customerkey.vault.models import Actor
+from customerkey.workloads.files import blobs as blob_names
+from customerkey.workloads.files.jobs import (
+    PURGE_JOB,
+    REGISTER_JOB,
+    REWRAP_JOBS,
+    ROLL_JOB,
+    PurgePayload,
+    RewrapPayload,
+)
 
-REGISTER_JOB = "files-register"
-ROLL_JOB = "files-roll"
-PURGE_JOB = "files-purge"
-REWRAP_JOBS = (REGISTER_JOB, ROLL_JOB)
 REWRAP_BATCH = 100
 CHUNK_SIZE = 8 << 20
 SPO_DOMAIN = "sharepoint.local"
@@ -417,6 +425,40 @@ class _Counting:
 # ---------------------------------------------------------------------- the service
 
 
+SITE_KEYS = ContainerKeyTable(
+    SiteKeyRow, live=lambda: SiteKeyRow.state == "active", touch="updated_at"
+)
+
+
+class FilesUsage:
+    """Key usage: the sites, files and file versions under a files policy's generation."""
+
+    policy_kinds: frozenset[str] | None = frozenset({"files"})
+    labels = ("Sites", "Files", "FileVersions")
+
+    def count(self, session: Session, generation_id: str) -> dict[str, int]:
+        sites = session.scalar(
+            select(func.count(func.distinct(SiteKeyRow.site_id))).where(
+                SiteKeyRow.generation_id == generation_id, SiteKeyRow.state == "active"
+            )
+        )
+        versions_query = (
+            select(FileVersionRow.id, FileVersionRow.file_id)
+            .join(FileChunkRow, FileChunkRow.version_id == FileVersionRow.id)
+            .join(SiteKeyRow, SiteKeyRow.id == FileChunkRow.site_key_id)
+            .where(SiteKeyRow.generation_id == generation_id, SiteKeyRow.state == "active")
+            .distinct()
+            .subquery()
+        )
+        versions, files = session.execute(
+            select(func.count(), func.count(func.distinct(versions_query.c.file_id)))
+        ).one()
+        return {"Sites": int(sites or 0), "Files": int(files or 0), "FileVersions": int(versions)}
+
+    def describe(self, counts: Mapping[str, int]) -> str:
+        return f"{counts['Sites']} site(s) and {counts['Files']} file(s)"
+
+
 class FilesService:
     def __init__(
         self,
@@ -448,6 +490,9 @@ class FilesService:
         self.chunk_size = chunk_size
         self.segment_size = segment_size
         self.rewrap_batch = rewrap_batch  # site keys re-wrapped per transaction
+        self.keys = ContainerKeys(
+            db, SITE_KEYS, policies=policies, sealer=sealer, audit=audit, clock=clock, rng=rng
+        )
 
     # ------------------------------------------------------------------ helpers
 
@@ -509,11 +554,6 @@ class FilesService:
         active = [r for r in self._rewrap_jobs(session, policy_id) if r.state in _ACTIVE]
         return active[-1] if active else None
 
-    def _kek(self, tenant: str, generation_id: str | None, request_id: str | None) -> bytes:
-        if generation_id is None:
-            return self._sealer.service_key(tenant)
-        return self.policies.generation_key(generation_id, request_id=request_id)
-
     def _unwrap_site_key(
         self,
         tenant: str,
@@ -521,9 +561,7 @@ class FilesService:
         wrapped: bytes | None,
         request_id: str | None = None,
     ) -> bytes:
-        if wrapped is None:
-            raise KeyAccessDenied("This site's key has been destroyed; its content is gone.")
-        return aes_kwp_unwrap(self._kek(tenant, generation_id, request_id), wrapped)
+        return self.keys.unwrap(tenant, generation_id, wrapped, request_id=request_id)
 
     def _site_row(self, session: Session, url: str) -> SiteRow:
         text = url.strip()
@@ -615,7 +653,11 @@ class FilesService:
             percent = 0.0
         else:
             percent = 100.0
-        payload: Mapping[str, Any] = job.payload if job is not None else {}
+        rolling = (
+            payload_of(job, RewrapPayload)
+            if job is not None and state == "Rolling"
+            else RewrapPayload(generation_id="")
+        )
         return FilesPolicyStatus(
             tenant=tenant,
             identity=identity,
@@ -633,8 +675,8 @@ class FilesService:
             job_id=job.id if job is not None else None,
             job_kind=job.kind if job is not None else None,
             job_state=job.state if job is not None else None,
-            roll_key_type=payload.get("key_type") if state == "Rolling" else None,
-            roll_key_uri=payload.get("key_uri") if state == "Rolling" else None,
+            roll_key_type=rolling.key_type,
+            roll_key_uri=rolling.key_uri,
             last_error=last_error,
             purge_reason=policy.purge_reason,
             purge_contact=policy.purge_contact,
@@ -738,7 +780,9 @@ class FilesService:
                 REGISTER_JOB,
                 policy.id,
                 created_by=actor,
-                payload={"generation_id": policy.current_generation_id, "generation_seq": 1},
+                payload=payload_dict(
+                    RewrapPayload(generation_id=policy.current_generation_id, generation_seq=1)
+                ),
                 total=self._sites_to_rewrap(session, tenant_id, policy.current_generation_id),
             )
             self._audit.append(
@@ -761,24 +805,19 @@ class FilesService:
             return job
 
     @staticmethod
-    def _sites_to_rewrap(session: Session, tenant: str, generation_id: str) -> int:
-        return int(
-            session.scalar(
-                select(func.count())
-                .select_from(SiteKeyRow)
-                .join(SiteRow, SiteRow.id == SiteKeyRow.site_id)
-                .where(
-                    SiteRow.tenant_id == tenant,
-                    SiteRow.state == "active",
-                    SiteKeyRow.state == "active",
-                    or_(
-                        SiteKeyRow.generation_id.is_(None),
-                        SiteKeyRow.generation_id != generation_id,
-                    ),
-                )
-            )
-            or 0
+    def _rewrap_scope(tenant: str, generation_id: str) -> ColumnElement[bool]:
+        """The site keys a register or roll onto ``generation_id`` moves: those of the
+        tenant's active sites not on it yet (service-managed ones included)."""
+        active_sites = select(SiteRow.id).where(
+            SiteRow.tenant_id == tenant, SiteRow.state == "active"
         )
+        return and_(
+            SiteKeyRow.site_id.in_(active_sites),
+            or_(SiteKeyRow.generation_id.is_(None), SiteKeyRow.generation_id != generation_id),
+        )
+
+    def _sites_to_rewrap(self, session: Session, tenant: str, generation_id: str) -> int:
+        return self.keys.count_to_rewrap(session, self._rewrap_scope(tenant, generation_id))
 
     def roll(self, actor: Actor, tenant: str, key_type: str, key_uri: str) -> Job:
         """Update-SPODataEncryptionPolicy -KeyType Primary|Secondary: a new TIK generation
@@ -826,7 +865,7 @@ class FilesService:
             policy_uris=(policy_uris[0], policy_uris[1]),
             operation="SPODataEncryptionPolicyUpdate",
             details={"tenant": tenant, "key_type": kind, "key": str(props.uri)},
-            payload={"key_type": kind, "key_uri": str(props.uri)},
+            payload=RewrapPayload(generation_id="", key_type=kind, key_uri=str(props.uri)),
         )
 
     def _roll_to_new_generation(
@@ -839,7 +878,7 @@ class FilesService:
         policy_uris: tuple[str, str],
         operation: str,
         details: dict[str, Any],
-        payload: dict[str, Any],
+        payload: RewrapPayload,
     ) -> Job:
         """Make a TIK generation wrapped by ``wrap_with`` and queue the roll job that re-wraps
         every site key onto it, in the generation's own transaction (refused while another
@@ -855,11 +894,9 @@ class FilesService:
                     ROLL_JOB,
                     policy_id,
                     created_by=actor,
-                    payload={
-                        "generation_id": generation.id,
-                        "generation_seq": generation.seq,
-                        **payload,
-                    },
+                    payload=payload_dict(
+                        replace(payload, generation_id=generation.id, generation_seq=generation.seq)
+                    ),
                     total=self._sites_to_rewrap(session, tenant, generation.id),
                 )
             )
@@ -894,8 +931,14 @@ class FilesService:
             assert generation is not None
             kind = ROLL_JOB if status.job_kind == ROLL_JOB else REGISTER_JOB
             previous = session.get(JobRow, status.job_id) if status.job_id else None
-            payload = dict(previous.payload) if previous is not None else {}
-            payload.update({"generation_id": generation.id, "generation_seq": generation.seq})
+            before = (
+                payload_of(previous, RewrapPayload)
+                if previous is not None
+                else RewrapPayload(generation_id="")
+            )
+            payload = payload_dict(
+                replace(before, generation_id=generation.id, generation_seq=generation.seq)
+            )
             job = self.jobs.enqueue(
                 session,
                 kind,
@@ -962,14 +1005,22 @@ class FilesService:
             policy_uris=(str(uri_1), str(uri_2)),
             operation="SPODataEncryptionPolicyRecover",
             details={"tenant": tenant, "reason": reason, "availability_key": "to be used"},
-            payload={
-                "key_type": "primary and secondary",
-                "key_uri": f"{props_1.uri}, {props_2.uri}",
-                "recovery": True,
-            },
+            payload=RewrapPayload(
+                generation_id="",
+                key_type="primary and secondary",
+                key_uri=f"{props_1.uri}, {props_2.uri}",
+                recovery=True,
+            ),
         )
 
     # ------------------------------------------------------------------ re-wrap jobs
+
+    def job_handlers(self) -> dict[str, Handler]:
+        return {
+            REGISTER_JOB: self.run_register,
+            ROLL_JOB: self.run_roll,
+            PURGE_JOB: self.run_purge,
+        }
 
     def run_register(self, job: Job, context: JobContext) -> None:
         self._run_rewrap(job, context)
@@ -1008,13 +1059,14 @@ class FilesService:
 
     def _run_rewrap(self, job: Job, context: JobContext) -> None:
         """Re-wrap every live site key of the tenant onto the job's TIK generation (from the
-        service-managed key when registering, from older generations when rolling), a batch
-        per transaction. Idempotent: a key already on the target is skipped, so a job killed
-        mid-way resumes where its last committed batch ended. Then retire every older
-        generation no site key depends on."""
+        service-managed key when registering, from older generations when rolling) with
+        ``ContainerKeys.rewrap`` (resumable, the checkpoint in each batch's transaction), then
+        retire every older generation no site key depends on and record the end, once."""
         policy_id = job.target
-        target_id = str(job.payload["generation_id"])
-        recovery = bool(job.payload.get("recovery"))
+        payload = payload_of(job, RewrapPayload)
+        target_id, recovery = payload.generation_id, payload.recovery
+        if job.checkpoint.get("complete"):
+            return
         with self.db.transaction() as session:
             policy = session.get(PolicyRow, policy_id)
             if policy is None or policy.state != "active":
@@ -1023,94 +1075,27 @@ class FilesService:
             if target is None or target.retired_at is not None:
                 raise PermanentJobError(f"Key generation {target_id} no longer exists.")
             tenant = policy.tenant_id
-            remaining = self._sites_to_rewrap(session, tenant, target_id)
-        done = int(job.checkpoint.get("done", 0))
-        total = remaining + done
-        new_tik = self.policies.generation_key(target_id, system=True)
-        old_keks: dict[str | None, bytes] = {}
-        while True:
-            with self.db.transaction() as session:
-                batch = [
-                    (k.id, k.generation_id, k.wrapped)
-                    for k in session.scalars(
-                        select(SiteKeyRow)
-                        .join(SiteRow, SiteRow.id == SiteKeyRow.site_id)
-                        .where(
-                            SiteRow.tenant_id == tenant,
-                            SiteRow.state == "active",
-                            SiteKeyRow.state == "active",
-                            or_(
-                                SiteKeyRow.generation_id.is_(None),
-                                SiteKeyRow.generation_id != target_id,
-                            ),
-                        )
-                        .order_by(SiteKeyRow.id)
-                        .limit(self.rewrap_batch)
-                    )
-                ]
-            if not batch:
-                break
-            rewrapped: list[tuple[str, str | None, bytes]] = []
-            for key_id, generation_id, wrapped in batch:
-                if wrapped is None:
-                    raise PermanentJobError(f"Site key {key_id} is live but has no wrapped key.")
-                if generation_id not in old_keks:
-                    old_keks[generation_id] = self._old_kek(
-                        tenant, generation_id, recovery=recovery, job=job
-                    )
-                site_key = aes_kwp_unwrap(old_keks[generation_id], wrapped)
-                rewrapped.append((key_id, generation_id, aes_kwp_wrap(new_tik, site_key)))
-            with self.db.transaction() as session:
-                for key_id, generation_id, wrapped in rewrapped:
-                    row = session.get(SiteKeyRow, key_id)
-                    if row is None or row.state != "active" or row.generation_id != generation_id:
-                        continue
-                    row.generation_id = target_id
-                    row.wrapped = wrapped
-                    row.updated_at = self._clock.now()
-            done += len(batch)
-            # After the commit, so whoever watches progress sees the sites already moved.
-            context.checkpoint(done=done, total=max(total, done), checkpoint={"done": done})
-        with self.db.transaction() as session:
-            retired = self._retire_unused_generations(session, policy_id, target_id)
-            self._audit.append(
-                session,
-                tenant=tenant,
-                principal="customerkey-service",
-                operation=(
-                    "SPODataEncryptionPolicyRegistered"
-                    if job.kind == REGISTER_JOB
-                    else "SPODataEncryptionPolicyRollComplete"
-                ),
-                details={
-                    "tenant": tenant,
-                    "policy": policy_id,
-                    "generation": target_id,
-                    "rewrapped": done,
-                    "retired_generations": retired,
-                    "recovery": recovery,
-                },
-            )
-
-    def _retire_unused_generations(self, session: Session, policy_id: str, keep: str) -> list[str]:
-        retired: list[str] = []
-        for generation in session.scalars(
-            select(GenerationRow).where(
-                GenerationRow.policy_id == policy_id,
-                GenerationRow.retired_at.is_(None),
-                GenerationRow.id != keep,
-            )
-        ):
-            users = session.scalar(
-                select(func.count())
-                .select_from(SiteKeyRow)
-                .where(SiteKeyRow.generation_id == generation.id, SiteKeyRow.state == "active")
-            )
-            if int(users or 0) == 0 and self.policies.retire_generation(
-                session, generation.id, reason="no site key depends on it"
-            ):
-                retired.append(generation.id)
-        return retired
+        done = self.keys.rewrap(
+            scope=self._rewrap_scope(tenant, target_id),
+            target_id=target_id,
+            old_kek=lambda generation_id: self._old_kek(
+                tenant, generation_id, recovery=recovery, job=job
+            ),
+            context=context,
+            batch=self.rewrap_batch,
+        )
+        self.keys.finish_rewrap(
+            context,
+            policy_id=policy_id,
+            target_id=target_id,
+            done=done,
+            operation=(
+                "SPODataEncryptionPolicyRegistered"
+                if job.kind == REGISTER_JOB
+                else "SPODataEncryptionPolicyRollComplete"
+            ),
+            details={"tenant": tenant, "recovery": recovery},
+        )
 
     # ------------------------------------------------------------------ data purge path
 
@@ -1168,7 +1153,7 @@ class FilesService:
                 PURGE_JOB,
                 policy.id,
                 created_by=signer,
-                payload={"approver": approver_id},
+                payload=payload_dict(PurgePayload(approver=approver_id)),
             )
             self._audit.append(
                 session,
@@ -1192,80 +1177,67 @@ class FilesService:
 
     def run_purge(self, job: Job, context: JobContext) -> None:
         """Destroy every site of the tenant (chunk keys, versions, files, site keys, blobs), one
-        site per transaction, then every TIK generation and the availability key."""
-        policy_id = job.target
-        with self.db.transaction() as session:
-            policy = session.get(PolicyRow, policy_id)
-            if policy is None:
-                raise PermanentJobError(f"Policy {policy_id} no longer exists.")
-            tenant = policy.tenant_id
-            site_ids = sorted(
-                session.scalars(
-                    select(SiteRow.id).where(SiteRow.tenant_id == tenant, SiteRow.state != "purged")
-                )
+        site per transaction, then every TIK generation and the availability key
+        (``keys.purge``: idempotent, so a rerun after a crash ends as one run would)."""
+        run_purge(
+            job,
+            context,
+            PurgeSteps(
+                containers=self._purge_targets,
+                purge_container=self._purge_site,
+                delete_blobs=lambda site_id: self.blobs.delete_prefix(
+                    blob_names.site_folder(site_id)
+                ),
+                container_operation="SitePurged",
+                final_operation="SPODataEncryptionPolicyPurged",
+                count_name="sites",
+                on_purged=self._free_policy_name,
+            ),
+            db=self.db,
+            audit=self._audit,
+            policies=self.policies,
+            clock=self._clock,
+        )
+
+    @staticmethod
+    def _purge_targets(session: Session, policy: PolicyRow, generation_ids: list[str]) -> list[str]:
+        """The tenant's sites still standing, and every site with a key under one of the
+        policy's generations (those a first run purged already)."""
+        standing = session.scalars(
+            select(SiteRow.id).where(
+                SiteRow.tenant_id == policy.tenant_id, SiteRow.state != "purged"
             )
-            generation_ids = list(
-                session.scalars(
-                    select(GenerationRow.id).where(GenerationRow.policy_id == policy_id)
-                )
-            )
-        total = len(site_ids) + 1
-        for index, site_id in enumerate(site_ids, start=1):
-            with self.db.transaction() as session:
-                site = session.get(SiteRow, site_id)
-                assert site is not None
-                file_ids = list(
-                    session.scalars(select(FileRow.id).where(FileRow.site_id == site_id))
-                )
-                self._delete_files(session, file_ids)
-                now = self._clock.now()
-                for key in session.scalars(select(SiteKeyRow).where(SiteKeyRow.site_id == site_id)):
-                    key.wrapped = None
-                    key.state = "destroyed"
-                    key.destroyed_at = now
-                    key.updated_at = now
-                old_url = site.url
-                site.url = f"purged:{site.id}"  # frees the URL for a new site
-                site.state = "purged"
-                site.updated_at = now
-                self._audit.append(
-                    session,
-                    tenant=session.scalar(
-                        select(PolicyRow.tenant_id).where(PolicyRow.id == policy_id)
-                    ),
-                    principal="customerkey-service",
-                    operation="SitePurged",
-                    details={"policy": policy_id, "site": site_id, "url": old_url},
-                )
-                context.checkpoint(done=index, total=total, session=session)
-            self.blobs.delete_prefix(f"files/{site_id}")
-        with self.db.transaction() as session:
-            for generation_id in generation_ids:
-                self.policies.retire_generation(session, generation_id, reason="data purge")
-            policy = session.get(PolicyRow, policy_id)
-            assert policy is not None
-            policy.sealed_availability_key = None
-            policy.state = "purged"
-            # The tenant may register a new files policy one day; this one keeps its record.
-            policy.name = f"{FILES_POLICY_NAME}-purged-{policy_id[:8]}"
-            policy.name_lower = policy.name.lower()
-            policy.purged_at = self._clock.now()
-            policy.updated_at = policy.purged_at
-            self._audit.append(
-                session,
-                tenant=tenant,
-                principal="customerkey-service",
-                operation="SPODataEncryptionPolicyPurged",
-                details={
-                    "tenant": tenant,
-                    "policy": policy_id,
-                    "sites": len(site_ids),
-                    "generations": len(generation_ids),
-                    "availability_key": "destroyed",
-                },
-            )
-            context.checkpoint(done=total, total=total, session=session)
-        self.policies.cache.invalidate_policy(policy_id)
+        )
+        keyed = session.scalars(
+            select(SiteKeyRow.site_id).where(SiteKeyRow.generation_id.in_(generation_ids))
+        )
+        return sorted(set(standing) | set(keyed))
+
+    def _purge_site(self, session: Session, site_id: str) -> dict[str, object] | None:
+        site = session.get(SiteRow, site_id)
+        assert site is not None
+        if site.state == "purged":
+            return None
+        self._delete_files(
+            session, list(session.scalars(select(FileRow.id).where(FileRow.site_id == site_id)))
+        )
+        now = self._clock.now()
+        for key in session.scalars(select(SiteKeyRow).where(SiteKeyRow.site_id == site_id)):
+            key.wrapped = None
+            key.state = "destroyed"
+            key.destroyed_at = now
+            key.updated_at = now
+        old_url = site.url
+        site.url = f"purged:{site.id}"  # frees the URL for a new site
+        site.state = "purged"
+        site.updated_at = now
+        return {"site": site_id, "url": old_url}
+
+    @staticmethod
+    def _free_policy_name(_session: Session, policy: PolicyRow) -> None:
+        # The tenant may register a new files policy one day; this one keeps its record.
+        policy.name = f"{FILES_POLICY_NAME}-purged-{policy.id[:8]}"
+        policy.name_lower = policy.name.lower()
 
     # ------------------------------------------------------------------ sites
 
@@ -1302,7 +1274,9 @@ class FilesService:
         with self.db.transaction() as session:
             generation_id = check(session)
         site_key = self._rng.token_bytes(32)
-        wrapped = aes_kwp_wrap(self._kek(url_tenant, generation_id, actor.request_id), site_key)
+        wrapped = aes_kwp_wrap(
+            self.keys.kek(url_tenant, generation_id, request_id=actor.request_id), site_key
+        )
         now = self._clock.now()
         with self.db.transaction() as session:
             if check(session) != generation_id:
@@ -1493,7 +1467,7 @@ class FilesService:
         site_key = self._unwrap_site_key(tenant, generation_id, wrapped, actor.request_id)
         file_id = existing or self._uuid()
         version_id = self._uuid()
-        prefix = f"files/{site_id}/{file_id}/{version_id}"
+        prefix = blob_names.version_folder(site_id, file_id, version_id)
         source = _Source(src)
         chunks: list[FileChunkRow] = []
         size = 0
@@ -1504,7 +1478,7 @@ class FilesService:
                 chunk_id = self._uuid()
                 chunk_key = self._rng.token_bytes(32)
                 reader = _ChunkReader(source, self.chunk_size)
-                blob = f"{prefix}/{position:06d}"
+                blob = blob_names.chunk_blob(prefix, position)
                 context = chunk_context(tenant, site_id, file_id, version_id, position, chunk_id)
 
                 def fill(
@@ -1937,27 +1911,5 @@ class FilesService:
                 details={"site": site.id, "files": file_ids},
             )
         for file_id in file_ids:
-            self.blobs.delete_prefix(f"files/{site_id}/{file_id}")
+            self.blobs.delete_prefix(blob_names.file_folder(site_id, file_id))
         return len(file_ids)
-
-    # ------------------------------------------------------------------ key usage
-
-    def generation_users(self, session: Session, generation_id: str) -> tuple[int, int, int]:
-        """(sites, files, file versions) whose content depends on a TIK generation."""
-        sites = session.scalar(
-            select(func.count(func.distinct(SiteKeyRow.site_id))).where(
-                SiteKeyRow.generation_id == generation_id, SiteKeyRow.state == "active"
-            )
-        )
-        versions_query = (
-            select(FileVersionRow.id, FileVersionRow.file_id)
-            .join(FileChunkRow, FileChunkRow.version_id == FileVersionRow.id)
-            .join(SiteKeyRow, SiteKeyRow.id == FileChunkRow.site_key_id)
-            .where(SiteKeyRow.generation_id == generation_id, SiteKeyRow.state == "active")
-            .distinct()
-            .subquery()
-        )
-        versions, files = session.execute(
-            select(func.count(), func.count(func.distinct(versions_query.c.file_id)))
-        ).one()
-        return int(sites or 0), int(files or 0), int(versions or 0)

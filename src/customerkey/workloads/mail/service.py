@@ -17,22 +17,24 @@ from __future__ import annotations
 import hashlib
 import io
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from customerkey.audit import AuditLog
 from customerkey.clock import Clock
 from customerkey.crypto.aead import open_stream, seal, seal_stream
-from customerkey.crypto.wrap import aes_kwp_unwrap, aes_kwp_wrap
 from customerkey.errors import BadParameter, Conflict, Forbidden, NotFound
 from customerkey.identity import authorize as authz
 from customerkey.jobs.queue import Job, JobFailed, JobQueue, pid_alive
-from customerkey.jobs.worker import JobContext, PermanentJobError, Worker
+from customerkey.jobs.registry import payload_dict, payload_of
+from customerkey.jobs.worker import Handler, JobContext, PermanentJobError, Worker
+from customerkey.keys.containers import ContainerKeyDestroyed, ContainerKeys, ContainerKeyTable
+from customerkey.keys.purge import PurgeSteps, run_purge
 from customerkey.rng import Rng
 from customerkey.service.policies import PolicyService
 from customerkey.service.purge_approval import approving_actor
@@ -49,14 +51,21 @@ from customerkey.storage.models import (
     TenantRow,
 )
 from customerkey.vault.models import Actor
+from customerkey.workloads.mail import blobs as blob_names
 from customerkey.workloads.mail import formats
+from customerkey.workloads.mail.jobs import (
+    IMPORT_JOB,
+    PURGE_JOB,
+    REFRESH_JOB,
+    REKEY_JOB,
+    ImportPayload,
+    PurgePayload,
+    RefreshPayload,
+    RekeyPayload,
+)
 
-REKEY_JOB = "mailbox-rekey"
-REFRESH_JOB = "dep-refresh"
-PURGE_JOB = "dep-purge"
 REFRESH_BATCH = 5000  # default of Settings.refresh_batch
 IMPORT_BATCH = 200
-IMPORT_JOB = "mailbox-import"
 # Item ids of imported messages: uuid5(IMPORT_NAMESPACE, "<job id>/<position in the store>").
 IMPORT_NAMESPACE = uuid.UUID("5d0f3c52-9a0e-4c7b-8b3e-6f1c2a9d4e71")
 REKEY_BATCH = 100  # default of Settings.rekey_batch
@@ -125,6 +134,33 @@ def item_context(tenant: str, mailbox_id: str, item_id: str, key_id: str) -> dic
     return {"tenant": tenant, "mailbox": mailbox_id, "item": item_id, "key": key_id}
 
 
+MAILBOX_KEYS = ContainerKeyTable(MailboxKeyRow, live=lambda: MailboxKeyRow.state != "destroyed")
+
+
+class MailUsage:
+    """Key usage: the mailboxes and items under a DEP generation (shown for every kind)."""
+
+    policy_kinds: frozenset[str] | None = None
+    labels = ("Mailboxes", "Items")
+
+    def count(self, session: Session, generation_id: str) -> dict[str, int]:
+        mailboxes = session.scalar(
+            select(func.count(func.distinct(MailboxKeyRow.mailbox_id))).where(
+                MailboxKeyRow.generation_id == generation_id, MailboxKeyRow.state != "destroyed"
+            )
+        )
+        items = session.scalar(
+            select(func.count())
+            .select_from(MailItemRow)
+            .join(MailboxKeyRow, MailboxKeyRow.id == MailItemRow.key_id)
+            .where(MailboxKeyRow.generation_id == generation_id)
+        )
+        return {"Mailboxes": int(mailboxes or 0), "Items": int(items or 0)}
+
+    def describe(self, counts: Mapping[str, int]) -> str:
+        return f"{counts['Mailboxes']} mailbox(es) and {counts['Items']} item(s)"
+
+
 class MailService:
     def __init__(
         self,
@@ -154,6 +190,23 @@ class MailService:
         self.rekey_batch = rekey_batch  # items re-encrypted per transaction (run_rekey)
         self.refresh_batch = refresh_batch  # mailbox keys re-wrapped per transaction
         self.import_batch = import_batch  # imported messages per transaction (run_import)
+        self.keys = ContainerKeys(
+            db,
+            MAILBOX_KEYS,
+            policies=policies,
+            sealer=sealer,
+            audit=audit,
+            clock=clock,
+            rng=rng,
+        )
+
+    def job_handlers(self) -> dict[str, Handler]:
+        return {
+            IMPORT_JOB: self.run_import,
+            REKEY_JOB: self.run_rekey,
+            REFRESH_JOB: self.run_refresh,
+            PURGE_JOB: self.run_purge,
+        }
 
     # ------------------------------------------------------------------ helpers
 
@@ -217,15 +270,7 @@ class MailService:
         self, tenant: str, generation_id: str | None, *, system: bool = False
     ) -> tuple[bytes, bytes]:
         """A fresh mailbox key and its wrapped form (needs the vault: no transaction open)."""
-        key = self._rng.token_bytes(32)
-        return key, aes_kwp_wrap(self._kek(tenant, generation_id, system=system), key)
-
-    def _kek(
-        self, tenant: str, generation_id: str | None, *, system: bool, request_id: str | None = None
-    ) -> bytes:
-        if generation_id is None:
-            return self._sealer.service_key(tenant)
-        return self.policies.generation_key(generation_id, system=system, request_id=request_id)
+        return self.keys.new_key(tenant, generation_id, system=system)
 
     def unwrap_mailbox_key(
         self,
@@ -236,10 +281,16 @@ class MailService:
         system: bool = False,
         request_id: str | None = None,
     ) -> bytes:
-        if wrapped is None:
-            raise PermanentJobError("This mailbox key has been destroyed.")
-        kek = self._kek(tenant, generation_id, system=system, request_id=request_id)
-        return aes_kwp_unwrap(kek, wrapped)
+        return self.keys.unwrap(
+            tenant, generation_id, wrapped, system=system, request_id=request_id
+        )
+
+    def _job_key(self, tenant: str, generation_id: str | None, wrapped: bytes | None) -> bytes:
+        """A mailbox key a job needs; its destruction fails the job for good."""
+        try:
+            return self.keys.unwrap(tenant, generation_id, wrapped, system=True)
+        except ContainerKeyDestroyed as exc:
+            raise PermanentJobError(str(exc)) from exc
 
     def _add_key(
         self, session: Session, mailbox: MailboxRow, generation_id: str | None, wrapped: bytes
@@ -431,7 +482,7 @@ class MailService:
                     REKEY_JOB,
                     row.id,
                     created_by=actor,
-                    payload={"key_id": key.id, "reason": reason},
+                    payload=payload_dict(RekeyPayload(key_id=key.id, reason=reason)),
                     total=items,
                 )
             self._audit.append(
@@ -533,13 +584,15 @@ class MailService:
                 session,
                 IMPORT_JOB,
                 mailbox_id,
-                payload={
-                    "path": str(path),
-                    "format": fmt,
-                    "signature": signature,
-                    "principal": actor.principal_id,
-                    "request_id": actor.request_id,
-                },
+                payload=payload_dict(
+                    ImportPayload(
+                        path=str(path),
+                        format=fmt,
+                        signature=signature,
+                        principal=actor.principal_id,
+                        request_id=actor.request_id,
+                    )
+                ),
                 created_by=actor,
                 total=total,
             )
@@ -602,17 +655,16 @@ class MailService:
         the job began with, and gives each message the item id it had in every attempt
         (derived from the job and the message's position), so that the blob a killed attempt
         wrote before its batch committed is overwritten, not left behind."""
-        path = Path(str(job.payload["path"]))
-        fmt = str(job.payload["format"])
-        principal = str(job.payload["principal"])
-        request_id = job.payload.get("request_id")
+        payload = payload_of(job, ImportPayload)
+        path, fmt = Path(payload.path), payload.format
+        principal, request_id = payload.principal, payload.request_id
         consumed = int(job.checkpoint.get("consumed", 0))
         total_bytes = int(job.checkpoint.get("bytes", 0))
         if not path.exists():
             raise PermanentJobError(
                 f"{path} is gone; {consumed} of {job.progress_total} messages were imported."
             )
-        if formats.source_signature(path, fmt) != job.payload["signature"]:
+        if formats.source_signature(path, fmt) != payload.signature:
             raise PermanentJobError(
                 f"{path} changed since the import began; {consumed} of "
                 f"{job.progress_total} messages were imported."
@@ -685,7 +737,7 @@ class MailService:
                     )
                 continue
             item_id = str(uuid.uuid5(IMPORT_NAMESPACE, f"{job.id}/{index}"))
-            blob = f"mail/{mailbox_id}/{item_id}.{key_seq}"
+            blob = blob_names.item_blob(mailbox_id, item_id, key_seq)
             sealed = seal(
                 mailbox_key,
                 message,
@@ -732,7 +784,7 @@ class MailService:
             tenant, generation_id, wrapped, request_id=actor.request_id
         )
         item_id = self._uuid()
-        blob = f"mail/{mailbox_id}/{item_id}.{key_seq}"
+        blob = blob_names.item_blob(mailbox_id, item_id, key_seq)
         sealed = seal(
             mailbox_key,
             message,
@@ -961,7 +1013,7 @@ class MailService:
                 .select_from(MailItemRow)
                 .where(MailItemRow.mailbox_id == row.id)
             )
-        new_key = self.unwrap_mailbox_key(tenant, target.generation_id, target.wrapped, system=True)
+        new_key = self._job_key(tenant, target.generation_id, target.wrapped)
         old_keys: dict[str, bytes] = {}
         while True:
             while True:
@@ -996,10 +1048,8 @@ class MailService:
                 for item in batch:
                     old = keys[item.key_id]
                     if old.id not in old_keys:
-                        old_keys[old.id] = self.unwrap_mailbox_key(
-                            tenant, old.generation_id, old.wrapped, system=True
-                        )
-                    new_blob = f"mail/{mailbox_id}/{item.id}.{target.seq}"
+                        old_keys[old.id] = self._job_key(tenant, old.generation_id, old.wrapped)
+                    new_blob = blob_names.item_blob(mailbox_id, item.id, target.seq)
                     source_key = old_keys[old.id]
 
                     def fill(
@@ -1097,27 +1147,12 @@ class MailService:
                     )
                 )
             )
-        suffixes = tuple(f".{seq}" for seq in sorted(destroyed))
-        if suffixes:
-            for name in self.blobs.list(f"mail/{mailbox_id}"):
-                if name.endswith(suffixes):
+        if destroyed:
+            for name in self.blobs.list(blob_names.mailbox_folder(mailbox_id)):
+                parsed = blob_names.parse_item_blob(name)
+                if parsed is not None and parsed[2] in destroyed:
                     self.blobs.delete(name)
-        self.blobs.sweep_temp_files(f"mail/{mailbox_id}", is_alive=pid_alive)
-
-    def generation_users(self, session: Session, generation_id: str) -> tuple[int, int]:
-        """(mailboxes, items) whose content depends on a generation."""
-        mailboxes = session.scalar(
-            select(func.count(func.distinct(MailboxKeyRow.mailbox_id))).where(
-                MailboxKeyRow.generation_id == generation_id, MailboxKeyRow.state != "destroyed"
-            )
-        )
-        items = session.scalar(
-            select(func.count())
-            .select_from(MailItemRow)
-            .join(MailboxKeyRow, MailboxKeyRow.id == MailItemRow.key_id)
-            .where(MailboxKeyRow.generation_id == generation_id)
-        )
-        return int(mailboxes or 0), int(items or 0)
+        self.blobs.sweep_temp_files(blob_names.mailbox_folder(mailbox_id), is_alive=pid_alive)
 
     # ------------------------------------------------------------------ key roll: refresh
 
@@ -1144,7 +1179,7 @@ class MailService:
                     REFRESH_JOB,
                     policy_id,
                     created_by=actor,
-                    payload={"generation_id": generation.id},
+                    payload=payload_dict(RefreshPayload(generation_id=generation.id)),
                     total=self._keys_to_rewrap(session, policy_id, generation.id),
                 )
             )
@@ -1155,150 +1190,56 @@ class MailService:
         return queued[0]
 
     @staticmethod
-    def _keys_to_rewrap(session: Session, policy_id: str, generation_id: str) -> int:
-        return int(
-            session.scalar(
-                select(func.count())
-                .select_from(MailboxKeyRow)
-                .join(GenerationRow, GenerationRow.id == MailboxKeyRow.generation_id)
-                .where(
-                    GenerationRow.policy_id == policy_id,
-                    MailboxKeyRow.generation_id != generation_id,
-                    MailboxKeyRow.state != "destroyed",
+    def _rewrap_scope(session: Session, policy_id: str, generation_id: str) -> ColumnElement[bool]:
+        """The mailbox keys a refresh onto ``generation_id`` moves: those on the policy's
+        other generations."""
+        old = list(
+            session.scalars(
+                select(GenerationRow.id).where(
+                    GenerationRow.policy_id == policy_id, GenerationRow.id != generation_id
                 )
             )
-            or 0
+        )
+        return MailboxKeyRow.generation_id.in_(old)
+
+    def _keys_to_rewrap(self, session: Session, policy_id: str, generation_id: str) -> int:
+        return self.keys.count_to_rewrap(
+            session, self._rewrap_scope(session, policy_id, generation_id)
         )
 
     def run_refresh(self, job: Job, context: JobContext) -> None:
-        """Re-wrap every live mailbox key of the policy onto the job's generation, a batch per
-        transaction. Idempotent: a key already on the new generation is skipped, so a killed
-        job resumes where its last committed batch ended; the final step (retiring old
-        generations, its audit record) commits with a checkpoint marking it done, so a rerun
-        after a crash does not repeat it."""
+        """Re-wrap every live mailbox key of the policy onto the job's generation
+        (``ContainerKeys.rewrap``: resumable, the checkpoint in each batch's transaction),
+        then retire the old generations and record the end, once."""
         policy_id = job.target
-        target_id = str(job.payload["generation_id"])
+        target_id = payload_of(job, RefreshPayload).generation_id
         if job.checkpoint.get("complete"):
             return
         with self.db.transaction() as session:
-            tenant_row = session.get(PolicyRow, policy_id)
-            if tenant_row is None:
+            policy = session.get(PolicyRow, policy_id)
+            if policy is None:
                 raise PermanentJobError(f"Policy {policy_id} no longer exists.")
-            tenant = tenant_row.tenant_id
-            total = self._keys_to_rewrap(session, policy_id, target_id)
-            done_before = int(job.checkpoint.get("done", 0))
-        new_dep_key = self.policies.generation_key(target_id, system=True)
-        with self.db.transaction() as session:
-            old_generations = list(
-                session.scalars(
-                    select(GenerationRow.id).where(
-                        GenerationRow.policy_id == policy_id, GenerationRow.id != target_id
-                    )
-                )
-            )
-        old_dep_keys: dict[str, bytes] = {}
-        done = done_before
-        last_id = ""
-        # Keyset paging over the keys still on an old generation, three columns per row, and
-        # one guarded executemany UPDATE per batch: a key destroyed or re-wrapped meanwhile is
-        # left alone, and a killed job resumes from whatever is still on an old generation.
-        rewrap = (
-            update(MailboxKeyRow)
-            .where(
-                MailboxKeyRow.id == bindparam("b_id"),
-                MailboxKeyRow.generation_id == bindparam("b_old"),
-                MailboxKeyRow.state != "destroyed",
-            )
-            .values(generation_id=target_id, wrapped=bindparam("b_wrapped"))
+            tenant = policy.tenant_id
+            scope = self._rewrap_scope(session, policy_id, target_id)
+        done = self.keys.rewrap(
+            scope=scope,
+            target_id=target_id,
+            old_kek=lambda generation_id: self.keys.kek(tenant, generation_id, system=True),
+            context=context,
+            batch=self.refresh_batch,
         )
-        while old_generations:
-            with self.db.transaction() as session:
-                rows = session.execute(
-                    select(MailboxKeyRow.id, MailboxKeyRow.generation_id, MailboxKeyRow.wrapped)
-                    .where(
-                        MailboxKeyRow.generation_id.in_(old_generations),
-                        MailboxKeyRow.state != "destroyed",
-                        MailboxKeyRow.id > last_id,
-                    )
-                    .order_by(MailboxKeyRow.id)
-                    .limit(self.refresh_batch)
-                ).all()
-            if not rows:
-                break
-            last_id = rows[-1][0]
-            params: list[dict[str, object]] = []
-            for key_id, generation_id, wrapped in rows:
-                assert generation_id is not None
-                if wrapped is None:
-                    continue
-                if generation_id not in old_dep_keys:
-                    old_dep_keys[generation_id] = self.policies.generation_key(
-                        generation_id, system=True
-                    )
-                mailbox_key = aes_kwp_unwrap(old_dep_keys[generation_id], wrapped)
-                params.append(
-                    {
-                        "b_id": key_id,
-                        "b_old": generation_id,
-                        "b_wrapped": aes_kwp_wrap(new_dep_key, mailbox_key),
-                    }
-                )
-            with self.db.transaction() as session:
-                if params:
-                    session.connection().execute(rewrap, params)
-                done += len(rows)
-                context.checkpoint(
-                    done=done,
-                    total=max(total + done_before, done),
-                    checkpoint={"done": done},
-                    session=session,
-                )
-        with self.db.transaction() as session:
-            retired = self.retire_unused_generations(session, policy_id)
-            self._audit.append(
-                session,
-                tenant=session.scalar(select(PolicyRow.tenant_id).where(PolicyRow.id == policy_id)),
-                principal="customerkey-service",
-                operation="DataEncryptionPolicyRefreshComplete",
-                details={
-                    "policy": policy_id,
-                    "generation": target_id,
-                    "rewrapped": done,
-                    "retired_generations": retired,
-                    "tenant": tenant,
-                },
-            )
-            context.checkpoint(
-                done=done,
-                total=max(total + done_before, done),
-                checkpoint={"done": done, "complete": True},
-                session=session,
-            )
+        self.keys.finish_rewrap(
+            context,
+            policy_id=policy_id,
+            target_id=target_id,
+            done=done,
+            operation="DataEncryptionPolicyRefreshComplete",
+            details={"tenant": tenant},
+        )
 
     def retire_unused_generations(self, session: Session, policy_id: str) -> list[str]:
         """Retire every old generation that no live mailbox key depends on any more."""
-        generations = list(
-            session.scalars(
-                select(GenerationRow)
-                .where(GenerationRow.policy_id == policy_id, GenerationRow.retired_at.is_(None))
-                .order_by(GenerationRow.seq)
-            )
-        )
-        retired: list[str] = []
-        for generation in generations[:-1]:  # never the current one
-            users = session.scalar(
-                select(func.count())
-                .select_from(MailboxKeyRow)
-                .where(
-                    MailboxKeyRow.generation_id == generation.id,
-                    MailboxKeyRow.state != "destroyed",
-                )
-            )
-            if int(users or 0) == 0 and self.policies.retire_generation(
-                session, generation.id, reason="no mailbox depends on it"
-            ):
-                retired.append(generation.id)
-        return retired
+        return self.keys.retire_unused_generations(session, policy_id)
 
     # ------------------------------------------------------------------ data purge path
 
@@ -1335,7 +1276,7 @@ class MailService:
                 PURGE_JOB,
                 policy.id,
                 created_by=signer,
-                payload={"approver": approver_id},
+                payload=payload_dict(PurgePayload(approver=approver_id)),
             )
             self._audit.append(
                 session,
@@ -1350,79 +1291,48 @@ class MailService:
 
     def run_purge(self, job: Job, context: JobContext) -> None:
         """Destroy every mailbox key, mailbox and blob of the DEP, then every generation and
-        the availability key. Each mailbox is one transaction; rerunning skips finished ones
-        (but deletes their blob folders again, in case a crash came first, and never reports
-        less progress than before), and skips the final step once the policy is purged."""
-        policy_id = job.target
-        with self.db.transaction() as session:
-            policy = session.get(PolicyRow, policy_id)
-            if policy is None:
-                raise PermanentJobError(f"Policy {policy_id} no longer exists.")
-            generation_ids = list(
-                session.scalars(
-                    select(GenerationRow.id).where(GenerationRow.policy_id == policy_id)
-                )
-            )
-            affected = set(
-                session.scalars(select(MailboxRow.id).where(MailboxRow.policy_id == policy_id))
-            ) | set(
-                session.scalars(
-                    select(MailboxKeyRow.mailbox_id).where(
-                        MailboxKeyRow.generation_id.in_(generation_ids)
-                    )
-                )
-            )
-        mailbox_ids = sorted(affected)
-        for index, mailbox_id in enumerate(mailbox_ids, start=1):
-            with self.db.transaction() as session:
-                mailbox = session.get(MailboxRow, mailbox_id)
-                assert mailbox is not None
-                if mailbox.state != "purged":
-                    for key in session.scalars(
-                        select(MailboxKeyRow).where(MailboxKeyRow.mailbox_id == mailbox_id)
-                    ):
-                        self._destroy_key(key)
-                    for item in session.scalars(
-                        select(MailItemRow).where(MailItemRow.mailbox_id == mailbox_id)
-                    ):
-                        session.delete(item)
-                    mailbox.state = "purged"
-                    mailbox.updated_at = self._clock.now()
-                    self._audit.append(
-                        session,
-                        tenant=mailbox.tenant_id,
-                        principal="customerkey-service",
-                        operation="MailboxPurged",
-                        details={"policy": policy_id, "mailbox": mailbox_id, "upn": mailbox.upn},
-                    )
-                # A rerun walks the finished mailboxes again: progress must not go back.
-                context.checkpoint(
-                    done=max(index, job.progress_done), total=len(mailbox_ids) + 1, session=session
-                )
-            self.blobs.delete_prefix(f"mail/{mailbox_id}")
-        with self.db.transaction() as session:
-            policy = session.get(PolicyRow, policy_id)
-            assert policy is not None
-            if policy.state != "purged":  # else a crash came after this step committed
-                for generation_id in generation_ids:
-                    self.policies.retire_generation(session, generation_id, reason="data purge")
-                policy.sealed_availability_key = None
-                policy.state = "purged"
-                policy.purged_at = self._clock.now()
-                policy.updated_at = policy.purged_at
-                self._audit.append(
-                    session,
-                    tenant=policy.tenant_id,
-                    principal="customerkey-service",
-                    operation="DataEncryptionPolicyPurged",
-                    details={
-                        "policy": policy_id,
-                        "mailboxes": len(mailbox_ids),
-                        "generations": len(generation_ids),
-                        "availability_key": "destroyed",
-                    },
-                )
-            context.checkpoint(
-                done=len(mailbox_ids) + 1, total=len(mailbox_ids) + 1, session=session
-            )
-        self.policies.cache.invalidate_policy(policy_id)
+        the availability key (``keys.purge``: idempotent, one mailbox per transaction)."""
+        run_purge(
+            job,
+            context,
+            PurgeSteps(
+                containers=self._purge_targets,
+                purge_container=self._purge_mailbox,
+                delete_blobs=lambda mailbox_id: self.blobs.delete_prefix(
+                    blob_names.mailbox_folder(mailbox_id)
+                ),
+                container_operation="MailboxPurged",
+                final_operation="DataEncryptionPolicyPurged",
+                count_name="mailboxes",
+            ),
+            db=self.db,
+            audit=self._audit,
+            policies=self.policies,
+            clock=self._clock,
+        )
+
+    @staticmethod
+    def _purge_targets(session: Session, policy: PolicyRow, generation_ids: list[str]) -> list[str]:
+        """The DEP's mailboxes, and every mailbox with a key under one of its generations."""
+        assigned = session.scalars(select(MailboxRow.id).where(MailboxRow.policy_id == policy.id))
+        keyed = session.scalars(
+            select(MailboxKeyRow.mailbox_id).where(MailboxKeyRow.generation_id.in_(generation_ids))
+        )
+        return sorted(set(assigned) | set(keyed))
+
+    def _purge_mailbox(self, session: Session, mailbox_id: str) -> dict[str, object] | None:
+        mailbox = session.get(MailboxRow, mailbox_id)
+        assert mailbox is not None
+        if mailbox.state == "purged":
+            return None
+        for key in session.scalars(
+            select(MailboxKeyRow).where(MailboxKeyRow.mailbox_id == mailbox_id)
+        ):
+            self._destroy_key(key)
+        for item in session.scalars(
+            select(MailItemRow).where(MailItemRow.mailbox_id == mailbox_id)
+        ):
+            session.delete(item)
+        mailbox.state = "purged"
+        mailbox.updated_at = self._clock.now()
+        return {"mailbox": mailbox_id, "upn": mailbox.upn}

@@ -1,0 +1,174 @@
+"""Running an ASGI app over HTTPS with uvicorn.
+
+Owns how customerkey serves: HTTPS only (one TLS listener, no plain-HTTP port), HTTP/1.1
+keep-alive on, no ``server`` header, no uvicorn access log (``AccessLogMiddleware`` writes one),
+no trust in ``X-Forwarded-*`` headers, and a graceful shutdown on SIGTERM or SIGINT: stop
+accepting, let in-flight requests finish for up to ``graceful_timeout`` seconds, run the app's
+lifespan shutdown, then return normally.
+
+Connections that are idle when the shutdown starts are closed at once. Over TLS a close waits
+for the client's ``close_notify``, which a client idling in its keep-alive pool never sends, so
+left to uvicorn every idle client would hold the shutdown for the whole ``graceful_timeout``;
+after ``IDLE_CLOSE_GRACE`` seconds such connections are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from customerkey.server.tls import TlsFiles
+
+ASGIApplication = ASGIApp
+
+# ECDHE only, AEAD only, for TLS 1.2; TLS 1.3 suites are not affected by this string.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+# How long an idle connection gets to finish its TLS close during a shutdown before it is dropped.
+IDLE_CLOSE_GRACE = 0.5
+
+
+class _Server(uvicorn.Server):
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        on_started: Callable[[], None] | None,
+        shutdown: threading.Event | None,
+    ) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+        self._shutdown = shutdown
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self._on_started is not None:
+            self._on_started()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn asks idle connections to close as its shutdown begins; those are the ones to
+        # drop if their TLS close is still waiting on the client after the grace period.
+        idle = [c for c in self.server_state.connections if _is_idle(c)]
+        reaper = asyncio.ensure_future(self._drop_after_grace(idle))
+        try:
+            await super().shutdown(sockets=sockets)
+        finally:
+            reaper.cancel()
+
+    async def _drop_after_grace(self, connections: list[Any]) -> None:
+        await asyncio.sleep(IDLE_CLOSE_GRACE)
+        for connection in connections:
+            transport = getattr(connection, "transport", None)
+            if connection in self.server_state.connections and transport is not None:
+                transport.abort()
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._shutdown is not None and self._shutdown.is_set():
+            self.should_exit = True
+        result: bool = await super().on_tick(counter)
+        return result
+
+
+def _is_idle(connection: Any) -> bool:
+    """Whether a uvicorn HTTP connection is between requests (no response being produced)."""
+    cycle = getattr(connection, "cycle", None)
+    return cycle is None or bool(getattr(cycle, "response_complete", False))
+
+
+def run_https(
+    app: ASGIApplication,
+    *,
+    host: str,
+    port: int,
+    tls: TlsFiles,
+    log_config: dict[str, Any] | str | None = None,
+    on_started: Callable[[], None] | None = None,
+    shutdown: threading.Event | None = None,
+    graceful_timeout: int = 10,
+    keep_alive_timeout: int = 5,
+    sockets: list[socket.socket] | None = None,
+) -> None:
+    """Serve ``app`` on ``https://host:port`` with ``tls.cert`` / ``tls.key`` until told to stop.
+
+    Blocks until SIGTERM or SIGINT (signals are only caught when called on the main thread) or,
+    from any thread, until ``shutdown`` is set. ``on_started`` runs on the server's event loop
+    once the socket is listening, so it must be quick. ``log_config`` is handed to uvicorn;
+    ``None`` leaves logging as the caller configured it. ``sockets``, when given, are bound
+    sockets to listen on instead of binding ``host:port`` (see ``bind_listener``). Raises
+    ``RuntimeError`` when the server cannot start (port taken, app startup failed).
+    """
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=str(tls.cert),
+        ssl_keyfile=str(tls.key),
+        ssl_ciphers=TLS12_CIPHERS,
+        log_config=log_config,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        timeout_keep_alive=keep_alive_timeout,
+        timeout_graceful_shutdown=graceful_timeout,
+    )
+    server = _Server(config, on_started=on_started, shutdown=shutdown)
+    try:
+        with _quiet_signal_reraise(server):
+            server.run(sockets=sockets)
+    except SystemExit as exc:
+        if server.started:
+            raise
+        raise RuntimeError(
+            f"the HTTPS server on {host}:{port} did not start; see the uvicorn error log"
+        ) from exc
+
+
+def bind_listener(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (not yet listening), as uvicorn would bind it.
+
+    With ``reuse_port`` (Linux, BSD) several processes each bind their own socket to the same
+    port and the kernel spreads new connections across them, which a single shared socket
+    does not do evenly. Raises ``OSError`` when the address is taken.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+@contextmanager
+def _quiet_signal_reraise(server: uvicorn.Server) -> Iterator[None]:
+    # After its graceful shutdown uvicorn re-raises the signal it caught against the handler
+    # that was installed before it; with the defaults that kills the process (SIGTERM) or raises
+    # KeyboardInterrupt (SIGINT) before the caller can clean up. Our handler only asks for a
+    # shutdown, which also covers a signal arriving before uvicorn installs its own.
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_exit(signum: int, frame: FrameType | None) -> None:
+        server.should_exit = True
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, request_exit) for sig in handled}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,305 @@
+"""Running the platform server: one process, or a supervisor forking N server processes.
+
+``serve`` runs the HTTPS app (keys API, admin API, token endpoint) with its scheduler and an
+in-process job worker in the background. With ``workers`` > 1 (POSIX) it runs N HTTP server
+processes instead of one, so requests are not limited to one core by the GIL: the calling
+process becomes a supervisor without threads. It has opened the platform (migrations, TLS
+files, token keys, all shared on disk); it forks the workers, restarts one that dies, and on
+SIGTERM/SIGINT passes SIGTERM on and waits for their graceful shutdown. Each worker binds its
+own socket to the port (``SO_REUSEPORT``), so the kernel spreads connections evenly, and builds
+its own app from the platform it inherited (a fresh connection pool). The scheduler and the job
+worker run in worker 0 only.
+
+Caches are per process. A revocation made through the vault (access removed, key disabled
+or deleted) clears the DEP-key cache of the process that made it at once, and is written to
+the revocation log in the database in the same transaction; every server process (the one
+process, or each worker) follows that log (``storage.revocations``, every
+``runtime.revocations.poll_seconds``, default 0.25), so a revocation made by any process on the
+same database (another worker, the CLI, the cmdlet shell, ``customerkey worker``, a server on
+another host) clears its cache within a poll interval. The principal cache of ``api.deps`` is
+bounded by its TTL in each process.
+
+What the operator is told goes through ``say`` (one line or block of text); the front end
+decides where it is printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from customerkey.api.app import create_app
+from customerkey.api.deps import ApiContext
+from customerkey.api.tokens import TokenSigner
+from customerkey.config import Settings
+from customerkey.errors import BadParameter
+from customerkey.runtime import Runtime
+from customerkey.server.https import bind_listener, run_https
+from customerkey.server.tls import TlsFiles, ensure_server_certificate, load_operator_certificate
+from customerkey.service.blob_sweep import SweepReport
+from customerkey.vault.models import OPERATOR
+
+Say = Callable[[str], None]
+
+SCHEDULER_INTERVAL_SECONDS = 60.0
+MAX_WORKERS = 64
+# A worker that dies sooner than this after its start is restarted only after this long.
+RESTART_BACKOFF_SECONDS = 1.0
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def open_tls(
+    runtime: Runtime, settings: Settings, operator: tuple[Path, Path] | None, *, say: Say
+) -> TlsFiles:
+    """The operator's certificate and key when given, else the local CA's server certificate
+    (the CA made on first start; the certificate reissued when its names or expiry call for it).
+    """
+    if operator is not None:
+        try:
+            return load_operator_certificate(*operator)
+        except ValueError as exc:
+            raise BadParameter(str(exc)) from None
+    tls, created = ensure_server_certificate(
+        runtime.home.tls_dir, settings.domain, clock=runtime.clock
+    )
+    if created:
+        say(f"Created a local CA and server certificate in {tls.ca_cert.parent}")
+    return tls
+
+
+def open_signer(runtime: Runtime, settings: Settings) -> TokenSigner:
+    return TokenSigner.open(
+        runtime.home.token_keys_dir,
+        clock=runtime.clock,
+        rng=runtime.rng,
+        issuer=f"https://localhost:{settings.port}",
+    )
+
+
+def serve(
+    runtime: Runtime,
+    settings: Settings,
+    tls: TlsFiles,
+    signer: TokenSigner,
+    *,
+    workers: int,
+    scheduler_interval: float,
+    say: Say,
+) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit status (1 when a worker process failed)."""
+    if workers > 1:
+        return supervise(runtime, settings, tls, signer, workers, scheduler_interval, say=say)
+    context = ApiContext(runtime=runtime, signer=signer, domain=settings.domain, port=settings.port)
+    app = create_app(context)
+    stop = threading.Event()
+
+    def started() -> None:
+        say(started_banner(settings, tls))
+
+    runtime.revocations.start()  # before the first request can fill the cache
+    worker_thread = start_background(runtime, stop, scheduler_interval)
+    try:
+        run_https(app, host=settings.host, port=settings.port, tls=tls, on_started=started)
+    except RuntimeError as exc:
+        raise BadParameter(str(exc)) from None
+    finally:
+        stop.set()
+        worker_thread.join(timeout=30)
+        runtime.revocations.stop()
+    return 0
+
+
+def started_banner(settings: Settings, tls: TlsFiles, workers: int = 1) -> str:
+    suffix = "" if settings.port == 443 else f":{settings.port}"
+    processes = f" ({workers} worker processes)" if workers > 1 else ""
+    return (
+        f"customerkey listening on https://{settings.host}{suffix}{processes}\n"
+        f"  vaults:    https://<vault>.{settings.domain}{suffix}/\n"
+        f"  admin API: https://localhost{suffix}/api/v1 (OpenAPI at /docs)\n"
+        f"  token:     https://localhost{suffix}/<tenant>/oauth2/v2.0/token\n"
+        f"  CA file:   {tls.ca_cert}  (trust it: REQUESTS_CA_BUNDLE / SSL_CERT_FILE)"
+    )
+
+
+def scheduler_loop(runtime: Runtime, stop: threading.Event, interval: float) -> None:
+    log = logging.getLogger("customerkey.scheduler")
+    while not stop.wait(interval):
+        try:
+            report = runtime.vault.tick(OPERATOR)
+            if any((report.purged_keys, report.purged_vaults, report.rotated_keys)):
+                log.info("scheduler: %s", report)
+        except Exception:  # keep ticking; the next tick retries
+            log.exception("scheduler tick failed")
+
+
+def startup_sweep(runtime: Runtime) -> SweepReport | None:
+    """Sweep the blob store once as a worker starts (``customerkey worker``, the job worker of
+    ``customerkey serve``). Never raises: a failed sweep is logged and the worker runs on (the
+    next start sweeps again)."""
+    log = logging.getLogger("customerkey.sweep")
+    try:
+        report = runtime.blob_sweeper.sweep(OPERATOR)
+    except Exception:
+        log.exception("blob sweep at worker start failed; the worker runs on")
+        return None
+    if report.orphans or report.temp_files:
+        log.info(
+            "blob sweep: removed %d orphaned blob(s) and %d staging file(s), %d bytes",
+            report.orphans,
+            report.temp_files,
+            report.bytes_reclaimed,
+        )
+    return report
+
+
+def start_background(
+    runtime: Runtime, stop: threading.Event, scheduler_interval: float
+) -> threading.Thread:
+    """Start the scheduler and the job worker threads; returns the job worker's thread."""
+    ticker = threading.Thread(
+        target=scheduler_loop,
+        args=(runtime, stop, scheduler_interval),
+        daemon=True,
+        name="customerkey-scheduler",
+    )
+    worker = runtime.worker()
+
+    def work() -> None:
+        startup_sweep(runtime)  # in this thread: the server does not wait for it
+        worker.run_forever(stop)
+
+    worker_thread = threading.Thread(target=work, daemon=True, name="customerkey-worker")
+    ticker.start()
+    worker_thread.start()
+    return worker_thread
+
+
+def supervise(
+    runtime: Runtime,
+    settings: Settings,
+    tls: TlsFiles,
+    signer: TokenSigner,
+    workers: int,
+    scheduler_interval: float,
+    *,
+    say: Say,
+) -> int:
+    """Fork ``workers`` HTTP server processes, keep them running, stop them on a signal.
+
+    Returns 1 when a worker exited with a failure during the shutdown, else 0."""
+    if not hasattr(os, "fork") or not hasattr(socket, "SO_REUSEPORT"):
+        raise BadParameter("--workers needs a POSIX system with SO_REUSEPORT.")
+    log = logging.getLogger("customerkey.serve")
+    try:
+        # Held (bound, never listening) for as long as we run: a port taken by another
+        # program fails here, before any worker starts.
+        reserved = bind_listener(settings.host, settings.port, reuse_port=True)
+    except OSError as exc:
+        raise BadParameter(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
+    runtime.db.dispose()  # no connection may be shared with the children
+    children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, start time)
+    stopping = False
+
+    def spawn(index: int) -> None:
+        # Signals stay blocked across fork so the child never runs the supervisor's handler.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    for sig in _STOP_SIGNALS:
+                        signal.signal(sig, signal.SIG_DFL)
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+                    reserved.close()
+                    code = worker_process(
+                        index, runtime, settings, tls, signer, scheduler_interval, say=say
+                    )
+                except BaseException:
+                    traceback.print_exc()
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(code)
+            children[pid] = (index, time.monotonic())
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+    def stop_children(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop_children) for sig in _STOP_SIGNALS}
+    failed = False
+    try:
+        for index in range(workers):
+            spawn(index)
+        say(started_banner(settings, tls, workers))
+        while children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            index, started = children.pop(pid, (-1, 0.0))
+            if index < 0:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            if stopping:
+                failed = failed or code != 0
+                continue
+            log.warning("worker %d (pid %d) exited with status %d; restarting it", index, pid, code)
+            if time.monotonic() - started < RESTART_BACKOFF_SECONDS:
+                time.sleep(RESTART_BACKOFF_SECONDS)
+            if not stopping:
+                spawn(index)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        reserved.close()
+    return 1 if failed else 0
+
+
+def worker_process(
+    index: int,
+    runtime: Runtime,
+    settings: Settings,
+    tls: TlsFiles,
+    signer: TokenSigner,
+    scheduler_interval: float,
+    *,
+    say: Say,
+) -> int:
+    """One forked HTTP server process; returns its exit status."""
+    runtime.db.engine.dispose(close=False)  # the parent's pool, if any, is not ours
+    context = ApiContext(runtime=runtime, signer=signer, domain=settings.domain, port=settings.port)
+    app = create_app(context)
+    stop = threading.Event()
+    runtime.revocations.start()  # this process's own follower, before any request
+    threads = []
+    if index == 0:
+        threads.append(start_background(runtime, stop, scheduler_interval))
+    sock = bind_listener(settings.host, settings.port, reuse_port=True)
+    try:
+        run_https(app, host=settings.host, port=settings.port, tls=tls, sockets=[sock])
+    except RuntimeError as exc:
+        say(f"worker {index}: {exc}")
+        return 1
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        sock.close()
+        runtime.close()  # stops the revocation relay too
+    return 0

@@ -1,0 +1,253 @@
+"""Crypto operations: wrapKey, unwrapKey, encrypt and decrypt with RSA-OAEP(-256). The checks
+(permission, key usable, public half bound) run in one read-only transaction, normally as one
+Core query (``_CRYPTO_CHECK``); the RSA operation runs outside any transaction; the usage count
+and the audit record commit together in one short write. Also the start-up backfill of public
+key tags (``vault.binding``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session
+
+from customerkey.crypto.wrap import parse_rsa_algorithm, rsa_oaep_unwrap, rsa_oaep_wrap
+from customerkey.errors import BadParameter, DecryptionFailed, KeyNotUsable
+from customerkey.identity import authorize as authz
+from customerkey.storage.models import AccessPolicyRow, KeyRow, KeyVersionRow, VaultRow
+from customerkey.storage.repositories import KeyRepository
+from customerkey.vault.binding import BackfillReport
+from customerkey.vault.models import Actor, KeyId
+from customerkey.vault.service.base import ServiceBase
+
+# Which permission and key operation each crypto call needs.
+_CRYPTO_OPS = {
+    "wrapKey": ("wrapKey", "KeyWrap"),
+    "unwrapKey": ("unwrapKey", "KeyUnwrap"),
+    "encrypt": ("encrypt", "KeyEncrypt"),
+    "decrypt": ("decrypt", "KeyDecrypt"),
+}
+
+
+_VAULTS = VaultRow.__table__.c
+_KEYS = KeyRow.__table__.c
+_VERSIONS = KeyVersionRow.__table__.c
+_POLICIES = AccessPolicyRow.__table__.c
+# What crypto() checks, in one Core query (no ORM objects): the vault by name, the principal's
+# access policy in it, the active key by name and the version (by id, or the newest).
+_CRYPTO_CHECK = (
+    select(
+        _VAULTS.id,
+        _VAULTS.name,
+        _VAULTS.deleted_at,
+        _KEYS.id,
+        _KEYS.name,
+        _KEYS.deleted_at,
+        _VERSIONS.id,
+        _VERSIONS.version,
+        _VERSIONS.enabled,
+        _VERSIONS.not_before,
+        _VERSIONS.expires,
+        _VERSIONS.key_ops,
+        _POLICIES.key_permissions,
+        _VAULTS.tenant,
+    )
+    .select_from(VaultRow.__table__)
+    .join(KeyRow.__table__, _KEYS.vault_id == _VAULTS.id)
+    .join(KeyVersionRow.__table__, _VERSIONS.key_id == _KEYS.id)
+    .outerjoin(
+        AccessPolicyRow.__table__,
+        (_POLICIES.vault_id == _VAULTS.id) & (_POLICIES.object_id == bindparam("principal")),
+    )
+    .where(_VAULTS.name == bindparam("vault"), _KEYS.name_lower == bindparam("key"))
+)
+# The version's public half, checked against its tag before the version is used.
+_CRYPTO_CHECK = _CRYPTO_CHECK.add_columns(
+    _VERSIONS.kty.label("pk_kty"),
+    _VERSIONS.public_n.label("pk_n"),
+    _VERSIONS.public_e.label("pk_e"),
+    _VERSIONS.public_tag.label("pk_tag"),
+)
+_CRYPTO_CHECK_VERSION = _CRYPTO_CHECK.where(_VERSIONS.version == bindparam("version"))
+_CRYPTO_CHECK_NEWEST = _CRYPTO_CHECK.order_by(_VERSIONS.seq.desc()).limit(1)
+
+
+@dataclass(frozen=True)
+class CryptoResult:
+    kid: KeyId
+    value: bytes
+
+
+def _check_usable(
+    enabled: bool,
+    not_before: datetime | None,
+    expires: datetime | None,
+    key_ops: Sequence[str],
+    operation: str,
+    now: datetime,
+) -> None:
+    if not enabled:
+        raise KeyNotUsable(f"Operation {operation} is not allowed on a disabled key.")
+    if not_before is not None and now < not_before:
+        raise KeyNotUsable(
+            f"Operation {operation} is not allowed before the key's not-before time "
+            f"({not_before.isoformat()})."
+        )
+    if expires is not None and now >= expires:
+        raise KeyNotUsable(f"Operation {operation} is not allowed on an expired key.")
+    if operation not in key_ops:
+        raise KeyNotUsable(f"Operation {operation} is not permitted on this key.")
+
+
+class OperationsMixin(ServiceBase):
+    """The key operations the workloads and the keys API call."""
+
+    def _usable(self, version: KeyVersionRow, operation: str, now: datetime) -> None:
+        _check_usable(
+            version.enabled, version.not_before, version.expires, version.key_ops, operation, now
+        )
+
+    def _crypto_check_fast(
+        self,
+        session: Session,
+        actor: Actor,
+        vault: str,
+        name: str,
+        version: str | None,
+        permission: str,
+        operation: str,
+    ) -> tuple[tuple[str, str, str], str, str, str, RSAPrivateKey] | None:
+        """crypto()'s checks in one query for the usual case: (vault name, key name, version
+        row id, version, private key). None when anything is unusual (no such vault, key or
+        version, a deleted one, a missing permission, a name to validate): the step-by-step
+        checks then run and raise exactly what they always raised."""
+        if not name or (version is not None and len(version) != 32):
+            return None
+        params = {
+            "vault": vault.lower(),
+            "key": name.lower(),
+            "principal": actor.object_id or "-",
+        }
+        if version is None:
+            statement = _CRYPTO_CHECK_NEWEST
+        else:
+            statement = _CRYPTO_CHECK_VERSION
+            params["version"] = version.lower()
+        row = session.execute(statement, params).first()
+        if row is None:
+            return None
+        (vault_id, vault_name, vault_deleted, key_id, key_name, key_deleted, version_id) = row[:7]
+        enabled, not_before, expires, key_ops, permissions, tenant = row[8:14]
+        if vault_deleted is not None or key_deleted is not None:
+            return None
+        access = authz.KeyAccess(tenant, frozenset(permissions or ()), permission)
+        if not authz.allowed(actor, authz.Action.KEY_OPERATION, access):
+            return None
+        _check_usable(enabled, not_before, expires, key_ops, operation, self._clock.now())
+        private_key = self._private_keys.get(version_id)
+        if private_key is None:
+            vault_row = session.get(VaultRow, vault_id)
+            key_row = session.get(KeyRow, key_id)
+            version_row = session.get(KeyVersionRow, version_id)
+            if vault_row is None or key_row is None or version_row is None:
+                return None
+            private_key = self._private_key(vault_row, key_row, version_row)
+        opened = private_key
+        self._binding.check(
+            row_id=version_id,
+            vault_id=vault_id,
+            key_id=key_id,
+            version=row[7],
+            kty=row.pk_kty,
+            n=row.pk_n,
+            e=row.pk_e,
+            tag=row.pk_tag,
+            label=f"{vault_name}/{key_name}/{row[7]}",
+            private_key=lambda: opened,
+        )
+        return (vault_name, vault_id, tenant), key_name, version_id, row[7], private_key
+
+    def crypto(
+        self,
+        actor: Actor,
+        operation: str,
+        vault: str,
+        name: str,
+        version: str | None,
+        algorithm: str,
+        value: bytes,
+    ) -> CryptoResult:
+        """wrapKey / unwrapKey / encrypt / decrypt with RSA-OAEP-256 or RSA-OAEP."""
+        if operation not in _CRYPTO_OPS:
+            raise BadParameter(f"Unknown key operation '{operation}'.")
+        try:
+            alg = parse_rsa_algorithm(algorithm)
+        except ValueError:
+            raise BadParameter(
+                f"Algorithm '{algorithm}' is not supported; use RSA-OAEP-256 or RSA-OAEP."
+            ) from None
+        permission, audit_name = _CRYPTO_OPS[operation]
+
+        # Three steps, so that the RSA operation holds no lock: the checks read in a read-only
+        # transaction; the operation runs outside any; its usage count and its audit record
+        # commit together in one short write transaction. (On SQLite a write transaction holds
+        # the database's one write lock, which every other request would wait for.) A change
+        # that commits between the checks and the operation (access removed, key disabled) is
+        # seen by the next operation, as if it had committed a moment later.
+        def check(session: Session) -> tuple[tuple[str, str, str], str, str, str, RSAPrivateKey]:
+            fast = self._crypto_check_fast(
+                session, actor, vault, name, version, permission, operation
+            )
+            if fast is not None:
+                return fast
+            row = self._vault_row(session, vault)
+            self._require(session, actor, row, permission)
+            key = self._key_row(session, row, name)
+            target = self._version_row(session, key, version)
+            self._usable(target, operation, self._clock.now())
+            private_key = self._private_key(row, key, target)
+            self._check_public(row, key, target)
+            return (row.name, row.id, row.tenant), key.name, target.id, target.version, private_key
+
+        vault_scope, key_name, version_id, version_name, private_key = self._run(
+            actor, audit_name, check, vault=vault.lower(), key=name, read_only=True
+        )
+        try:
+            if operation in ("wrapKey", "encrypt"):
+                output = rsa_oaep_wrap(private_key.public_key(), value, alg)
+            else:
+                output = rsa_oaep_unwrap(private_key, value, alg)
+        except ValueError as exc:
+            raise BadParameter(str(exc)) from None
+        except DecryptionFailed:
+            raise BadParameter("The ciphertext could not be decrypted with this key.") from None
+        with self.db.transaction() as session:
+            KeyRepository(session).count_use(version_id)
+            self._record(
+                session,
+                actor,
+                audit_name,
+                vault=vault_scope,
+                key=key_name,
+                version=version_name,
+                details={"alg": algorithm},
+            )
+        return CryptoResult(KeyId(vault_scope[0], key_name, version_name), output)
+
+    def wrap_key(
+        self, actor: Actor, vault: str, name: str, version: str | None, alg: str, key: bytes
+    ) -> CryptoResult:
+        return self.crypto(actor, "wrapKey", vault, name, version, alg, key)
+
+    def unwrap_key(
+        self, actor: Actor, vault: str, name: str, version: str | None, alg: str, wrapped: bytes
+    ) -> CryptoResult:
+        return self.crypto(actor, "unwrapKey", vault, name, version, alg, wrapped)
+
+    def backfill_public_tags(self, *, batch: int = 200) -> BackfillReport:
+        """Give every key version made before public-key tags its tag, once it is checked
+        against its sealed private key (run at start; idempotent; see ``vault.binding``)."""
+        return self._binding.backfill(self.db, self._protector, batch=batch)
