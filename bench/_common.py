@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from customerkey.config import Settings
+from customerkey.identity.workload_principals import EXCHANGE
 from customerkey.runtime import Runtime
-from customerkey.service.workloads import EXCHANGE
 from customerkey.vault.models import OPERATOR
 
 TENANT = "contoso"

@@ -40,7 +40,7 @@ import hashlib, io, json, sys, time
 from pathlib import Path
 from customerkey.config import Settings
 from customerkey.runtime import Runtime
-from customerkey.service.workloads import SHAREPOINT
+from customerkey.identity.workload_principals import SHAREPOINT
 from customerkey.vault.models import OPERATOR
 
 home, source, dest = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])

@@ -15,26 +15,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from customerkey.audit import AuditLog
+from customerkey.audit.log import AuditLog
+from customerkey.audit.reader import AuditService
 from customerkey.clock import Clock, SystemClock
 from customerkey.config import RemoteVault, Settings
+from customerkey.crypto.sealing import MasterSealer
 from customerkey.home import Home
+from customerkey.identity.directory import PrincipalService
+from customerkey.identity.tenants import TenantService
+from customerkey.identity.workload_principals import SERVICE_TENANT, WORKLOAD_PRINCIPALS
+from customerkey.jobs.blob_sweep import BlobSweeper
 from customerkey.jobs.queue import JobQueue
 from customerkey.jobs.registry import JobRegistry
 from customerkey.jobs.worker import Handler, Worker
 from customerkey.keyprovider.base import KeyProvider
 from customerkey.keyprovider.local import InProcessKeyProvider
 from customerkey.keyprovider.router import KeyProviderRouter
+from customerkey.keys.cache import DepKeyCache
+from customerkey.keys.deps import PolicyService
 from customerkey.keys.usage import KeyUsageService
 from customerkey.rng import Rng, SystemRng
-from customerkey.service.auditing import AuditService
-from customerkey.service.blob_sweep import BlobSweeper
-from customerkey.service.key_cache import DepKeyCache
-from customerkey.service.policies import PolicyService
-from customerkey.service.principals import PrincipalService
-from customerkey.service.sealing import MasterSealer
-from customerkey.service.tenants import TenantService
-from customerkey.service.workloads import SERVICE_TENANT, WORKLOAD_PRINCIPALS
 from customerkey.storage.blobs import LocalBlobStore
 from customerkey.storage.database import Database
 from customerkey.storage.revocations import KEEP, Revocation, RevocationRelay

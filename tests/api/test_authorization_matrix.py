@@ -21,8 +21,8 @@ import pytest
 from customerkey.api.tokens import TokenSigner
 from customerkey.clock import FrozenClock
 from customerkey.crypto.rsa import b64url_encode
+from customerkey.identity.workload_principals import EXCHANGE
 from customerkey.rng import SystemRng
-from customerkey.service.workloads import EXCHANGE
 
 if TYPE_CHECKING:
     from conftest import LiveServer

@@ -8,7 +8,7 @@ import os
 import time
 from typing import Any
 
-from customerkey.service.workloads import SHAREPOINT
+from customerkey.identity.workload_principals import SHAREPOINT
 from tests.api.conftest import LiveServer
 
 VAULTS = (("ckf-api-a", "ckf-key-a", "eastus"), ("ckf-api-b", "ckf-key-b", "westus"))

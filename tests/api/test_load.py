@@ -42,8 +42,8 @@ import pytest
 
 from customerkey.config import Settings
 from customerkey.crypto.rsa import b64url_decode, b64url_encode
+from customerkey.identity.workload_principals import EXCHANGE, SHAREPOINT
 from customerkey.runtime import Runtime
-from customerkey.service.workloads import EXCHANGE, SHAREPOINT
 from customerkey.vault.models import OPERATOR
 from customerkey.workloads.files.jobs import ROLL_JOB
 from customerkey.workloads.mail.jobs import REFRESH_JOB

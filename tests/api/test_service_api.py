@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from customerkey.service.workloads import EXCHANGE
+from customerkey.identity.workload_principals import EXCHANGE
 
 if TYPE_CHECKING:
     from conftest import LiveServer

@@ -28,8 +28,8 @@ from sqlalchemy import create_engine, text
 from customerkey.actor import OPERATOR
 from customerkey.azure.localdns import install_loopback_resolver, uninstall_loopback_resolver
 from customerkey.config import Settings
+from customerkey.identity.workload_principals import EXCHANGE
 from customerkey.runtime import Runtime
-from customerkey.service.workloads import EXCHANGE
 from customerkey.storage.database import normalize_url
 
 if TYPE_CHECKING:

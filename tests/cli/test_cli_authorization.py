@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from customerkey.cli.main import main
-from customerkey.service.workloads import EXCHANGE, SHAREPOINT
+from customerkey.identity.workload_principals import EXCHANGE, SHAREPOINT
 
 OK = 0
 CALLERS = ("no_permission", "workload", "other_admin", "tenant_admin", "operator", "local")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from customerkey.service.workloads import SHAREPOINT
+from customerkey.identity.workload_principals import SHAREPOINT
 
 if TYPE_CHECKING:
     from tests.cli.conftest import Cli

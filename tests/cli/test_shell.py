@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from customerkey.config import Settings
+from customerkey.identity.workload_principals import SHAREPOINT
 from customerkey.jobs.queue import Job
 from customerkey.pwsh.cmdlets.registry import Invocation, Registry, cmdlet, default_registry
 from customerkey.pwsh.engine.formatting import register_view
@@ -28,9 +29,8 @@ from customerkey.pwsh.engine.session import Session
 from customerkey.pwsh.language.binding import Param
 from customerkey.pwsh.language.values import PSObject
 from customerkey.runtime import Runtime
-from customerkey.service.workloads import SHAREPOINT
 from customerkey.vault.models import OPERATOR
-from tests.integration.mailfixtures import write_mbox
+from tests.support.mailfixtures import write_mbox
 
 if TYPE_CHECKING:
     from tests.cli.conftest import Cli, Result

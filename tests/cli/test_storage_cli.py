@@ -12,7 +12,7 @@ from pathlib import Path
 
 from customerkey.storage.blobs import temp_name
 from tests.cli.conftest import TENANT, Cli
-from tests.integration.crash_harness import dead_pid
+from tests.support.crash_harness import dead_pid
 
 TENANT_ADMIN = "admin@contoso.com"
 OPERATOR_PRINCIPAL = "root@platform.example"

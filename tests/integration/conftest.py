@@ -10,7 +10,7 @@ import pytest
 
 from customerkey.config import Settings
 from customerkey.runtime import Runtime
-from tests.integration.crash_harness import CrashHarness, pick_seed
+from tests.support.crash_harness import CrashHarness, pick_seed
 
 
 @pytest.fixture

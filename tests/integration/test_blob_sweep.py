@@ -28,13 +28,13 @@ import pytest
 
 from customerkey.clock import FrozenClock
 from customerkey.errors import Conflict, Forbidden
+from customerkey.jobs.blob_sweep import AUDIT_OPERATION, BlobSweeper, SweepReport
 from customerkey.runtime import Runtime
 from customerkey.server.supervisor import startup_sweep
-from customerkey.service.blob_sweep import AUDIT_OPERATION, BlobSweeper, SweepReport
 from customerkey.storage.blobs import temp_name
 from customerkey.vault.models import OPERATOR, Actor
-from tests.integration.crash_harness import SRC_DIR, dead_pid, verify_audit
-from tests.integration.filesfixtures import (
+from tests.support.crash_harness import SRC_DIR, dead_pid, verify_audit
+from tests.support.filesfixtures import (
     KEY_A,
     TENANT,
     URI_A,

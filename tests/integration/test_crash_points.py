@@ -25,14 +25,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from customerkey.clock import FrozenClock
+from customerkey.identity.workload_principals import EXCHANGE, SHAREPOINT
 from customerkey.jobs.queue import Job, JobQueue
 from customerkey.runtime import Runtime
-from customerkey.service.workloads import EXCHANGE, SHAREPOINT
 from customerkey.storage.blobs import LocalBlobStore
 from customerkey.storage.database import Database
 from customerkey.storage.models import PolicyRow, SiteKeyRow
 from customerkey.vault.models import OPERATOR
-from tests.integration.crash_harness import (
+from tests.support.crash_harness import (
     MailCorpus,
     audit_operations,
     blob_digests,
@@ -43,7 +43,7 @@ from tests.integration.crash_harness import (
     verify_purge,
     verify_refresh,
 )
-from tests.integration.mailfixtures import (
+from tests.support.mailfixtures import (
     GRANT,
     KEY_A,
     KEY_B,

@@ -23,13 +23,13 @@ import pytest
 from sqlalchemy import select
 
 from customerkey.clock import FrozenClock
+from customerkey.identity.workload_principals import EXCHANGE
 from customerkey.jobs.queue import Job, JobQueue, pid_alive
 from customerkey.jobs.worker import JobContext, Worker
 from customerkey.runtime import Runtime
-from customerkey.service.workloads import EXCHANGE
 from customerkey.storage.models import JobRow, MailItemRow, WorkerRow
 from customerkey.vault.models import OPERATOR
-from tests.integration.crash_harness import (
+from tests.support.crash_harness import (
     CRASH_SCALE,
     CrashHarness,
     MailCorpus,
@@ -43,7 +43,7 @@ from tests.integration.crash_harness import (
     verify_purge,
     verify_refresh,
 )
-from tests.integration.mailfixtures import (
+from tests.support.mailfixtures import (
     GRANT,
     KEY_A,
     KEY_B,

@@ -1,4 +1,4 @@
-"""The directory (``service/principals.py``) on a real database: immutable object ids, UPN
+"""The directory (``identity/directory.py``) on a real database: immutable object ids, UPN
 domains, platform-made application ids, reserved names, lifecycle and token generations,
 role grants, and a sign-in that costs the same whatever was wrong."""
 
@@ -11,9 +11,9 @@ import pytest
 
 from customerkey.clock import FrozenClock
 from customerkey.errors import BadParameter, Conflict, Forbidden, PrincipalNotFound, Unauthorized
+from customerkey.identity import directory
+from customerkey.identity.workload_principals import EXCHANGE
 from customerkey.runtime import Runtime
-from customerkey.service import principals as directory
-from customerkey.service.workloads import EXCHANGE
 from customerkey.vault.models import OPERATOR
 
 pytestmark = pytest.mark.storage

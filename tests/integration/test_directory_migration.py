@@ -14,9 +14,9 @@ from sqlalchemy import MetaData, select
 
 from customerkey.config import Settings
 from customerkey.errors import Forbidden
+from customerkey.identity.workload_principals import EXCHANGE
 from customerkey.rng import SystemRng
 from customerkey.runtime import Runtime
-from customerkey.service.workloads import EXCHANGE
 from customerkey.storage.database import Database, alembic_config
 from customerkey.storage.models import PolicyRow, SubscriptionRow
 from customerkey.vault.models import OPERATOR

@@ -25,10 +25,10 @@ from customerkey.errors import (
     KeyAccessDenied,
     NotFound,
 )
+from customerkey.identity.workload_principals import SHAREPOINT
 from customerkey.jobs.queue import Job
+from customerkey.keys.resolver import FALLBACK_ACTIVITY
 from customerkey.runtime import Runtime
-from customerkey.service.dep_keys import FALLBACK_ACTIVITY
-from customerkey.service.workloads import SHAREPOINT
 from customerkey.storage.models import (
     AuditRow,
     FileChunkRow,
@@ -45,7 +45,7 @@ from customerkey.workloads.files.service import (
     FilesPolicyStatus,
     SiteNotFound,
 )
-from tests.integration.filesfixtures import (
+from tests.support.filesfixtures import (
     ADMIN_URL,
     FINANCE,
     GRANT,
@@ -720,7 +720,7 @@ from pathlib import Path
 from customerkey.config import Settings
 from customerkey.runtime import Runtime
 from customerkey.vault.models import OPERATOR
-from tests.integration.filesfixtures import FINANCE, Generated
+from tests.support.filesfixtures import FINANCE, Generated
 
 home, url, size, dest = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 

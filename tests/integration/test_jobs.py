@@ -13,7 +13,7 @@ from customerkey.jobs.queue import MAX_CLAIMS, Job, JobQueue, LeaseLost
 from customerkey.jobs.worker import JobContext, PermanentJobError, Worker
 from customerkey.runtime import Runtime
 from customerkey.vault.models import OPERATOR
-from tests.integration.mailfixtures import TENANT, setup_policy, write_mbox
+from tests.support.mailfixtures import TENANT, setup_policy, write_mbox
 
 pytestmark = pytest.mark.storage
 

@@ -10,11 +10,11 @@ import pytest
 from sqlalchemy import select
 
 from customerkey.errors import Conflict, CustomerKeyError, Forbidden, KeyAccessDenied
+from customerkey.identity.workload_principals import EXCHANGE
 from customerkey.runtime import Runtime
-from customerkey.service.workloads import EXCHANGE
 from customerkey.storage.models import GenerationRow, MailboxKeyRow, PolicyRow
 from customerkey.vault.models import OPERATOR
-from tests.integration.mailfixtures import (
+from tests.support.mailfixtures import (
     GRANT,
     KEY_A,
     KEY_B,

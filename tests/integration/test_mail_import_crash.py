@@ -26,14 +26,14 @@ from customerkey.jobs.queue import pid_alive
 from customerkey.runtime import Runtime
 from customerkey.vault.models import OPERATOR
 from customerkey.workloads.mail.jobs import IMPORT_JOB
-from tests.integration.crash_harness import (
+from tests.support.crash_harness import (
     CrashHarness,
     verify_audit,
     verify_jobs_succeeded,
 )
-from tests.integration.mailfixtures import TENANT, setup_policy, write_mbox
-from tests.integration.remote_vaults import free_port
-from tests.integration.test_mail_import import verify_import
+from tests.support.mail_import import verify_import
+from tests.support.mailfixtures import TENANT, setup_policy, write_mbox
+from tests.support.remote_vaults import free_port
 
 pytestmark = pytest.mark.storage
 

@@ -12,12 +12,12 @@ from sqlalchemy import select
 
 from customerkey.clock import FrozenClock
 from customerkey.errors import BadParameter, Conflict, Forbidden, KeyAccessDenied
+from customerkey.identity.workload_principals import EXCHANGE
+from customerkey.keys.resolver import FALLBACK_ACTIVITY
 from customerkey.runtime import Runtime
-from customerkey.service.dep_keys import FALLBACK_ACTIVITY
-from customerkey.service.workloads import EXCHANGE
 from customerkey.storage.models import MailboxKeyRow, MailItemRow
 from customerkey.vault.models import OPERATOR
-from tests.integration.mailfixtures import (
+from tests.support.mailfixtures import (
     KEY_A,
     KEY_B,
     TENANT,

@@ -61,10 +61,10 @@ from customerkey.azure.localdns import install_loopback_resolver, uninstall_loop
 from customerkey.cli.main import main as cli_main
 from customerkey.config import Settings
 from customerkey.crypto.rsa import b64url_encode
+from customerkey.crypto.sealing import MasterSealer
 from customerkey.crypto.wrap import aes_kwp_unwrap
+from customerkey.identity.workload_principals import EXCHANGE, SHAREPOINT
 from customerkey.runtime import Runtime
-from customerkey.service.sealing import MasterSealer
-from customerkey.service.workloads import EXCHANGE, SHAREPOINT
 from customerkey.storage.database import normalize_url
 from customerkey.storage.models import (
     FileChunkRow,
@@ -84,7 +84,7 @@ from tests.api.conftest import (
     DOMAIN,
     start_server,
 )
-from tests.integration.filesfixtures import Generated
+from tests.support.filesfixtures import Generated
 
 pytestmark = pytest.mark.storage
 

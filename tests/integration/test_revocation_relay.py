@@ -35,15 +35,15 @@ from sqlalchemy.orm import Session
 from customerkey.clock import FrozenClock
 from customerkey.config import Settings
 from customerkey.errors import Forbidden, KeyAccessDenied
+from customerkey.identity.workload_principals import EXCHANGE
 from customerkey.runtime import Runtime
-from customerkey.service.workloads import EXCHANGE
 from customerkey.storage import revocations
 from customerkey.storage.database import Database, normalize_url
 from customerkey.storage.models import AuditRow, RevocationRow
 from customerkey.storage.revocations import Revocation, RevocationRelay
 from customerkey.vault.models import OPERATOR, Actor
 from tests.api.conftest import LiveServer, clean_env, start_server
-from tests.integration.mailfixtures import (
+from tests.support.mailfixtures import (
     GRANT,
     KEY_A,
     TENANT,

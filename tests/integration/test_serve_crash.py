@@ -37,8 +37,8 @@ import pytest
 from customerkey.azure.localdns import install_loopback_resolver, uninstall_loopback_resolver
 from customerkey.clock import FrozenClock
 from customerkey.crypto.rsa import b64url_decode, b64url_encode
+from customerkey.jobs.blob_sweep import BlobSweeper
 from customerkey.runtime import Runtime
-from customerkey.service.blob_sweep import BlobSweeper
 from customerkey.vault.models import OPERATOR
 from tests.api.conftest import (
     ADMIN,
@@ -49,7 +49,7 @@ from tests.api.conftest import (
     free_port,
     start_server,
 )
-from tests.integration.crash_harness import (
+from tests.support.crash_harness import (
     CRASH_SCALE,
     SEED_ENV,
     CrashHarness,
@@ -57,7 +57,7 @@ from tests.integration.crash_harness import (
     verify_audit,
     verify_jobs_succeeded,
 )
-from tests.integration.filesfixtures import (
+from tests.support.filesfixtures import (
     KEY_A,
     KEY_B,
     URI_A,

@@ -6,7 +6,7 @@ address that relays to the cloud and, when switched, corrupts the cloud's unwrap
 (invalid JSON, JSON of the wrong shape, bad base64url, HTML with 200, a body cut short,
 random keys of the right and a wrong length, a 4 MiB body). The platform under test is a
 ``Runtime`` in this process with the real Azure SDK, on SQLite (and PostgreSQL when
-configured), set up by the fixtures of ``test_mail_vault_faults`` (a mail user on the DEP
+configured), set up by the fixtures of ``tests.support.mail_vault_faults`` (a mail user on the DEP
 with a generated mbox). The DEP is made while both proxies pass answers through; then, for
 every garbage mode:
 
@@ -38,9 +38,9 @@ from customerkey.azure import resolve_to_loopback
 from customerkey.crypto.key_check import key_check_value
 from customerkey.errors import BadParameter, KeyProviderUnavailable
 from customerkey.vault.models import OPERATOR
-from tests.integration import test_mail_vault_faults as faults
-from tests.integration.garbage_vault import GARBAGE_MODES, UPSTREAM_HOST, GarbageVault
-from tests.integration.remote_vaults import (
+from tests.support import mail_vault_faults as faults
+from tests.support.garbage_vault import GARBAGE_MODES, UPSTREAM_HOST, GarbageVault
+from tests.support.remote_vaults import (
     DOMAIN,
     TENANT,
     Cloud,

@@ -15,7 +15,7 @@ from customerkey.storage.blobs import (
     parse_temp_name,
     temp_name,
 )
-from tests.integration.crash_harness import dead_pid
+from tests.support.crash_harness import dead_pid
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from customerkey.clock import FrozenClock
-from customerkey.service.key_cache import DepKeyCache
+from customerkey.keys.cache import DepKeyCache
 
 TTL = timedelta(minutes=15)
 KEY_A = bytes(range(32))

@@ -21,9 +21,9 @@ from customerkey.clock import FrozenClock
 from customerkey.crypto.key_check import key_check_value
 from customerkey.errors import DecryptionFailed, KeyAccessDenied, KeyProviderUnavailable
 from customerkey.keyprovider.base import KeyUri, RootKeyProperties, WrapResult
+from customerkey.keys.cache import DepKeyCache
+from customerkey.keys.resolver import DepKeyResolver, FallbackEvent, WrappedDepKey
 from customerkey.rng import SeededRng
-from customerkey.service.dep_keys import DepKeyResolver, FallbackEvent, WrappedDepKey
-from customerkey.service.key_cache import DepKeyCache
 
 DEP_KEY = bytes(range(32))
 URI_1 = KeyUri.parse("https://vault-one.vault.azure.net/keys/root1/" + "1" * 32)

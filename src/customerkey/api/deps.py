@@ -19,8 +19,8 @@ from starlette.concurrency import run_in_threadpool
 from customerkey.api.tokens import TokenSigner
 from customerkey.errors import BadParameter, CustomerKeyError, Forbidden, Unauthorized
 from customerkey.identity import authorize as authz
+from customerkey.identity.directory import Principal
 from customerkey.runtime import Runtime
-from customerkey.service.principals import Principal
 from customerkey.vault.models import Actor
 
 # Every Key Vault keys data-plane api-version an Azure SDK has sent (azure-keyvault-keys'

@@ -6,7 +6,7 @@ import typer
 
 from customerkey.cli.context import cli_context
 from customerkey.cli.output import console, emit_list, emit_object
-from customerkey.views import audit_view
+from customerkey.views.vault import audit_view
 
 app = typer.Typer(help="The hash-chained audit log.")
 

@@ -11,8 +11,8 @@ import typer
 from customerkey.cli.context import cli_context, tenant_of
 from customerkey.cli.job_commands import finish_or_report
 from customerkey.cli.output import emit_list, emit_message, emit_object
-from customerkey.service.workloads import EXCHANGE
-from customerkey.service_views import generation_usage_view, policy_view
+from customerkey.identity.workload_principals import EXCHANGE
+from customerkey.views.mail import generation_usage_view, policy_view
 
 app = typer.Typer(help="Data encryption policies (DEPs): two root keys in two vaults.")
 

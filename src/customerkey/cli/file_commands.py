@@ -21,7 +21,7 @@ from rich.progress import (
 from customerkey.cli.context import CliContext, cli_context
 from customerkey.cli.output import emit_list, emit_message, emit_object, err_console
 from customerkey.errors import BadParameter
-from customerkey.files_views import file_view, version_view
+from customerkey.views.files import file_view, version_view
 
 app = typer.Typer(help="Files in sites: streamed in and out, versions, recycle bin.")
 

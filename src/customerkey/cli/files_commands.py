@@ -12,7 +12,7 @@ import typer
 from customerkey.cli.context import CliContext, cli_context, tenant_of
 from customerkey.cli.job_commands import finish_or_report
 from customerkey.cli.output import emit_message, emit_object
-from customerkey.files_views import (
+from customerkey.views.files import (
     files_policy_view,
     tik_usage_view,
 )

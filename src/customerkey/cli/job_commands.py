@@ -19,7 +19,7 @@ from customerkey.cli.output import console, count_bar, emit_list, emit_object, e
 from customerkey.jobs.queue import Job, JobFailed
 from customerkey.jobs.runner import run_or_wait
 from customerkey.server.supervisor import startup_sweep
-from customerkey.service_views import job_view
+from customerkey.views.mail import job_view
 
 app = typer.Typer(help="Background jobs: list, show, wait.")
 

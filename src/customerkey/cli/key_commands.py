@@ -12,7 +12,7 @@ from customerkey.cli.context import CliContext, cli_context, parse_tags, parse_t
 from customerkey.cli.output import emit_list, emit_message, emit_object
 from customerkey.errors import BadParameter
 from customerkey.home import write_private_file
-from customerkey.views import deleted_key_view, key_view, rotation_policy_view, usage_view
+from customerkey.views.vault import deleted_key_view, key_view, rotation_policy_view, usage_view
 
 app = typer.Typer(help="Keys: versions, attributes, soft delete, backup and restore.")
 

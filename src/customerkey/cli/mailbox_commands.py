@@ -15,7 +15,7 @@ from customerkey.cli.context import CliContext, cli_context, tenant_for_upn, ten
 from customerkey.cli.job_commands import finish_or_report
 from customerkey.cli.output import count_bar, emit_list, emit_message, emit_object
 from customerkey.errors import BadParameter
-from customerkey.service_views import (
+from customerkey.views.mail import (
     item_view,
     mailbox_view,
     move_view,

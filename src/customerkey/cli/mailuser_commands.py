@@ -6,7 +6,7 @@ import typer
 
 from customerkey.cli.context import cli_context, tenant_for_upn
 from customerkey.cli.output import emit_object
-from customerkey.service_views import mailbox_view
+from customerkey.views.mail import mailbox_view
 
 app = typer.Typer(help="Mail users: recipients not yet migrated.")
 

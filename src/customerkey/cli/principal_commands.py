@@ -7,7 +7,7 @@ import typer
 from customerkey.cli.context import cli_context, split_list
 from customerkey.cli.output import console, emit_list, emit_object
 from customerkey.errors import BadParameter
-from customerkey.views import principal_view
+from customerkey.views.vault import principal_view
 
 app = typer.Typer(help="Users and service principals that can sign in.")
 

@@ -6,7 +6,7 @@ import typer
 
 from customerkey.cli.context import cli_context, tenant_of
 from customerkey.cli.output import emit_list, emit_object
-from customerkey.files_views import site_policy_view, site_view
+from customerkey.views.files import site_policy_view, site_view
 
 app = typer.Typer(help="Sites: https://<tenant>.sharepoint.local/sites/<name>.")
 

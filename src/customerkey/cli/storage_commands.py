@@ -16,7 +16,7 @@ import typer
 
 from customerkey.cli.context import cli_context
 from customerkey.cli.output import console, count_bar, emit_object
-from customerkey.service.blob_sweep import SweepReport
+from customerkey.jobs.blob_sweep import SweepReport
 
 app = typer.Typer(help="The blob store: sweep orphaned blobs.")
 

@@ -6,7 +6,7 @@ import typer
 
 from customerkey.cli.context import cli_context
 from customerkey.cli.output import emit_list, emit_object
-from customerkey.service_views import tenant_view
+from customerkey.views.mail import tenant_view
 
 app = typer.Typer(help="Tenants of the service (operator only).")
 

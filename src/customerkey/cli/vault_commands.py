@@ -7,7 +7,7 @@ import typer
 from customerkey.cli.context import cli_context, split_list
 from customerkey.cli.output import emit_list, emit_message, emit_object
 from customerkey.errors import BadParameter
-from customerkey.views import vault_view
+from customerkey.views.vault import vault_view
 
 app = typer.Typer(help="Key vaults: create, show, delete and recover them; manage access.")
 access = typer.Typer(help="Vault access policies (who may use the keys).")

@@ -62,6 +62,9 @@ streaming functions need blocking ones): ``BlockingIOError``, never a truncated 
 ``seal`` and ``seal_stream`` accept keyword-only ``_salt`` and ``_nonce_prefix``. They exist only so
 the known-answer vectors in ``tests/vectors`` can be reproduced byte for byte; production callers
 must never pass them.
+
+Length: one wire format (fixed, streamed and sealed forms) with its full specification in this
+docstring; splitting it would separate the format from its only reader and writer.
 """
 
 from __future__ import annotations

@@ -29,9 +29,9 @@ from customerkey.demo.scenario import (
     write_mbox,
 )
 from customerkey.errors import CustomerKeyError
+from customerkey.identity.workload_principals import EXCHANGE, SHAREPOINT
 from customerkey.jobs.queue import Job
 from customerkey.pwsh.engine.session import Session
-from customerkey.service.workloads import EXCHANGE, SHAREPOINT
 from customerkey.vault.models import OPERATOR
 from customerkey.workloads.mail.jobs import REKEY_JOB
 

@@ -28,14 +28,14 @@ from typing import Any
 from sqlalchemy import ColumnElement, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from customerkey.audit import AuditLog
+from customerkey.audit.log import AuditLog
 from customerkey.clock import Clock
+from customerkey.crypto.sealing import MasterSealer
 from customerkey.crypto.wrap import aes_kwp_unwrap, aes_kwp_wrap
 from customerkey.errors import Conflict
 from customerkey.jobs.worker import JobContext
+from customerkey.keys.deps import PolicyService
 from customerkey.rng import Rng
-from customerkey.service.policies import PolicyService
-from customerkey.service.sealing import MasterSealer
 from customerkey.storage.database import Database
 from customerkey.storage.models import GenerationRow, PolicyRow
 

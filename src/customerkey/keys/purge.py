@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from customerkey.audit import AuditLog
+from customerkey.audit.log import AuditLog
 from customerkey.clock import Clock
 from customerkey.jobs.queue import Job
 from customerkey.jobs.worker import JobContext, PermanentJobError
-from customerkey.service.policies import PolicyService
+from customerkey.keys.deps import PolicyService
 from customerkey.storage.database import Database
 from customerkey.storage.models import GenerationRow, PolicyRow
 

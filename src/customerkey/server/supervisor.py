@@ -42,10 +42,10 @@ from customerkey.api.deps import ApiContext
 from customerkey.api.tokens import TokenSigner
 from customerkey.config import Settings
 from customerkey.errors import BadParameter
+from customerkey.jobs.blob_sweep import SweepReport
 from customerkey.runtime import Runtime
 from customerkey.server.https import bind_listener, run_https
 from customerkey.server.tls import TlsFiles, ensure_server_certificate, load_operator_certificate
-from customerkey.service.blob_sweep import SweepReport
 from customerkey.vault.models import OPERATOR
 
 Say = Callable[[str], None]

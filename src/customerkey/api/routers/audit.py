@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 
 from customerkey.api.deps import admin_actor, api
 from customerkey.vault.models import Actor
-from customerkey.views import audit_view
+from customerkey.views.vault import audit_view
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 

@@ -43,7 +43,7 @@ from customerkey.api.rate_limit import (
 from customerkey.clock import to_unix
 from customerkey.config import Settings
 from customerkey.errors import CustomerKeyError
-from customerkey.service.principals import Principal
+from customerkey.identity.directory import Principal
 
 router = APIRouter(tags=["auth"])
 # What a request refused for a full hash queue is told to wait.

@@ -21,15 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from customerkey.api.deps import admin_actor, api
-from customerkey.files_views import (
+from customerkey.vault.models import Actor
+from customerkey.views.files import (
     file_view,
     files_policy_view,
     site_policy_view,
     site_view,
     version_view,
 )
-from customerkey.service_views import job_view
-from customerkey.vault.models import Actor
+from customerkey.views.mail import job_view
 
 router = APIRouter(prefix="/api/v1", tags=["files"])
 SPOOL_BYTES = 8 << 20

@@ -11,8 +11,8 @@ from fastapi import APIRouter, Depends, Request
 
 from customerkey.api.deps import admin_actor, api
 from customerkey.jobs.visibility import check_readable, visible_jobs
-from customerkey.service_views import job_view
 from customerkey.vault.models import Actor
+from customerkey.views.mail import job_view
 
 router = APIRouter(prefix="/api/v1", tags=["service"])
 

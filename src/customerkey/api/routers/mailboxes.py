@@ -13,8 +13,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
 from customerkey.api.deps import admin_actor, api
-from customerkey.service_views import item_view, job_view, mailbox_view, statistics_view
 from customerkey.vault.models import Actor
+from customerkey.views.mail import item_view, job_view, mailbox_view, statistics_view
 
 router = APIRouter(prefix="/api/v1", tags=["service"])
 

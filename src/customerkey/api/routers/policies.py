@@ -12,8 +12,8 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from customerkey.api.deps import admin_actor, api
-from customerkey.service_views import policy_view
 from customerkey.vault.models import Actor
+from customerkey.views.mail import policy_view
 
 router = APIRouter(prefix="/api/v1", tags=["service"])
 

@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict
 
 from customerkey.api.deps import admin_actor, api
 from customerkey.identity import authorize as authz
-from customerkey.service_views import tenant_view
 from customerkey.vault.models import Actor
+from customerkey.views.mail import tenant_view
 
 router = APIRouter(prefix="/api/v1", tags=["service"])
 

@@ -15,7 +15,7 @@ from pydantic import ConfigDict, Field
 from customerkey.api.deps import admin_actor, api
 from customerkey.api.schemas import UnicodeBody
 from customerkey.vault.models import Actor
-from customerkey.views import vault_view
+from customerkey.views.vault import vault_view
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from customerkey.identity.workload_principals import EXCHANGE
 from customerkey.jobs.queue import Job
+from customerkey.keys.deps import DataEncryptionPolicy
 from customerkey.pwsh.cmdlets.registry import EXO, EXO_HINT, Invocation, cmdlet, fail
 from customerkey.pwsh.engine.formatting import register_view
 from customerkey.pwsh.language.binding import Param
 from customerkey.pwsh.language.values import PSObject
-from customerkey.service.policies import DataEncryptionPolicy
-from customerkey.service.workloads import EXCHANGE
-from customerkey.service_views import mailbox_view, move_view, policy_view, statistics_view
+from customerkey.views.mail import mailbox_view, move_view, policy_view, statistics_view
 from customerkey.workloads.mail.jobs import REKEY_JOB
 from customerkey.workloads.mail.service import Mailbox, MailboxStatistics
 

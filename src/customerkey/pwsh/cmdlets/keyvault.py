@@ -3,7 +3,7 @@
 and the vault objects they print (``vault_object``). The key cmdlets are ``keyvault_keys``.
 
 Cmdlets call the vault service as the connected principal and print objects with the real
-cmdlets' property names, built from ``customerkey.views`` (the CLI's ``--json`` shape) with
+cmdlets' property names, built from ``customerkey.views.vault`` (the CLI's ``--json`` shape) with
 dates kept as dates.
 """
 
@@ -17,7 +17,7 @@ from customerkey.pwsh.engine.formatting import format_value, register_view
 from customerkey.pwsh.language.binding import Param
 from customerkey.pwsh.language.values import PSObject
 from customerkey.vault.models import AccessPolicy, Vault
-from customerkey.views import vault_view
+from customerkey.views.vault import vault_view
 
 VAULT_TYPE = "Microsoft.Azure.Commands.KeyVault.Models.PSKeyVault"
 VAULT_ITEM_TYPE = "Microsoft.Azure.Commands.KeyVault.Models.PSKeyVaultIdentityItem"

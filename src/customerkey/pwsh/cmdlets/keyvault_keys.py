@@ -18,7 +18,7 @@ from customerkey.pwsh.engine.formatting import register_view
 from customerkey.pwsh.language.binding import Param
 from customerkey.pwsh.language.values import PSObject, to_ps_string
 from customerkey.vault.models import DeletedKeyBundle, KeyBundle
-from customerkey.views import deleted_key_view, key_view
+from customerkey.views.vault import deleted_key_view, key_view
 
 KEY_TYPE = "Microsoft.Azure.Commands.KeyVault.Models.PSKeyVaultKey"
 KEY_ITEM_TYPE = "Microsoft.Azure.Commands.KeyVault.Models.PSKeyVaultKeyIdentityItem"

@@ -25,10 +25,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from customerkey.files_views import files_policy_view, site_policy_view
 from customerkey.pwsh.cmdlets.registry import SPO, Invocation, Param, PSObject, cmdlet, fail
 from customerkey.pwsh.engine.formatting import register_view
 from customerkey.vault.models import KeyId
+from customerkey.views.files import files_policy_view, site_policy_view
 
 SPO_HINT = "Connect-SPOService -Url https://<tenant>-admin.sharepoint.com"
 POLICY_TYPE = "Microsoft.Online.SharePoint.PowerShell.SPODataEncryptionPolicy"

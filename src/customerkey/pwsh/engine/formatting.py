@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from customerkey.pwsh.language.values import PSObject, number_text
-from customerkey.views import iso
+from customerkey.views.vault import iso
 
 ENUMERATION_LIMIT = 4
 _MISSING = object()

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from customerkey.errors import CustomerKeyError, Forbidden, PrincipalNotFound
+from customerkey.identity.tenants import TenantNotFound
 from customerkey.jobs.queue import Job
 from customerkey.pwsh.cmdlets.registry import (
     CmdletSpec,
@@ -62,7 +63,6 @@ from customerkey.pwsh.language.binding import (
 from customerkey.pwsh.language.lexer import ParseError
 from customerkey.pwsh.language.parser import parse
 from customerkey.pwsh.language.values import to_ps_string
-from customerkey.service.tenants import TenantNotFound
 from customerkey.vault.models import OPERATOR, Actor
 
 if TYPE_CHECKING:

@@ -25,6 +25,9 @@ This module owns the grammar; the character level (``Scanner``, ``ParseError``) 
 ``lexer``, the tree it builds in ``syntax``. The grammar is one recursive-descent class whose
 rules call each other (an argument may hold a parenthesized pipeline, a string a
 subexpression), so it stays whole rather than being cut between mutually recursive rules.
+
+Length: one recursive-descent grammar; its productions call each other, so splitting them across
+modules would only add indirection (the lexer and the tree already live apart).
 """
 
 from __future__ import annotations

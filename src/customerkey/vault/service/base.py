@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from sqlalchemy.orm import Session
 
-from customerkey.audit import AuditLog
+from customerkey.audit.log import AuditLog
 from customerkey.clock import Clock
 from customerkey.crypto.rsa import private_key_from_der
 from customerkey.errors import Forbidden, KeyNotFound, VaultNotFound

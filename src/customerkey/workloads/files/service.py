@@ -32,6 +32,9 @@ paths, sizes and wrapped keys; never content.
 Deleting a file moves it to the site's recycle bin (restorable); purging the recycle bin
 destroys its chunk keys and blobs. The data purge path (two tenant admins, vault access
 revoked first) destroys every TIK generation, site key and chunk key of the tenant.
+
+Length: not split yet. The seams are the banner comments (status, register/roll, purge, sites,
+files); the split behind this facade is the remaining step of the architecture issue (15).
 """
 
 from __future__ import annotations
@@ -48,9 +51,10 @@ from urllib.parse import urlsplit
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from customerkey.audit import AuditLog
+from customerkey.audit.log import AuditLog
 from customerkey.clock import Clock
 from customerkey.crypto.aead import DEFAULT_SEGMENT_SIZE, open_stream, seal_stream
+from customerkey.crypto.sealing import MasterSealer
 from customerkey.crypto.wrap import aes_kwp_unwrap, aes_kwp_wrap
 from customerkey.errors import (
     BadParameter,
@@ -61,17 +65,16 @@ from customerkey.errors import (
     NotFound,
 )
 from customerkey.identity import authorize as authz
+from customerkey.identity.workload_principals import SHAREPOINT
 from customerkey.jobs.queue import Job, JobQueue
 from customerkey.jobs.registry import payload_dict, payload_of
 from customerkey.jobs.worker import Handler, JobContext, PermanentJobError
 from customerkey.keyprovider.base import KeyUri
 from customerkey.keys.containers import ContainerKeys, ContainerKeyTable
+from customerkey.keys.deps import PolicyService
 from customerkey.keys.purge import PurgeSteps, run_purge
+from customerkey.keys.purge_approval import approving_actor
 from customerkey.rng import Rng
-from customerkey.service.policies import PolicyService
-from customerkey.service.purge_approval import approving_actor
-from customerkey.service.sealing import MasterSealer
-from customerkey.service.workloads import SHAREPOINT
 from customerkey.storage.blobs import LocalBlobStore
 from customerkey.storage.database import Database
 from customerkey.storage.models import (

@@ -10,6 +10,9 @@ Changing a mailbox's DEP when it holds content (or ``$null``, back to service-ma
 makes a new mailbox key that new writes use at once, and a ``mailbox-rekey`` job that
 re-encrypts every item under it and then destroys the old key. Items are always read under
 whichever key seals them, so the mailbox stays readable throughout.
+
+Length: not split yet. The seams are the banner comments (recipients, content, re-key, refresh,
+purge); the split behind this facade is the remaining step of the architecture issue (15).
 """
 
 from __future__ import annotations
@@ -25,20 +28,20 @@ from pathlib import Path
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
-from customerkey.audit import AuditLog
+from customerkey.audit.log import AuditLog
 from customerkey.clock import Clock
 from customerkey.crypto.aead import open_stream, seal, seal_stream
+from customerkey.crypto.sealing import MasterSealer
 from customerkey.errors import BadParameter, Conflict, Forbidden, NotFound
 from customerkey.identity import authorize as authz
 from customerkey.jobs.queue import Job, JobFailed, JobQueue, pid_alive
 from customerkey.jobs.registry import payload_dict, payload_of
 from customerkey.jobs.worker import Handler, JobContext, PermanentJobError, Worker
 from customerkey.keys.containers import ContainerKeyDestroyed, ContainerKeys, ContainerKeyTable
+from customerkey.keys.deps import PolicyService
 from customerkey.keys.purge import PurgeSteps, run_purge
+from customerkey.keys.purge_approval import approving_actor
 from customerkey.rng import Rng
-from customerkey.service.policies import PolicyService
-from customerkey.service.purge_approval import approving_actor
-from customerkey.service.sealing import MasterSealer
 from customerkey.storage.blobs import LocalBlobStore
 from customerkey.storage.database import Database
 from customerkey.storage.models import (

@@ -8,7 +8,7 @@ from typing import Any
 
 from customerkey.keyprovider.base import KeyUri
 from customerkey.keys.usage import GenerationUsage
-from customerkey.views import iso
+from customerkey.views.vault import iso
 from customerkey.workloads.files.service import (
     FileInfo,
     FilesPolicyStatus,

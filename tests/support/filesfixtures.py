@@ -10,8 +10,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from customerkey.identity.workload_principals import SHAREPOINT
 from customerkey.runtime import Runtime
-from customerkey.service.workloads import SHAREPOINT
 from customerkey.vault.models import OPERATOR
 
 TENANT = "contoso"

@@ -46,7 +46,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.integration.remote_vaults import Cloud
+from tests.support.remote_vaults import Cloud
 
 UPSTREAM_HOST = "127.0.0.2"
 MODES = (

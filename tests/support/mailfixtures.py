@@ -8,8 +8,8 @@ import mailbox
 from dataclasses import dataclass
 from pathlib import Path
 
+from customerkey.identity.workload_principals import EXCHANGE
 from customerkey.runtime import Runtime
-from customerkey.service.workloads import EXCHANGE
 from customerkey.vault.models import OPERATOR
 
 TENANT = "contoso"

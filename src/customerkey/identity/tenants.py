@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from customerkey.actor import PLATFORM_TENANT, Actor
-from customerkey.audit import AuditLog
+from customerkey.audit.log import AuditLog
 from customerkey.clock import Clock
 from customerkey.errors import BadParameter, Conflict, Forbidden, NotFound
 from customerkey.identity import authorize as authz

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from customerkey.identity.tenants import Tenant
 from customerkey.jobs.queue import Job
+from customerkey.keys.deps import DataEncryptionPolicy
 from customerkey.keys.usage import GenerationUsage
-from customerkey.service.policies import DataEncryptionPolicy
-from customerkey.service.tenants import Tenant
-from customerkey.views import iso
+from customerkey.views.vault import iso
 from customerkey.workloads.mail.service import Mailbox, MailboxStatistics, MailItem
 
 

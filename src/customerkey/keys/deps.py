@@ -11,6 +11,10 @@ a wrong key is caught.
 
 Vault calls never happen inside a database transaction: the in-process vault opens its own,
 and on SQLite a second writer would wait on the first.
+
+Length: DEPs and their generations share one lifecycle (create, refresh, roll, retire, purge
+request, unwrap with the availability-key rules); the next split is generations into their own
+module.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from customerkey.audit import AuditLog
+from customerkey.audit.log import AuditLog
 from customerkey.clock import Clock
 from customerkey.crypto.key_check import key_check_value
+from customerkey.crypto.sealing import MasterSealer
 from customerkey.crypto.wrap import aes_kwp_unwrap, aes_kwp_wrap
 from customerkey.errors import (
     BadParameter,
@@ -38,16 +43,15 @@ from customerkey.errors import (
 )
 from customerkey.identity import authorize as authz
 from customerkey.keyprovider.base import KeyProvider, KeyUri, RootKeyProperties
-from customerkey.rng import Rng
-from customerkey.service.dep_keys import (
+from customerkey.keys.cache import DepKeyCache
+from customerkey.keys.resolver import (
     FALLBACK_ACTIVITY,
     DepKeyResolver,
     FallbackEvent,
     WrappedDepKey,
     key_mismatch,
 )
-from customerkey.service.key_cache import DepKeyCache
-from customerkey.service.sealing import MasterSealer
+from customerkey.rng import Rng
 from customerkey.storage.database import Database
 from customerkey.storage.models import GenerationRow, PolicyRow, TenantRow
 from customerkey.vault.models import Actor

@@ -32,14 +32,14 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
-from customerkey.audit import AuditLog
+from customerkey.actor import Actor
+from customerkey.audit.log import AuditLog
 from customerkey.clock import Clock
 from customerkey.errors import Forbidden
 from customerkey.identity import authorize as authz
 from customerkey.jobs.queue import pid_alive
 from customerkey.storage.blobs import BlobInfo, LocalBlobStore
 from customerkey.storage.database import Database
-from customerkey.vault.models import Actor
 
 AUDIT_OPERATION = "BlobSweep"
 DEFAULT_GRACE = timedelta(hours=1)

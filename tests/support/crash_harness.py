@@ -59,7 +59,7 @@ from customerkey.storage.models import (
     WorkerRow,
 )
 from customerkey.vault.models import OPERATOR
-from tests.integration.mailfixtures import TENANT, write_mbox
+from tests.support.mailfixtures import TENANT, write_mbox
 
 SEED_ENV = "CUSTOMERKEY_CRASH_SEED"
 # The crash tests' kill counts are multiplied by this (CI: 1; the full form: 3 or more).

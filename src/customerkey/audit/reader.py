@@ -16,7 +16,7 @@ from __future__ import annotations
 from sqlalchemy import or_, select
 
 from customerkey.actor import Actor
-from customerkey.audit import AuditLog, AuditRecord, AuditVerification
+from customerkey.audit.log import AuditLog, AuditRecord, AuditVerification
 from customerkey.errors import BadParameter, Forbidden
 from customerkey.identity import authorize as authz
 from customerkey.storage.database import Database

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from customerkey.actor import Actor
 from customerkey.errors import Forbidden
 from customerkey.identity import authorize as authz
-from customerkey.service.principals import _principal
+from customerkey.identity.directory import _principal
 from customerkey.storage.repositories import PrincipalRepository
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from customerkey.audit import AuditRecord
-from customerkey.service.principals import Principal
+from customerkey.audit.log import AuditRecord
+from customerkey.identity.directory import Principal
 from customerkey.vault.models import (
     DeletedKeyBundle,
     KeyBundle,

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from customerkey.crypto.key_check import DEP_KEY_BYTES, key_check_matches
 from customerkey.errors import DecryptionFailed, KeyAccessDenied, KeyProviderUnavailable
 from customerkey.keyprovider.base import KeyProvider, KeyUri
+from customerkey.keys.cache import DepKeyCache
 from customerkey.rng import Rng
-from customerkey.service.key_cache import DepKeyCache
 
 FALLBACK_ACTIVITY = "Fallback to Availability Key"
 

@@ -30,13 +30,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from customerkey.actor import OPERATOR, Actor
-from customerkey.audit import AuditLog
+from customerkey.audit.log import AuditLog
 from customerkey.clock import Clock
 from customerkey.crypto.secret_hash import hash_secret, new_client_secret, verify_secret
 from customerkey.errors import BadParameter, Conflict, Forbidden, PrincipalNotFound, Unauthorized
 from customerkey.identity import authorize as authz
+from customerkey.identity.workload_principals import WORKLOAD_PRINCIPALS
 from customerkey.rng import Rng
-from customerkey.service.workloads import WORKLOAD_PRINCIPALS
 from customerkey.storage.database import Database
 from customerkey.storage.models import PrincipalRow, TenantRow
 from customerkey.storage.repositories import PrincipalRepository

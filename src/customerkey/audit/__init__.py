@@ -1,0 +1,2 @@
+"""The audit log: the hash-chained writer (``log``) and the reader with its visibility
+rules (``reader``)."""

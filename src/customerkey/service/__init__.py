@@ -1,1 +1,0 @@
-"""The service: the provider's side (principals, tenants, policies, key cache, purge path)."""

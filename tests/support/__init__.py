@@ -1,0 +1,1 @@
+"""Shared test support: harnesses, fixtures and helpers imported by test modules (no tests)."""
