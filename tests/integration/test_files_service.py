@@ -567,7 +567,7 @@ def test_a_roll_that_fails_is_reported_blocks_other_rolls_and_resumes(rt: Runtim
     stalled = status(rt)
     assert stalled.state == "Rolling" and stalled.percent_complete == 0.0
     assert stalled.last_error is not None and "refused access" in stalled.last_error
-    with pytest.raises(Conflict, match="files resume"):
+    with pytest.raises(Conflict, match="resume it to finish it"):
         rt.files.roll(OPERATOR, TENANT, "secondary", URI_C)
     rt.vault.set_access_policy(OPERATOR, VAULT_A, SHAREPOINT.app_id, GRANT)
     rt.vault.set_access_policy(OPERATOR, VAULT_B, SHAREPOINT.app_id, GRANT)

@@ -179,7 +179,8 @@ def _refuse_if_protecting(
     if protecting:
         what = f"version {version}" if version else f"key {name}"
         raise BadParameter(
-            f"{doing} {what} would remove a root key that still protects data: {protecting}"
+            f"{doing} {what} would remove a root key that still protects data: {protecting} "
+            "('customerkey dep refresh'), or pass --force."
         )
 
 

@@ -90,3 +90,15 @@ def run_one_here(worker: Worker) -> bool:
         return worker.run_one() is not None
     finally:
         worker.retire()
+
+
+def run_job_here(worker: Worker, job_id: str) -> Job | None:
+    """Run the job ``job_id`` here and now, after taking back the jobs of this host's dead
+    workers (a killed run of the same job resumes here), registered as a worker meanwhile.
+    None when another live worker holds it."""
+    worker.release_dead_workers()
+    worker.announce()
+    try:
+        return worker.run_job(job_id)
+    finally:
+        worker.retire()

@@ -163,8 +163,8 @@ class KeyUsageService:
         return (
             "; ".join(lines)
             + ". Without it that content is readable only through the policy's other root key "
-            "(and unreadable if that one is lost too). Run 'customerkey dep refresh' first, or "
-            "pass --force."
+            "(and unreadable if that one is lost too). Refresh the policy onto a newer version "
+            "first."
         )
 
     def policy_generations(self, policy_id: str) -> list[GenerationUsage]:

@@ -701,8 +701,8 @@ class FilesService:
         status = self._status(session, tenant)
         if status.policy_id is None:
             raise Conflict(
-                f"Tenant '{tenant}' has no files data encryption policy registered; run "
-                "'customerkey files register' first."
+                f"Tenant '{tenant}' has no files data encryption policy registered; register "
+                "one first."
             )
         if status.state in ("PurgeRequested", "Purging"):
             raise Conflict(
@@ -719,11 +719,11 @@ class FilesService:
             if active:
                 return (
                     f"{what} is still in progress (job {status.job_id}, {percent}); wait for "
-                    "State Registered ('customerkey files status') before rolling a key."
+                    "State Registered before rolling a key."
                 )
             return (
                 f"{what} did not finish (job {status.job_id}, {percent}: {status.last_error}); "
-                "run 'customerkey files resume' to finish it first."
+                "resume it to finish it first."
             )
         what = (
             f"A key roll is already in progress for tenant '{status.tenant}': job "
@@ -731,13 +731,10 @@ class FilesService:
             f"{status.roll_key_uri or 'new keys'} ({percent})"
         )
         if active:
-            return (
-                f"{what}. SharePoint allows only one key roll at a time; wait for it to finish "
-                "('customerkey files status')."
-            )
+            return f"{what}. SharePoint allows only one key roll at a time; wait for it to finish."
         return (
             f"{what} and stopped before finishing ({status.last_error}). Only one key roll may "
-            "be in progress; run 'customerkey files resume' to finish it first."
+            "be in progress; resume it to finish it first."
         )
 
     # ------------------------------------------------------------------ register / roll
@@ -764,8 +761,8 @@ class FilesService:
                 raise Conflict(
                     f"Tenant '{tenant_id}' already has a files data encryption policy (State "
                     f"{status.state}, primary key {status.primary_key_uri}, secondary key "
-                    f"{status.secondary_key_uri}); one is allowed per tenant. Use 'customerkey "
-                    "files roll' to change a key."
+                    f"{status.secondary_key_uri}); one is allowed per tenant. Roll a key to change "
+                    "it."
                 )
         policy = self.policies.create(
             actor,

@@ -36,6 +36,7 @@ from customerkey.errors import BadParameter, Conflict, Forbidden, NotFound
 from customerkey.identity import authorize as authz
 from customerkey.jobs.queue import Job, JobFailed, JobQueue, pid_alive
 from customerkey.jobs.registry import payload_dict, payload_of
+from customerkey.jobs.runner import run_job_here
 from customerkey.jobs.worker import Handler, JobContext, PermanentJobError, Worker
 from customerkey.keys.containers import ContainerKeyDestroyed, ContainerKeys, ContainerKeyTable
 from customerkey.keys.deps import PolicyService
@@ -566,8 +567,8 @@ class MailService:
                 return self.jobs.get(active.id)
             raise Conflict(
                 f"An import into '{upn}' is in progress (job {active.id}, from "
-                f"{active.payload.get('path')}); wait for it with 'customerkey jobs wait "
-                f"{active.id}' before starting another."
+                f"{active.payload.get('path')}); wait for it to finish before starting "
+                "another."
             )
         last = self.jobs.latest_for(mailbox_id, IMPORT_JOB)
         if (
@@ -624,12 +625,7 @@ class MailService:
                 else None
             ),
         )
-        worker.release_dead_workers()  # an import whose process was killed resumes here
-        worker.announce()
-        try:
-            ended = worker.run_job(job.id)
-        finally:
-            worker.retire()
+        ended = run_job_here(worker, job.id)  # a killed run of this import resumes here
         if ended is None:
             raise Conflict(f"Import job {job.id} is being run by another worker.")
         return self.import_result(ended)
