@@ -39,7 +39,8 @@ from typing import Any, BinaryIO
 from bench._common import DEP_NAME, MAIL_DOMAIN, TENANT, Row, open_runtime, setup_dep, temp_dir
 from customerkey.vault.models import OPERATOR
 from customerkey.workloads.mail import formats
-from customerkey.workloads.mail import service as mail_service
+from customerkey.workloads.mail import imports as mail_imports
+from customerkey.workloads.mail import items as mail_items
 
 NAME = "mail_import"
 TITLE = "mbox import into a DEP-protected mailbox, and export"
@@ -188,13 +189,14 @@ def encryption_off() -> Iterator[None]:
         shutil.copyfileobj(src, dst, 1 << 20)
         return 0
 
-    saved = (mail_service.seal, mail_service.open_stream)
-    mail_service.seal = seal  # type: ignore[assignment]
-    mail_service.open_stream = open_stream  # type: ignore[assignment]
+    # Where the import seals and the reads open (workloads/mail/imports.py and items.py).
+    saved = (mail_imports.seal, mail_items.open_stream)
+    mail_imports.seal = seal  # type: ignore[assignment]
+    mail_items.open_stream = open_stream  # type: ignore[assignment]
     try:
         yield
     finally:
-        mail_service.seal, mail_service.open_stream = saved  # type: ignore[assignment]
+        mail_imports.seal, mail_items.open_stream = saved  # type: ignore[assignment]
 
 
 def _digests(path: Path) -> list[bytes]:

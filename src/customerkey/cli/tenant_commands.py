@@ -35,7 +35,7 @@ def tenant_show(ctx: typer.Context, name: str) -> None:
 def tenant_list(ctx: typer.Context) -> None:
     c = cli_context(ctx)
     emit_list(
-        [tenant_view(t) for t in c.runtime.tenants.list()],
+        [tenant_view(t) for t in c.runtime.tenants.visible(c.actor)],
         ["Name", "DisplayName", "MailDomain"],
         as_json=c.as_json,
     )

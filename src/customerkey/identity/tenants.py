@@ -5,6 +5,7 @@ reserved, and a domain already used by another tenant's users cannot be verified
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -111,3 +112,12 @@ class TenantService:
     def list(self) -> list[Tenant]:
         with self.db.transaction() as session:
             return [_tenant(r) for r in session.scalars(select(TenantRow).order_by(TenantRow.id))]
+
+    def visible(self, actor: Actor) -> Sequence[Tenant]:
+        """The tenants ``actor`` may read: every one for the operator, its own for a tenant's
+        admins and purge approvers, none for anyone else."""
+        return [
+            t
+            for t in self.list()
+            if authz.allowed(actor, authz.Action.TENANT_READ, authz.Tenant(t.id))
+        ]

@@ -12,7 +12,6 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict
 
 from customerkey.api.deps import admin_actor, api
-from customerkey.identity import authorize as authz
 from customerkey.vault.models import Actor
 from customerkey.views.mail import tenant_view
 
@@ -31,11 +30,7 @@ class TenantBody(_Body):
 
 @router.get("/tenants")
 def list_tenants(request: Request, actor: Actor = Depends(admin_actor)) -> dict[str, Any]:
-    tenants = api(request).runtime.tenants.list()
-    visible = [
-        t for t in tenants if authz.allowed(actor, authz.Action.TENANT_READ, authz.Tenant(t.id))
-    ]
-    return {"value": [tenant_view(t) for t in visible]}
+    return {"value": [tenant_view(t) for t in api(request).runtime.tenants.visible(actor)]}
 
 
 @router.post("/tenants", status_code=201)
