@@ -5,20 +5,84 @@ admin's. Here the approver is a principal of the policy's tenant, other than the
 holding the ``purge-approver`` role (which only the platform operator grants) since before
 the request was made; the rule itself is ``identity.authorize`` (``Action.PURGE_APPROVE``).
 The approver signs as itself, or the local operator signs on its behalf (impersonation,
-audited as "operator as <approver>").
+audited as "operator as <approver>"). ``queue_purge`` is the approval every workload makes:
+check the signature, mark the policy purging and queue the workload's purge job, in the
+caller's transaction, with one audit record.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.orm import Session
 
 from customerkey.actor import Actor
-from customerkey.errors import Forbidden
+from customerkey.audit.log import AuditLog
+from customerkey.clock import Clock
+from customerkey.errors import Conflict, Forbidden
 from customerkey.identity import authorize as authz
 from customerkey.identity.directory import _principal
+from customerkey.jobs.queue import Job, JobQueue
+from customerkey.jobs.registry import payload_dict
+from customerkey.storage.models import PolicyRow
 from customerkey.storage.repositories import PrincipalRepository
+
+
+@dataclass(frozen=True)
+class PurgePayload:
+    """The payload of every workload's purge job: who signed it off."""
+
+    approver: str
+
+
+def queue_purge(
+    session: Session,
+    actor: Actor,
+    approver: str | None,
+    policy: PolicyRow,
+    *,
+    job_kind: str,
+    jobs: JobQueue,
+    audit: AuditLog,
+    clock: Clock,
+    operation: str,
+    details: Mapping[str, object],
+    already_running: str,
+) -> Job:
+    """Approve the requested purge of ``policy`` (its row, in the caller's transaction): the
+    second signature, the policy marked purging, the purge job queued, one audit record."""
+    signer = approving_actor(
+        session,
+        actor,
+        approver,
+        tenant=policy.tenant_id,
+        requested_by_id=policy.purge_requested_by_id,
+        requested_by_name=policy.purge_requested_by,
+        requested_at=policy.purge_requested_at,
+    )
+    if jobs.active_for(session, job_kind, policy.id) is not None:
+        raise Conflict(already_running)
+    policy.state = "purging"
+    policy.updated_at = clock.now()
+    job = jobs.enqueue(
+        session,
+        job_kind,
+        policy.id,
+        created_by=signer,
+        payload=payload_dict(PurgePayload(approver=signer.principal_id)),
+    )
+    audit.append(
+        session,
+        principal=signer.audit_name,
+        operation=operation,
+        request_id=actor.request_id,
+        details={**details, "policy": policy.id, "approver": signer.principal_id, "job": job.id},
+        tenant=policy.tenant_id,
+        actor_id=signer.object_id or None,
+    )
+    return job
 
 
 def approving_actor(

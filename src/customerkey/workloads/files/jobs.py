@@ -21,10 +21,3 @@ class RewrapPayload:
     key_type: str | None = None
     key_uri: str | None = None
     recovery: bool = False
-
-
-@dataclass(frozen=True)
-class PurgePayload:
-    """Destroy the tenant's sites and the files policy's keys; ``approver`` signed it off."""
-
-    approver: str

@@ -10,14 +10,13 @@ from sqlalchemy.orm import Session
 from customerkey.errors import Conflict
 from customerkey.identity.workload_principals import SHAREPOINT
 from customerkey.jobs.queue import Job
-from customerkey.jobs.registry import payload_dict
 from customerkey.jobs.worker import JobContext
 from customerkey.keys.purge import PurgeSteps, run_purge
-from customerkey.keys.purge_approval import approving_actor
+from customerkey.keys.purge_approval import queue_purge
 from customerkey.storage.models import FileRow, PolicyRow, SiteKeyRow, SiteRow
 from customerkey.vault.models import Actor
 from customerkey.workloads.files import blobs as blob_names
-from customerkey.workloads.files.jobs import PURGE_JOB, PurgePayload
+from customerkey.workloads.files.jobs import PURGE_JOB
 from customerkey.workloads.files.models import _ACTIVE, FILES_POLICY_NAME, FilesPolicyStatus
 from customerkey.workloads.files.status import StatusMixin
 
@@ -60,37 +59,19 @@ class PurgeMixin(StatusMixin):
                 raise Conflict(
                     f"Tenant '{tenant}' has no permanent data purge of its files requested."
                 )
-            signer = approving_actor(
+            return queue_purge(
                 session,
                 actor,
                 approver,
-                tenant=tenant,
-                requested_by_id=policy.purge_requested_by_id,
-                requested_by_name=policy.purge_requested_by,
-                requested_at=policy.purge_requested_at,
-            )
-            approver_id = signer.principal_id
-            if self.jobs.active_for(session, PURGE_JOB, policy.id) is not None:
-                raise Conflict("The purge of this tenant's files is already running.")
-            policy.state = "purging"
-            policy.updated_at = self._clock.now()
-            job = self.jobs.enqueue(
-                session,
-                PURGE_JOB,
-                policy.id,
-                created_by=signer,
-                payload=payload_dict(PurgePayload(approver=approver_id)),
-            )
-            self._audit.append(
-                session,
-                principal=signer.audit_name,
+                policy,
+                job_kind=PURGE_JOB,
+                jobs=self.jobs,
+                audit=self._audit,
+                clock=self._clock,
                 operation="SPODataEncryptionPolicyPurgeApproved",
-                request_id=actor.request_id,
-                details={"tenant": tenant, "policy": policy.id, "approver": approver_id},
-                tenant=tenant,
-                actor_id=signer.object_id or None,
+                details={"tenant": tenant},
+                already_running="The purge of this tenant's files is already running.",
             )
-            return job
 
     def run_purge(self, job: Job, context: JobContext) -> None:
         """Destroy every site of the tenant (chunk keys, versions, files, site keys, blobs), one

@@ -35,10 +35,3 @@ class RefreshPayload:
     """Re-wrap the target DEP's mailbox keys onto generation ``generation_id``."""
 
     generation_id: str
-
-
-@dataclass(frozen=True)
-class PurgePayload:
-    """Destroy the target DEP's keys and content; ``approver`` signed it off."""
-
-    approver: str

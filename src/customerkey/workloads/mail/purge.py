@@ -8,15 +8,14 @@ from sqlalchemy.orm import Session
 
 from customerkey.errors import Conflict
 from customerkey.jobs.queue import Job
-from customerkey.jobs.registry import payload_dict
 from customerkey.jobs.worker import JobContext
 from customerkey.keys.purge import PurgeSteps, run_purge
-from customerkey.keys.purge_approval import approving_actor
+from customerkey.keys.purge_approval import queue_purge
 from customerkey.storage.models import MailboxKeyRow, MailboxRow, MailItemRow, PolicyRow
 from customerkey.vault.models import Actor
 from customerkey.workloads.mail import blobs as blob_names
 from customerkey.workloads.mail.base import MailServiceBase
-from customerkey.workloads.mail.jobs import PURGE_JOB, PurgePayload
+from customerkey.workloads.mail.jobs import PURGE_JOB
 
 
 class PurgeMixin(MailServiceBase):
@@ -32,41 +31,21 @@ class PurgeMixin(MailServiceBase):
                 f"{policy.state})."
             )
         with self.db.transaction() as session:
-            requested = session.get(PolicyRow, policy.id)
-            assert requested is not None
-            signer = approving_actor(
+            row = session.get(PolicyRow, policy.id)
+            assert row is not None
+            return queue_purge(
                 session,
                 actor,
                 approver,
-                tenant=tenant,
-                requested_by_id=requested.purge_requested_by_id,
-                requested_by_name=requested.purge_requested_by,
-                requested_at=requested.purge_requested_at,
-            )
-            approver_id = signer.principal_id
-            if self.jobs.active_for(session, PURGE_JOB, policy.id) is not None:
-                raise Conflict("The purge of this policy is already running.")
-            row = session.get(PolicyRow, policy.id)
-            assert row is not None
-            row.state = "purging"
-            row.updated_at = self._clock.now()
-            job = self.jobs.enqueue(
-                session,
-                PURGE_JOB,
-                policy.id,
-                created_by=signer,
-                payload=payload_dict(PurgePayload(approver=approver_id)),
-            )
-            self._audit.append(
-                session,
-                principal=signer.audit_name,
+                row,
+                job_kind=PURGE_JOB,
+                jobs=self.jobs,
+                audit=self._audit,
+                clock=self._clock,
                 operation="DataEncryptionPolicyPurgeApproved",
-                request_id=actor.request_id,
-                details={"policy": policy.id, "approver": approver_id, "job": job.id},
-                tenant=tenant,
-                actor_id=signer.object_id or None,
+                details={},
+                already_running="The purge of this policy is already running.",
             )
-            return job
 
     def run_purge(self, job: Job, context: JobContext) -> None:
         """Destroy every mailbox key, mailbox and blob of the DEP, then every generation and
