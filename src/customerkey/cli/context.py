@@ -9,9 +9,19 @@ from pathlib import Path
 import typer
 
 from customerkey.config import Settings
-from customerkey.errors import BadParameter
+from customerkey.errors import BadParameter, NotFound
+from customerkey.home import Home
 from customerkey.runtime import Runtime
 from customerkey.vault.models import OPERATOR, Actor
+
+
+class NoInstallation(NotFound):
+    code = "NoInstallation"
+
+
+# The commands that may create an installation in a folder that holds none; every other
+# command refuses such a folder, so a mistyped --home cannot start an empty installation.
+CREATING_COMMANDS = frozenset({"init", "serve", "demo"})
 
 
 @dataclass
@@ -19,6 +29,7 @@ class CliContext:
     home: Path | None = None
     as_json: bool = False
     acting_as: str | None = None
+    may_create: bool = False
     _runtime: Runtime | None = field(default=None, repr=False)
 
     def settings(self) -> Settings:
@@ -27,7 +38,13 @@ class CliContext:
     @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
-            self._runtime = Runtime.open(self.settings())
+            settings = self.settings()
+            if not self.may_create and not Home(settings.home).exists():
+                raise NoInstallation(
+                    f"No installation at {settings.home}; run 'customerkey init' to create one "
+                    "(or check --home / CUSTOMERKEY_HOME)."
+                )
+            self._runtime = Runtime.open(settings)
         return self._runtime
 
     @property

@@ -32,7 +32,7 @@ from customerkey.cli import (
     tenant_commands,
     vault_commands,
 )
-from customerkey.cli.context import CliContext, cli_context
+from customerkey.cli.context import CREATING_COMMANDS, CliContext, cli_context
 from customerkey.cli.output import console, emit_object, err_console
 from customerkey.errors import CustomerKeyError
 from customerkey.home import Home
@@ -81,7 +81,12 @@ def root(
     ),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True),
 ) -> None:
-    ctx.obj = CliContext(home=home, as_json=as_json, acting_as=acting_as)
+    ctx.obj = CliContext(
+        home=home,
+        as_json=as_json,
+        acting_as=acting_as,
+        may_create=ctx.invoked_subcommand in CREATING_COMMANDS,
+    )
     ctx.call_on_close(ctx.obj.close)
 
 
