@@ -73,6 +73,16 @@ class LocalBlobStore:
         self.root = root
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
 
+    def _make_folders(self, folder: Path) -> None:
+        """Create ``folder`` and every missing folder between it and the root, each 0700
+        (``mkdir(parents=True)`` would give the intermediate ones the umask's 0755)."""
+        missing = []
+        while folder != self.root and not folder.is_dir():
+            missing.append(folder)
+            folder = folder.parent
+        for path in reversed(missing):
+            path.mkdir(exist_ok=True, mode=0o700)
+
     def _path(self, name: str) -> Path:
         if not _NAME.match(name) or ".." in name.split("/"):
             raise ValueError(f"unsafe blob name {name!r}")
@@ -81,7 +91,7 @@ class LocalBlobStore:
     def write(self, name: str, fill: Callable[[BinaryIO], object]) -> int:
         """Create or replace blob ``name`` with what ``fill`` writes; returns its size."""
         path = self._path(name)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._make_folders(path.parent)
         tmp = path.with_name(temp_name(path.name, os.getpid()))
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:

@@ -56,12 +56,22 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def _private_database_file(path: Path) -> None:
+    """Create the SQLite file 0600 before SQLite opens it (its -wal and -shm files take the
+    database file's mode), and bring an older, wider file and its companions back to 0600."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for companion in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(companion, 0o600)
+
+
 def create_db_engine(url: str, **kwargs: Any) -> Engine:
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _private_database_file(Path(parsed.database))
         if "poolclass" not in kwargs and parsed.database and parsed.database != ":memory:":
             # Read transactions run side by side (WAL), one per request thread: a pool smaller
             # than the server's concurrency closes and reopens connections (each open runs
