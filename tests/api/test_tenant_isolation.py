@@ -234,15 +234,28 @@ def test_no_principal_of_another_tenant_can_open_a_mailbox(w: World) -> None:
     assert result.returncode != 0 and "not a verified domain" in result.stderr
 
     # The owner opens its mailbox (as itself, through the operator's --as); a principal of
-    # another tenant, admin or not, does not.
+    # another tenant, admin or not, does not, and cannot tell it from a missing one (issue
+    # 17.17: a 403 here and a 404 for a missing mailbox told which ones exist elsewhere).
     stats = w.cli_as("alice@contoso.com", "--json", "mailbox", "stats", "alice@contoso.com")
     assert json.loads(stats.stdout)["ItemCount"] == 1
     for intruder in ("bob@fabrikam.com", "admin@fabrikam.com"):
-        refused = w.cli_as(intruder, "mailbox", "stats", "alice@contoso.com", check=False)
-        assert refused.returncode != 0 and "Forbidden" in refused.stderr
+        for probe in ("alice@contoso.com", "nobody@contoso.com"):
+            refused = w.cli_as(intruder, "mailbox", "stats", probe, check=False)
+            assert refused.returncode != 0 and "MailboxNotFound" in refused.stderr
     fabrikam = w.token("admin@fabrikam.com", "fabrikam")
-    items = w.admin_api(fabrikam, "GET", "/mailboxes/alice@contoso.com/items")
-    assert items.status_code == 403, items.text
+    answers = {
+        probe: w.admin_api(fabrikam, "GET", f"/mailboxes/{probe}/items")
+        for probe in ("alice@contoso.com", "nobody@contoso.com")
+    }
+    assert {p: r.status_code for p, r in answers.items()} == {p: 404 for p in answers}
+    codes = {r.json()["error"]["code"] for r in answers.values()}
+    assert codes == {"MailboxNotFound"}
+    # nor can an alias of another tenant's mailbox be used to reach it, even when unique
+    alias = w.admin_api(fabrikam, "GET", "/mailboxes/alice/items")
+    assert alias.status_code == 404 and alias.json()["error"]["code"] == "MailboxNotFound"
+    # while the owner reaches it by that alias
+    owner = w.cli_as("alice@contoso.com", "--json", "mailbox", "stats", "alice")
+    assert json.loads(owner.stdout)["ItemCount"] == 1
 
 
 # -------------------------------------------------------------------- 3. backups across tenants

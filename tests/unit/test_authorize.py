@@ -76,6 +76,13 @@ ADMINS = ALWAYS | {"admin"}
         ),
         (Action.VAULT_CREATE, authz.Tenant(FABRIKAM), ALWAYS | {"other_admin"}),
         (Action.VAULT_CREATE, authz.Tenant(PLATFORM_TENANT), ALWAYS),
+        (
+            Action.TENANT_LOOKUP,
+            authz.Tenant(CONTOSO),
+            ALWAYS | {"admin", "user", "service", "approver"},
+        ),
+        (Action.TENANT_LOOKUP, authz.Tenant(FABRIKAM), ALWAYS | {"other_admin"}),
+        (Action.TENANT_LOOKUP, authz.Tenant(PLATFORM_TENANT), ALWAYS),
         (Action.VAULT_MANAGE, authz.Vault(CONTOSO), ADMINS),
         (Action.VAULT_MANAGE, authz.Vault(FABRIKAM), ALWAYS | {"other_admin"}),
         # holding a grant lets one read a vault, not manage it

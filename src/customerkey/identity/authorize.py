@@ -41,6 +41,7 @@ OPERATOR_GRANTED_ROLES = frozenset({"operator", "purge-approver"})
 class Action(StrEnum):
     PLATFORM_OPERATE = "platform.operate"  # scheduler, sweeps, every job, tenants
     TENANT_READ = "tenant.read"
+    TENANT_LOOKUP = "tenant.lookup"  # learn that a named object (a mailbox) exists in it
     TENANT_ADMINISTER = "tenant.administer"  # DEPs, mailboxes, sites, files policies, jobs
     PRINCIPAL_READ = "principal.read"
     PRINCIPAL_MANAGE = "principal.manage"  # create, disable, enable, delete, reset secret
@@ -142,6 +143,10 @@ def _admin_of(actor: Actor, tenant: str) -> bool:
     )
 
 
+def _member_of(actor: Actor, tenant: str) -> bool:
+    return tenant != PLATFORM_TENANT and actor.tenant == tenant and bool(actor.object_id)
+
+
 def _approver_of(actor: Actor, tenant: str) -> bool:
     return (
         tenant != PLATFORM_TENANT
@@ -167,10 +172,11 @@ def allowed(actor: Actor, action: Action, resource: Resource) -> bool:
             return _admin_of(actor, t) and not (b and action is Action.PRINCIPAL_MANAGE)
         case Action.ROLE_GRANT, RoleGrant(tenant=tenant, role=role):
             return _admin_of(actor, tenant) and role not in OPERATOR_GRANTED_ROLES
-        case Action.VAULT_CREATE, Tenant(id=tenant):
+        case Action.VAULT_CREATE | Action.TENANT_LOOKUP, Tenant(id=tenant):
             # Any principal of a tenant may create vaults in it (it gets a full access policy
-            # on them); managing them is its tenant admins'.
-            return tenant != PLATFORM_TENANT and actor.tenant == tenant and bool(actor.object_id)
+            # on them; managing them is its tenant admins'), and may learn which of its
+            # objects exist; nobody else may tell another tenant's objects from missing ones.
+            return _member_of(actor, tenant)
         case Action.VAULT_MANAGE, Vault(tenant=tenant):
             return _admin_of(actor, tenant)
         case Action.VAULT_READ, Vault(tenant=tenant, granted=granted):

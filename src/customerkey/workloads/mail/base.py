@@ -107,16 +107,24 @@ class MailServiceBase:
         raise Forbidden(f"'{actor.principal_id}' may not open mailbox '{row.upn}'.")
 
     @staticmethod
-    def _find(session: Session, identity: str) -> MailboxRow:
+    def _find(session: Session, actor: Actor, identity: str) -> MailboxRow:
+        """The mailbox ``identity`` names (UPN, id, or an alias unique among the tenants the
+        caller may look into). A mailbox of a tenant the caller may not look into is not
+        found, exactly as a missing one, so nobody can probe another tenant's mailboxes."""
+
+        def visible(row: MailboxRow) -> bool:
+            return authz.allowed(actor, authz.Action.TENANT_LOOKUP, authz.Tenant(row.tenant_id))
+
         ident = identity.strip().lower()
         row = session.scalar(select(MailboxRow).where(MailboxRow.upn == ident))
         if row is None:
             row = session.get(MailboxRow, ident)
         if row is None:
-            matches = list(session.scalars(select(MailboxRow).where(MailboxRow.alias == ident)))
+            aliased = session.scalars(select(MailboxRow).where(MailboxRow.alias == ident))
+            matches = [m for m in aliased if visible(m)]
             if len(matches) == 1:
                 row = matches[0]
-        if row is None or row.state in ("deleted", "purged"):
+        if row is None or row.state in ("deleted", "purged") or not visible(row):
             raise MailboxNotFound(f"The mailbox or mail user '{identity}' was not found.")
         return row
 

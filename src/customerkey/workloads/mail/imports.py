@@ -59,7 +59,7 @@ class ImportsMixin(MailServiceBase):
             raise BadParameter(f"{path} does not exist.")
         signature = formats.source_signature(path, fmt)
         with self.db.transaction() as session:
-            row = self._find(session, identity)
+            row = self._find(session, actor, identity)
             self._may_use(session, actor, row)
             self._current_key(session, row)
             upn, mailbox_id = row.upn, row.id
@@ -84,7 +84,7 @@ class ImportsMixin(MailServiceBase):
         # Counting reads the store once more, outside any transaction (it may be large).
         total = formats.count_messages(path, fmt) or 0
         with self.db.transaction() as session:
-            row = self._find(session, identity)
+            row = self._find(session, actor, identity)
             if self.jobs.active_for(session, IMPORT_JOB, mailbox_id) is not None:
                 raise Conflict(f"An import into '{upn}' has just been started by someone else.")
             return self.jobs.enqueue(

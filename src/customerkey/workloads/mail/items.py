@@ -27,7 +27,7 @@ class ItemsMixin(MailServiceBase):
     ) -> MailItem:
         """Deliver one message (the write path applications use)."""
         with self.db.transaction() as session:
-            row = self._find(session, identity)
+            row = self._find(session, actor, identity)
             self._may_use(session, actor, row)
             key_row = self._current_key(session, row)
             tenant, mailbox_id, key_id, key_seq = row.tenant_id, row.id, key_row.id, key_row.seq
@@ -88,7 +88,7 @@ class ItemsMixin(MailServiceBase):
         self, actor: Actor, identity: str, *, folder: str | None = None
     ) -> list[MailItem]:
         with self.db.transaction() as session:
-            row = self._find(session, identity)
+            row = self._find(session, actor, identity)
             self._may_use(session, actor, row)
             query = select(MailItemRow).where(MailItemRow.mailbox_id == row.id)
             if folder is not None:
@@ -134,7 +134,7 @@ class ItemsMixin(MailServiceBase):
 
     def read_item(self, actor: Actor, identity: str, item_ref: str) -> bytes:
         with self.db.transaction() as session:
-            row = self._find(session, identity)
+            row = self._find(session, actor, identity)
             self._may_use(session, actor, row)
             item = self._item(session, row, item_ref)
             key = session.get(MailboxKeyRow, item.key_id)
@@ -144,7 +144,7 @@ class ItemsMixin(MailServiceBase):
 
     def delete_item(self, actor: Actor, identity: str, item_ref: str) -> None:
         with self.db.transaction() as session:
-            row = self._find(session, identity)
+            row = self._find(session, actor, identity)
             self._may_use(session, actor, row)
             item = self._item(session, row, item_ref)
             blob = item.blob

@@ -81,7 +81,7 @@ class MailboxesMixin(MailServiceBase):
 
     def get(self, actor: Actor, identity: str) -> Mailbox:
         with self.db.transaction() as session:
-            row = self._find(session, identity)
+            row = self._find(session, actor, identity)
             self._may_use(session, actor, row)
             return self._view(session, row)
 
@@ -100,7 +100,7 @@ class MailboxesMixin(MailServiceBase):
 
     def statistics(self, actor: Actor, identity: str) -> MailboxStatistics:
         with self.db.transaction() as session:
-            row = self._find(session, identity)
+            row = self._find(session, actor, identity)
             self._may_use(session, actor, row)
             count, size = session.execute(
                 select(func.count(), func.coalesce(func.sum(MailItemRow.size), 0)).where(

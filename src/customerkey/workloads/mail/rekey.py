@@ -29,7 +29,7 @@ class RekeyMixin(MailServiceBase):
         """Assign a DEP (or None: service-managed keys). Returns the re-key job, if one was
         needed (the mailbox has content under another key)."""
         with self.db.transaction() as session:
-            row = self._find(session, identity)
+            row = self._find(session, actor, identity)
             self._may_manage(actor, row.tenant_id)
             tenant = row.tenant_id
         policy_id, generation_id = self._resolve_policy(tenant, policy)
@@ -39,7 +39,7 @@ class RekeyMixin(MailServiceBase):
         """New-MoveRequest: a new mailbox key under the mailbox's DEP's current generation
         (or the service key), all content re-encrypted, the old key destroyed."""
         with self.db.transaction() as session:
-            row = self._find(session, identity)
+            row = self._find(session, actor, identity)
             self._may_manage(actor, row.tenant_id)
             tenant, policy_id = row.tenant_id, row.policy_id
         generation_id = None
@@ -52,7 +52,7 @@ class RekeyMixin(MailServiceBase):
     def move_status(self, actor: Actor, identity: str) -> Job | None:
         """Get-MoveRequest: the newest re-key job of the mailbox."""
         with self.db.transaction() as session:
-            row = self._find(session, identity)
+            row = self._find(session, actor, identity)
             self._may_manage(actor, row.tenant_id)
             mailbox_id = row.id
         return self.jobs.latest_for(mailbox_id, REKEY_JOB)
@@ -68,7 +68,7 @@ class RekeyMixin(MailServiceBase):
         always: bool = False,
     ) -> Job | None:
         with self.db.transaction() as session:
-            row = self._find(session, identity)
+            row = self._find(session, actor, identity)
             if self.jobs.active_for(session, REKEY_JOB, row.id) is not None:
                 raise Conflict(
                     f"Mailbox '{row.upn}' is being re-encrypted; wait for that job to finish."
@@ -76,7 +76,7 @@ class RekeyMixin(MailServiceBase):
             tenant = row.tenant_id
         _, wrapped = self._wrap_new_key(tenant, generation_id)
         with self.db.transaction() as session:
-            row = self._find(session, identity)
+            row = self._find(session, actor, identity)
             old_keys = list(
                 session.scalars(
                     select(MailboxKeyRow).where(
