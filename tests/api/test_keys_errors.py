@@ -396,7 +396,7 @@ def test_wrong_types_get_400(env: Env, method: str, path: str, body: Any) -> Non
 
 
 BAD_VALUES: list[tuple[str, str, Any, str]] = [
-    ("POST", "/keys/fresh/create", {"kty": "EC"}, "not supported"),
+    ("POST", "/keys/fresh/create", {"kty": "EC", "crv": "P-192"}, "P-192"),
     ("POST", "/keys/fresh/create", {"kty": "oct-HSM"}, "not supported"),
     ("POST", "/keys/fresh/create", {"kty": "RSA", "key_size": 1024}, "1024"),
     ("POST", "/keys/fresh/create", {"kty": "RSA", "key_ops": ["fly"]}, "fly"),
@@ -421,7 +421,7 @@ BAD_VALUES: list[tuple[str, str, Any, str]] = [
     ("PATCH", "/keys/target/", {"key_ops": ["sign", "teleport"]}, "teleport"),
     ("PUT", "/keys/imported", {"key": {"kty": "RSA", "n": "AQAB", "e": "AQAB"}}, "private"),
     ("PUT", "/keys/imported", {"key": {"kty": "oct", "k": "AAAA"}}, "RSA"),
-    ("POST", "/keys/target//wrapkey", {"alg": "RSA1_5", "value": "AAAA"}, "RSA1_5"),
+    ("POST", "/keys/target//wrapkey", {"alg": "RSA-OAEP-512", "value": "AAAA"}, "RSA-OAEP-512"),
     ("POST", "/keys/target//wrapkey", {"alg": "RSA-OAEP", "value": "!!!"}, "base64url"),
     ("POST", "/keys/target//wrapkey", {"alg": "RSA-OAEP", "value": "A" * 400}, "at most"),
     ("POST", "/keys/target//unwrapkey", {"alg": "RSA-OAEP", "value": "AAAA"}, "decrypted"),

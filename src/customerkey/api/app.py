@@ -29,6 +29,7 @@ from customerkey import __version__
 from customerkey.api.deps import ApiContext, AuthChallenge, request_id
 from customerkey.api.middleware import AccessLogMiddleware, BodySizeLimitMiddleware
 from customerkey.api.routers import (
+    arm,
     audit,
     auth,
     discovery,
@@ -161,6 +162,8 @@ def create_app(context: ApiContext, *, max_request_bytes: int | None = None) -> 
     # After the keys API: "/{tenant}/discovery/keys" would otherwise answer GET
     # /keys/discovery/keys (a key named "discovery") on a vault host.
     app.include_router(discovery.router)
+    # The ARM routes the az CLI signs in with (cloud metadata, subscriptions), bare host only.
+    app.include_router(arm.router)
     # The admin API under /api/v1, in the order its routes were always tried.
     for admin in (vaults, principals, audit, tenants, policies, mailboxes, jobs, files):
         app.include_router(admin.router)

@@ -76,6 +76,10 @@ class JsonWebKeyIn(_Body):
     dp: str | None = None
     dq: str | None = None
     qi: str | None = None
+    crv: str | None = None
+    x: str | None = None
+    y: str | None = None
+    k: str | None = None
 
 
 class KeyImportBody(_Body):
@@ -92,8 +96,35 @@ class KeyUpdateBody(_Body):
 
 
 class KeyOperationBody(_Body):
+    """encrypt, decrypt, wrapKey, unwrapKey (``KeyOperationsParameters``): ``iv``, ``aad`` and
+    ``tag`` (base64url) only for the AES algorithms."""
+
     alg: str
     value: str
+    iv: str | None = None
+    aad: str | None = None
+    tag: str | None = None
+
+
+class KeySignBody(_Body):
+    """sign (``KeySignParameters``): ``value`` is the digest."""
+
+    alg: str
+    value: str
+
+
+class KeyVerifyBody(_Body):
+    """verify (``KeyVerifyParameters``): ``digest`` and the signature in ``value``."""
+
+    alg: str
+    digest: str
+    value: str
+
+
+class RandomBytesBody(_Body):
+    """getRandomBytes (``GetRandomBytesRequest``)."""
+
+    count: int
 
 
 class KeyRestoreBody(_Body):
@@ -140,15 +171,19 @@ def key_attributes_json(bundle: KeyBundle) -> dict[str, Any]:
     return body
 
 
+def key_json(bundle: KeyBundle, kid: str) -> dict[str, Any]:
+    """The JWK of a key bundle: n/e for RSA, crv/x/y for EC, no public member for oct-HSM."""
+    key: dict[str, Any] = {"kid": kid, "kty": bundle.kty, "key_ops": list(bundle.key_ops)}
+    if bundle.crv is not None:
+        key.update(crv=bundle.crv, x=bundle.x, y=bundle.y)
+    elif bundle.n:
+        key.update(n=bundle.n, e=bundle.e)
+    return key
+
+
 def key_bundle_json(bundle: KeyBundle, kid: str) -> dict[str, Any]:
     return {
-        "key": {
-            "kid": kid,
-            "kty": bundle.kty,
-            "key_ops": list(bundle.key_ops),
-            "n": bundle.n,
-            "e": bundle.e,
-        },
+        "key": key_json(bundle, kid),
         "attributes": key_attributes_json(bundle),
         "tags": dict(bundle.tags),
     }

@@ -2,9 +2,14 @@
 
 ``aead`` owns the envelope (segmented AES-256-GCM with a versioned header and key commitment),
 ``wrap`` owns key wrapping (AES-KWP, RSA-OAEP) and ``rsa`` owns RSA key generation,
-serialization and JWK fields. Everything here is built on pyca/cryptography; nothing here
-touches storage, the network or the clock, and the only import of ours is
-``customerkey.errors`` (for ``DecryptionFailed``) and ``customerkey.rng`` (injected randomness).
+serialization and JWK fields. The vault's other key types and algorithms (issue 16) are in
+``ec`` (EC keys and their JWK fields), ``signatures`` (RS*/PS*/ES* over a digest, ECDSA as
+``r || s``), ``rsa_encryption`` (RSA1_5 next to RSA-OAEP), ``aes_modes`` (AES-KW, AES-GCM,
+AES-CBC/CBCPAD under oct-HSM keys) and ``key_material`` (a version's material by key type).
+
+Everything here is built on pyca/cryptography; nothing here touches storage, the network or
+the clock, and the only import of ours is ``customerkey.errors`` (for ``DecryptionFailed``)
+and ``customerkey.rng`` (injected randomness).
 """
 
 from customerkey.crypto.aead import (

@@ -29,6 +29,20 @@ Every field is length-prefixed, so no two different tuples encode to the same me
 bind the tag to one version of one key in one vault (a tag copied onto another row does not
 verify). ``n`` and ``e`` are what the JWK members carry (RFC 7518 section 6.3.1: the minimal
 big-endian bytes, base64url-encoded), so the tag covers exactly the key a client is served.
+
+Key types other than RSA (EC, oct-HSM) use format 2, which binds named members instead of
+``n`` and ``e``::
+
+    msg = b"CKPT" | format u8 = 2
+        | u32 len | vault id | u32 len | key id | u32 len | version | u32 len | kty
+        | u32 count | (u32 len | member name | u32 len | member value) * count, by name
+
+    public_tag = 0x02 | HMAC-SHA256(key=tag_key, msg=msg)
+
+An EC version binds ``crv`` (UTF-8) and ``x``, ``y`` (the raw fixed-length coordinates); an
+oct-HSM version, which serves no public key, binds ``key_size`` (its bits, decimal ASCII), so
+its type and size cannot be changed behind the master key's back either.
+
 Like all of ``crypto`` this module imports nothing of ours.
 """
 
@@ -40,6 +54,7 @@ import hashlib
 import hmac
 import re
 import struct
+from collections.abc import Mapping
 
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -110,6 +125,60 @@ def public_tag(
     """The 33-byte tag binding this public key to this version under ``tag_key``."""
     message = tag_message(vault_id=vault_id, key_id=key_id, version=version, kty=kty, n=n, e=e)
     return bytes([TAG_FORMAT]) + hmac.new(tag_key, message, hashlib.sha256).digest()
+
+
+TAG_FORMAT_MEMBERS = 2
+
+
+def tag_message_members(
+    *, vault_id: str, key_id: str, version: str, kty: str, members: Mapping[str, bytes]
+) -> bytes:
+    """The exact bytes a format-2 tag is computed over (see the module docstring)."""
+    parts = [
+        TAG_MAGIC,
+        bytes([TAG_FORMAT_MEMBERS]),
+        _field(vault_id.encode("utf-8")),
+        _field(key_id.encode("utf-8")),
+        _field(version.encode("utf-8")),
+        _field(kty.encode("utf-8")),
+        _LENGTH.pack(len(members)),
+    ]
+    for name in sorted(members):
+        parts.append(_field(name.encode("utf-8")) + _field(bytes(members[name])))
+    return b"".join(parts)
+
+
+def public_tag_members(
+    tag_key: bytes,
+    *,
+    vault_id: str,
+    key_id: str,
+    version: str,
+    kty: str,
+    members: Mapping[str, bytes],
+) -> bytes:
+    """The 33-byte format-2 tag binding these members to this version under ``tag_key``."""
+    message = tag_message_members(
+        vault_id=vault_id, key_id=key_id, version=version, kty=kty, members=members
+    )
+    return bytes([TAG_FORMAT_MEMBERS]) + hmac.new(tag_key, message, hashlib.sha256).digest()
+
+
+def public_tag_members_match(
+    tag_key: bytes,
+    tag: bytes,
+    *,
+    vault_id: str,
+    key_id: str,
+    version: str,
+    kty: str,
+    members: Mapping[str, bytes],
+) -> bool:
+    """Whether ``tag`` is this version's format-2 tag for these members (constant time)."""
+    expected = public_tag_members(
+        tag_key, vault_id=vault_id, key_id=key_id, version=version, kty=kty, members=members
+    )
+    return hmac.compare_digest(expected, bytes(tag))
 
 
 def public_tag_matches(

@@ -157,6 +157,12 @@ class KeyVersionRow(Base):
     # HMAC of the public key under a master-key-derived key (crypto.key_binding); NULL for
     # versions made before migration 0005 until the start-up backfill has checked them.
     public_tag: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # EC versions (migration 0008): the curve and the public point (base64url, full-length
+    # coordinates); NULL for RSA and oct-HSM versions, whose public_n/public_e are "" when
+    # they are not RSA.
+    crv: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    public_x: Mapped[str | None] = mapped_column(Text, nullable=True)
+    public_y: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class AuditRow(Base):

@@ -11,7 +11,10 @@ their backups; those restore only within their subscription, which one tenant ow
 ``envelope`` is ``crypto.aead.seal`` under the master key with context ``{"purpose":
 "key-backup", "header": <the header bytes, latin-1>}``, over the UTF-8 JSON
 payload ``{"name", "created", "rotation_policy", "versions": [...]}``; each version carries
-its attributes, tags, public key and base64url PKCS#8 private key. The API hands the whole
+its attributes, tags, public key and base64url private key: PKCS#8 for RSA and EC, the raw AES
+key for oct-HSM. An EC version also carries ``crv``, ``x`` and ``y`` (its ``n`` and ``e`` are
+""); versions without ``crv`` are RSA or oct-HSM, so backups made before other key types
+existed read exactly as they always did (the format number stays 1). The API hands the whole
 blob out base64url-encoded. Only an installation holding the same master key can open it.
 """
 
@@ -62,6 +65,9 @@ class BackupVersion:
     n: str
     e: str
     private_der: bytes = field(repr=False)
+    crv: str | None = None
+    x: str | None = None
+    y: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,14 @@ def _dt(value: Any) -> datetime | None:
         return from_unix(value)
     except (OverflowError, OSError, ValueError):
         raise InvalidBackup(_CORRUPT) from None
+
+
+def _optional_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidBackup(_CORRUPT)
+    return value
 
 
 def _header_bytes(header: BackupHeader) -> bytes:
@@ -119,6 +133,7 @@ def encode_backup(backup: KeyBackup, *, master_key: bytes, master_key_id: str) -
                 "n": v.n,
                 "e": v.e,
                 "private_key": b64url_encode(v.private_der),
+                **({"crv": v.crv, "x": v.x, "y": v.y} if v.crv is not None else {}),
             }
             for v in backup.versions
         ],
@@ -193,6 +208,9 @@ def decode_backup(blob: bytes, *, master_key: bytes) -> KeyBackup:
                 n=str(v["n"]),
                 e=str(v["e"]),
                 private_der=b64url_decode(str(v["private_key"])),
+                crv=_optional_text(v.get("crv")),
+                x=_optional_text(v.get("x")),
+                y=_optional_text(v.get("y")),
             )
             for v in payload["versions"]
         )

@@ -6,6 +6,10 @@ key sits in the clear in ``key_versions.public_n``/``public_e``. ``public_tag`` 
 and version ids, the key type and the public key), so someone who can write the database but
 does not hold ``master.key`` cannot replace the key a client is served and wraps under.
 
+EC versions are bound the same way by their curve and public point, oct-HSM versions by their
+key size (format 2 of ``crypto.key_binding``); they were all made after tags existed, so an
+untagged one can only be a changed row: the backfill leaves it alone and it stays refused.
+
 ``PublicKeyBinding.check`` runs before a version's public key is served (every key bundle,
 backup) or the version is used (every crypto operation). A version with a tag must match it;
 a version without one (made before migration 0005, not yet backfilled) must match the public
@@ -33,13 +37,25 @@ from typing import Any, cast
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from sqlalchemy import CursorResult, and_, bindparam, select, update
 
+from customerkey.crypto.ec import coordinate_size, parse_curve
 from customerkey.crypto.key_binding import (
     derive_tag_key,
     jwk_member_to_int,
     public_tag,
     public_tag_matches,
+    public_tag_members,
+    public_tag_members_match,
 )
-from customerkey.crypto.rsa import private_key_from_der
+from customerkey.crypto.key_material import (
+    RSA_KTYS,
+    PrivateMaterial,
+    SymmetricKey,
+    key_family,
+    key_size_of,
+    material_from_bytes,
+    public_members,
+)
+from customerkey.crypto.rsa import b64url_decode, b64url_encode, private_key_from_der
 from customerkey.errors import DecryptionFailed, InvalidBackup, KeyIntegrityFailure
 from customerkey.storage.database import Database
 from customerkey.storage.models import KeyRow, KeyVersionRow, VaultRow
@@ -67,7 +83,11 @@ _UNTAGGED = (
     .select_from(KeyVersionRow.__table__)
     .join(KeyRow.__table__, _KEYS.id == _VERSIONS.key_id)
     .join(VaultRow.__table__, _VAULTS.id == _KEYS.vault_id)
-    .where(_VERSIONS.public_tag.is_(None), _VERSIONS.id > bindparam("after"))
+    .where(
+        _VERSIONS.public_tag.is_(None),
+        _VERSIONS.kty.in_(RSA_KTYS),
+        _VERSIONS.id > bindparam("after"),
+    )
     .order_by(_VERSIONS.id)
     .limit(bindparam("batch"))
 )
@@ -86,7 +106,10 @@ _SET_TAG = (
     .values(public_tag=bindparam("tag"))
 )
 
-_Fields = tuple[str, str, str, str, str, str, bytes | None]
+# vault id, key id, version, kty, n, e, crv, x, y, key size, tag
+_Fields = tuple[
+    str, str, str, str, str, str, str | None, str | None, str | None, int | None, bytes | None
+]
 
 
 def integrity_message(label: str) -> str:
@@ -106,8 +129,8 @@ class BackfillReport:
 
 def _opener(
     protector: KeyProtector, sealed: bytes, vault_id: str, key_id: str, version: str
-) -> Callable[[], RSAPrivateKey]:
-    def opened() -> RSAPrivateKey:
+) -> Callable[[], PrivateMaterial]:
+    def opened() -> PrivateMaterial:
         der = protector.open_private_key(sealed, vault_id=vault_id, key_id=key_id, version=version)
         return private_key_from_der(der)
 
@@ -122,6 +145,27 @@ class PublicKeyBinding:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ tags
+
+    def tag_for_material(
+        self, *, vault_id: str, key_id: str, version: str, kty: str, material: PrivateMaterial
+    ) -> bytes:
+        """The tag of a new version of any type whose private material is ``material``."""
+        if not isinstance(material, RSAPrivateKey):
+            return public_tag_members(
+                self._tag_key,
+                vault_id=vault_id,
+                key_id=key_id,
+                version=version,
+                kty=kty,
+                members=_material_members(material),
+            )
+        return self.tag_for(
+            vault_id=vault_id,
+            key_id=key_id,
+            version=version,
+            kty=kty,
+            public_key=material.public_key(),
+        )
 
     def tag_for(
         self, *, vault_id: str, key_id: str, version: str, kty: str, public_key: RSAPublicKey
@@ -148,13 +192,27 @@ class PublicKeyBinding:
         n: str,
         e: str,
         private_der: bytes,
+        crv: str | None = None,
+        x: str | None = None,
+        y: str | None = None,
+        key_size: int | None = None,
     ) -> bytes:
         """The tag of a restored version, after checking that the backup's public key is the
         public key of its private key (a backup made from a tampered store is refused)."""
         try:
-            public = private_key_from_der(private_der).public_key()
-            numbers = public.public_numbers()
-            matches = (jwk_member_to_int(n), jwk_member_to_int(e)) == (numbers.n, numbers.e)
+            material = material_from_bytes(kty, private_der)
+            if isinstance(material, SymmetricKey):
+                matches = key_size_of(material) == key_size
+            elif key_family(kty) == "EC":
+                matches = public_members(material) == {"crv": crv, "x": x, "y": y}
+            elif isinstance(material, RSAPrivateKey):
+                numbers = material.public_key().public_numbers()
+                matches = (jwk_member_to_int(n), jwk_member_to_int(e)) == (
+                    numbers.n,
+                    numbers.e,
+                )
+            else:
+                matches = False
         except ValueError:
             matches = False
         if not matches:
@@ -163,8 +221,8 @@ class PublicKeyBinding:
                 "key of its private key; it was made from a damaged key store and cannot be "
                 "restored."
             )
-        return self.tag_for(
-            vault_id=vault_id, key_id=key_id, version=version, kty=kty, public_key=public
+        return self.tag_for_material(
+            vault_id=vault_id, key_id=key_id, version=version, kty=kty, material=material
         )
 
     # ------------------------------------------------------------------ the check
@@ -181,7 +239,11 @@ class PublicKeyBinding:
         e: str,
         tag: bytes | None,
         label: str,
-        private_key: Callable[[], RSAPrivateKey],
+        private_key: Callable[[], PrivateMaterial],
+        crv: str | None = None,
+        x: str | None = None,
+        y: str | None = None,
+        key_size: int | None = None,
     ) -> None:
         """Raise ``KeyIntegrityFailure`` unless the stored public half of version row
         ``row_id`` is bound to it: by its tag, or (no tag yet) by its sealed private key,
@@ -193,6 +255,10 @@ class PublicKeyBinding:
             kty,
             n,
             e,
+            crv,
+            x,
+            y,
+            key_size,
             None if tag is None else bytes(tag),
         )
         with self._lock:
@@ -212,8 +278,14 @@ class PublicKeyBinding:
             while len(self._verified) > self._capacity:
                 self._verified.popitem(last=False)
 
-    def _verify(self, fields: _Fields, private_key: Callable[[], RSAPrivateKey]) -> bool:
-        vault_id, key_id, version, kty, n_text, e_text, tag = fields
+    def _verify(self, fields: _Fields, private_key: Callable[[], PrivateMaterial]) -> bool:
+        vault_id, key_id, version, kty, n_text, e_text, _crv, _x, _y, _size, tag = fields
+        try:
+            family = key_family(kty)
+        except ValueError:
+            return False
+        if family != "RSA":
+            return self._verify_members(fields, family)
         try:
             n, e = jwk_member_to_int(n_text), jwk_member_to_int(e_text)
         except ValueError:
@@ -230,10 +302,33 @@ class PublicKeyBinding:
                 e=e,
             )
         try:
-            numbers = private_key().public_key().public_numbers()
+            material = private_key()
         except (DecryptionFailed, ValueError):
             return False
+        if not isinstance(material, RSAPrivateKey):
+            return False
+        numbers = material.public_key().public_numbers()
         return (numbers.n, numbers.e) == (n, e)
+
+    def _verify_members(self, fields: _Fields, family: str) -> bool:
+        vault_id, key_id, version, kty, _n, _e, crv, x, y, key_size, tag = fields
+        try:
+            members = _stored_members(family, crv, x, y, key_size)
+        except ValueError:
+            return False
+        if tag is None:
+            # Every EC and oct-HSM version was tagged when it was made: a missing tag is a
+            # changed row, refused (and left alone by the backfill).
+            return False
+        return public_tag_members_match(
+            self._tag_key,
+            tag,
+            vault_id=vault_id,
+            key_id=key_id,
+            version=version,
+            kty=kty,
+            members=members,
+        )
 
     # ------------------------------------------------------------------ backfill
 
@@ -266,6 +361,10 @@ class PublicKeyBinding:
                     row.kty,
                     row.public_n,
                     row.public_e,
+                    None,
+                    None,
+                    None,
+                    None,
                     None,
                 )
                 if not self._verify(fields, opened):
@@ -305,3 +404,37 @@ class PublicKeyBinding:
         if tagged or refused:
             log.info("public-key tags: %d key version(s) tagged, %d refused", tagged, len(refused))
         return BackfillReport(tagged=tagged, refused=tuple(refused))
+
+
+def _material_members(material: PrivateMaterial) -> dict[str, bytes]:
+    """The format-2 members of an EC or oct-HSM version, from its private material."""
+    if isinstance(material, SymmetricKey):
+        return {"key_size": str(material.key_size).encode("ascii")}
+    fields = public_members(material)
+    if "crv" not in fields:
+        raise ValueError("an RSA key has no format-2 members")
+    return {
+        "crv": fields["crv"].encode("utf-8"),
+        "x": b64url_decode(fields["x"]),
+        "y": b64url_decode(fields["y"]),
+    }
+
+
+def _stored_members(
+    family: str, crv: str | None, x: str | None, y: str | None, key_size: int | None
+) -> dict[str, bytes]:
+    """The format-2 members a stored EC or oct-HSM row claims, accepting only the canonical
+    text of each (``ValueError`` otherwise, so what is served is exactly what is tagged)."""
+    if family == "oct":
+        if key_size not in (128, 192, 256):
+            raise ValueError("not an AES key size")
+        return {"key_size": str(key_size).encode("ascii")}
+    if crv is None or x is None or y is None:
+        raise ValueError("an EC row without its curve or point")
+    size = coordinate_size(parse_curve(crv))
+    raw_x, raw_y = b64url_decode(x), b64url_decode(y)
+    if len(raw_x) != size or len(raw_y) != size:
+        raise ValueError("not a full-length coordinate")
+    if b64url_encode(raw_x) != x or b64url_encode(raw_y) != y:
+        raise ValueError("not canonical base64url")
+    return {"crv": crv.encode("utf-8"), "x": raw_x, "y": raw_y}

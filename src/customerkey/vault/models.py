@@ -78,7 +78,9 @@ class KeyAttributes:
 
 @dataclass(frozen=True)
 class KeyBundle:
-    """One key version's public face."""
+    """One key version's public face: ``n``/``e`` for RSA; ``crv``/``x``/``y`` for EC (``n``
+    and ``e`` are then ""); no public member for oct-HSM. ``key_size`` is in bits: the
+    modulus, the curve (256, 256, 384, 521) or the AES key."""
 
     id: KeyId
     kty: str
@@ -91,6 +93,9 @@ class KeyBundle:
     managed: bool = False
     operation_count: int = 0
     seq: int = 1
+    crv: str | None = None
+    x: str | None = None  # base64url, full length
+    y: str | None = None
 
 
 @dataclass(frozen=True)

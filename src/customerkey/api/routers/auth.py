@@ -7,7 +7,9 @@ errors as ``{"error", "error_description"}``. The client id and secret may inste
 HTTP Basic ``Authorization`` header (``client_secret_basic``). The v1 endpoint
 ``POST /{tenant}/oauth2/token`` takes ``resource=<resource>`` instead of ``scope`` and answers
 as Entra ID's v1 endpoint does (numbers as strings, plus ``expires_on``, ``not_before`` and
-``resource``). The discovery documents that point clients here are in ``discovery``.
+``resource``). The discovery documents that point clients here are in ``discovery``. The
+resource is the vaults' (``ApiContext.resource``) or, for the az CLI's ARM calls,
+``arm.arm_audience``; the token names the one asked for.
 
 Admission control (``TokenGuard``), so that no caller, signed in or not, can stall the server:
 the secret check (a scrypt hash and a directory read) runs on ``token_hash_threads`` dedicated
@@ -40,6 +42,7 @@ from customerkey.api.rate_limit import (
     retry_after,
     source_key,
 )
+from customerkey.api.routers.arm import arm_audience
 from customerkey.clock import to_unix
 from customerkey.config import Settings
 from customerkey.errors import CustomerKeyError
@@ -186,20 +189,25 @@ async def _token(tenant: str, request: Request, *, v1: bool) -> JSONResponse | d
         return credentials
     client_id, secret = credentials
     audiences = {a.rstrip("/") for a in context.audiences}
+    arm = arm_audience(context)
     if v1:
-        if form.get("resource", "").rstrip("/") not in audiences:
+        asked = form.get("resource", "").rstrip("/")
+        if asked not in audiences | {arm.rstrip("/")}:
             return _oauth_error(
                 400, "invalid_resource", f"The resource must be '{context.resource}'."
             )
     else:
         scopes = form.get("scope", "").split()
         resources = [s[: -len("/.default")] for s in scopes if s.endswith("/.default")]
-        if len(resources) != 1 or resources[0].rstrip("/") not in audiences:
+        asked = resources[0].rstrip("/") if len(resources) == 1 else ""
+        if asked not in audiences | {arm.rstrip("/")}:
             return _oauth_error(
                 400,
                 "invalid_scope",
                 f"The scope must be '{context.resource}/.default'.",
             )
+    # A token for the vaults, or (az's sign-in) for the ARM routes; never both at once.
+    audience = arm if asked == arm.rstrip("/") else context.resource
     principal = await _authenticate(request, guard, source, client_id, secret, tenant)
     if isinstance(principal, JSONResponse):
         return principal
@@ -208,7 +216,7 @@ async def _token(tenant: str, request: Request, *, v1: bool) -> JSONResponse | d
     issued = context.signer.issue(
         subject=principal.object_id,
         tenant=principal.tenant,
-        audience=context.resource,
+        audience=audience,
         roles=principal.roles,
         lifetime=lifetime,
         extra={"oid": principal.object_id, "appid": principal.id, "azp": principal.id},
@@ -223,7 +231,7 @@ async def _token(tenant: str, request: Request, *, v1: bool) -> JSONResponse | d
             "ext_expires_in": str(seconds),
             "expires_on": str(expires_on),
             "not_before": str(expires_on - seconds),
-            "resource": context.resource,
+            "resource": audience,
             "access_token": issued.access_token,
         }
     return {

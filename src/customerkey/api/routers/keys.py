@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Any, TypeVar
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 
 from customerkey.api.deps import (
     ApiContext,
@@ -26,7 +28,10 @@ from customerkey.api.schemas import (
     KeyImportBody,
     KeyOperationBody,
     KeyRestoreBody,
+    KeySignBody,
     KeyUpdateBody,
+    KeyVerifyBody,
+    RandomBytesBody,
     RotationPolicyBody,
     deleted_fields,
     key_bundle_json,
@@ -39,6 +44,7 @@ from customerkey.errors import BadParameter
 from customerkey.vault.models import Actor, DeletedKeyBundle, KeyBundle
 
 router = APIRouter(tags=["keys"], dependencies=[Depends(check_api_version)])
+M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_PAGE = 25
 # Longest duration a rotation policy may name. Unbounded ones overflowed timedelta (a 500) or,
@@ -110,11 +116,23 @@ def _page(
     return {"value": page, "nextLink": next_link}
 
 
-def _decode_value(value: str) -> bytes:
+def _decode_value(value: str, field: str = "value") -> bytes:
     try:
         return b64url_decode(value)
     except ValueError:
-        raise BadParameter("'value' must be base64url encoded.") from None
+        raise BadParameter(f"'{field}' must be base64url encoded.") from None
+
+
+def _decode_optional(value: str | None, field: str) -> bytes | None:
+    return None if value is None else _decode_value(value, field)
+
+
+def _parse(model: type[M], body: Any) -> M:
+    """``body`` as ``model``, refused like any invalid request body (400 BadParameter)."""
+    try:
+        return model.model_validate({} if body is None else body)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
 
 
 # ------------------------------------------------------------------ keys
@@ -139,6 +157,7 @@ def create_key(
         key_ops=body.key_ops,
         enabled=True if attrs.enabled is None else attrs.enabled,
         tags=body.tags,
+        crv=body.crv,
         **_times(body.attributes),
     )
     return _bundle(request, bundle)
@@ -299,11 +318,14 @@ def delete_key(
 
 # ------------------------------------------------------------------ crypto operations
 
+# The operation names of the path (Key Vault spells wrapkey/unwrapkey in lower case).
 _OPERATIONS = {
     "wrapkey": "wrapKey",
     "unwrapkey": "unwrapKey",
     "encrypt": "encrypt",
     "decrypt": "decrypt",
+    "sign": "sign",
+    "verify": "verify",
 }
 
 
@@ -315,15 +337,53 @@ def _crypto(
     name: str,
     version: str | None,
     operation: str,
-    body: KeyOperationBody,
+    body: Any,
 ) -> dict[str, Any]:
-    if operation not in _OPERATIONS:
-        raise BadParameter(f"Unknown key operation '{operation}'.")
-    result = context.runtime.vault.crypto(
-        actor, _OPERATIONS[operation], vault, name, version, body.alg, _decode_value(body.value)
-    )
+    """One crypto operation. The operation name is checked before the body, so an unknown one
+    is named as such whatever the body holds."""
+    canonical = _OPERATIONS.get(operation.lower())
+    if canonical is None:
+        raise BadParameter(
+            f"Unknown key operation '{operation}'; the key operations are: "
+            + ", ".join(_OPERATIONS)
+            + "."
+        )
+    service = context.runtime.vault
+    if canonical == "verify":
+        verify = _parse(KeyVerifyBody, body)
+        result = service.verify(
+            actor,
+            vault,
+            name,
+            version,
+            verify.alg,
+            _decode_value(verify.digest, "digest"),
+            _decode_value(verify.value),
+        )
+        return {"value": bool(result.verified)}
+    if canonical == "sign":
+        sign = _parse(KeySignBody, body)
+        result = service.sign(actor, vault, name, version, sign.alg, _decode_value(sign.value))
+    else:
+        parsed = _parse(KeyOperationBody, body)
+        result = service.crypto(
+            actor,
+            canonical,
+            vault,
+            name,
+            version,
+            parsed.alg,
+            _decode_value(parsed.value),
+            iv=_decode_optional(parsed.iv, "iv"),
+            aad=_decode_optional(parsed.aad, "aad"),
+            tag=_decode_optional(parsed.tag, "tag"),
+        )
     kid = f"{_base(request)}/keys/{result.kid.name}/{result.kid.version}"
-    return {"kid": kid, "value": b64url_encode(result.value)}
+    answer: dict[str, Any] = {"kid": kid, "value": b64url_encode(result.value)}
+    for field, raw in (("iv", result.iv), ("tag", result.tag), ("aad", result.aad)):
+        if raw is not None:
+            answer[field] = b64url_encode(raw)
+    return answer
 
 
 # response_model=None: FastAPI would otherwise validate the returned dict against its
@@ -333,12 +393,12 @@ def key_operation(
     name: str,
     version: str,
     operation: str,
-    body: KeyOperationBody,
     request: Request,
+    body: Any = Body(None),
     vault: str = Depends(vault_name),
     actor: Actor = Depends(vault_actor),
 ) -> dict[str, Any]:
-    """wrapkey, unwrapkey, encrypt, decrypt with RSA-OAEP-256 or RSA-OAEP."""
+    """encrypt, decrypt, wrapkey, unwrapkey, sign, verify (``vault.key_types``)."""
     return _crypto(request, api(request), actor, vault, name, version, operation, body)
 
 
@@ -346,12 +406,24 @@ def key_operation(
 def key_operation_newest(
     name: str,
     operation: str,
-    body: KeyOperationBody,
     request: Request,
+    body: Any = Body(None),
     vault: str = Depends(vault_name),
     actor: Actor = Depends(vault_actor),
 ) -> dict[str, Any]:
     return _crypto(request, api(request), actor, vault, name, None, operation, body)
+
+
+@router.post("/rng")
+def get_random_bytes(
+    body: RandomBytesBody,
+    request: Request,
+    vault: str = Depends(vault_name),
+    actor: Actor = Depends(vault_actor),
+) -> dict[str, Any]:
+    """getRandomBytes: ``{"count": 1..128}`` answers ``{"value": base64url}``."""
+    value = api(request).runtime.vault.random_bytes(actor, vault, body.count)
+    return {"value": b64url_encode(value)}
 
 
 # ------------------------------------------------------------------ deleted keys

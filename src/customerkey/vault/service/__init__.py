@@ -14,7 +14,8 @@ package inheriting from ``base.ServiceBase`` (constructor, shared state, plumbin
 - ``keys``: keys, versions and rotation policies
 - ``deletion``: soft-deleted keys (recover, purge)
 - ``backup``: key backup and restore
-- ``operations``: wrapKey / unwrapKey / encrypt / decrypt, public-tag backfill
+- ``operations``: encrypt / decrypt / wrapKey / unwrapKey / sign / verify with every key type
+  (the rules are ``vault.key_types``), getRandomBytes, public-tag backfill
 - ``usage``: usage counts and the scheduler's ``tick`` (it builds on ``keys``)
 """
 

@@ -48,6 +48,9 @@ class BackupMixin(ServiceBase):
                         n=v.public_n,
                         e=v.public_e,
                         private_der=der,
+                        crv=v.crv,
+                        x=v.public_x,
+                        y=v.public_y,
                     )
                 )
             blob = backup_format.encode_backup(
@@ -138,6 +141,9 @@ class BackupMixin(ServiceBase):
                     imported=v.imported,
                     public_n=v.n,
                     public_e=v.e,
+                    crv=v.crv,
+                    public_x=v.x,
+                    public_y=v.y,
                     sealed_private_key=self._protector.seal_private_key(
                         v.private_der, vault_id=row.id, key_id=key.id, version=v.version
                     ),
@@ -149,6 +155,10 @@ class BackupMixin(ServiceBase):
                         n=v.n,
                         e=v.e,
                         private_der=v.private_der,
+                        crv=v.crv,
+                        x=v.x,
+                        y=v.y,
+                        key_size=v.key_size,
                     ),
                 )
                 keys.add_version(version_row)

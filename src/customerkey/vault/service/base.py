@@ -19,20 +19,19 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from sqlalchemy.orm import Session
 
 from customerkey.audit.log import AuditLog
 from customerkey.clock import Clock
-from customerkey.crypto.rsa import private_key_from_der
-from customerkey.errors import Forbidden, KeyNotFound, VaultNotFound
+from customerkey.crypto.key_material import PrivateMaterial, material_from_bytes
+from customerkey.errors import Forbidden, KeyIntegrityFailure, KeyNotFound, VaultNotFound
 from customerkey.identity import authorize as authz
 from customerkey.rng import Rng
 from customerkey.storage import revocations
 from customerkey.storage.database import Database
 from customerkey.storage.models import KeyRow, KeyVersionRow, VaultRow
 from customerkey.storage.repositories import KeyRepository, PrincipalRepository, VaultRepository
-from customerkey.vault.binding import PublicKeyBinding
+from customerkey.vault.binding import PublicKeyBinding, integrity_message
 from customerkey.vault.models import (
     AccessPolicy,
     Actor,
@@ -53,18 +52,18 @@ class _PrivateKeyCache:
     """Parsed private keys by version row id; parsing PKCS#8 costs more than the RSA op."""
 
     def __init__(self, capacity: int = 1024) -> None:
-        self._items: OrderedDict[str, RSAPrivateKey] = OrderedDict()
+        self._items: OrderedDict[str, PrivateMaterial] = OrderedDict()
         self._capacity = capacity
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> RSAPrivateKey | None:
+    def get(self, key: str) -> PrivateMaterial | None:
         with self._lock:
             value = self._items.get(key)
             if value is not None:
                 self._items.move_to_end(key)
             return value
 
-    def put(self, key: str, value: RSAPrivateKey) -> None:
+    def put(self, key: str, value: PrivateMaterial) -> None:
         with self._lock:
             self._items[key] = value
             self._items.move_to_end(key)
@@ -267,6 +266,10 @@ class ServiceBase:
             tag=version.public_tag,
             label=f"{vault.name}/{key.name}/{version.version}",
             private_key=lambda: self._private_key(vault, key, version),
+            crv=version.crv,
+            x=version.public_x,
+            y=version.public_y,
+            key_size=version.key_size,
         )
 
     def _bundle(self, vault: VaultRow, key: KeyRow, version: KeyVersionRow) -> KeyBundle:
@@ -291,6 +294,9 @@ class ServiceBase:
             tags=dict(version.tags),
             operation_count=version.operation_count,
             seq=version.seq,
+            crv=version.crv,
+            x=version.public_x,
+            y=version.public_y,
         )
 
     @staticmethod
@@ -346,15 +352,23 @@ class ServiceBase:
 
     # ------------------------------------------------------------------ private keys
 
-    def _private_key(self, vault: VaultRow, key: KeyRow, version: KeyVersionRow) -> RSAPrivateKey:
-        """The version's private key, opened from its sealed form once and then cached."""
+    def _private_key(self, vault: VaultRow, key: KeyRow, version: KeyVersionRow) -> PrivateMaterial:
+        """The version's private key (or AES key), opened from its sealed form once and then
+        cached."""
         cached = self._private_keys.get(version.id)
         if cached is not None:
             return cached
         der = self._protector.open_private_key(
             version.sealed_private_key, vault_id=vault.id, key_id=key.id, version=version.version
         )
-        private_key = private_key_from_der(der)
+        try:
+            private_key = material_from_bytes(version.kty, der)
+        except ValueError:
+            # The sealed bytes opened, so they are what was stored; a key type that does not
+            # read them is a changed row.
+            raise KeyIntegrityFailure(
+                integrity_message(f"{vault.name}/{key.name}/{version.version}")
+            ) from None
         self._private_keys.put(version.id, private_key)
         return private_key
 

@@ -1,6 +1,7 @@
-"""Keys: create (or roll), import, read, list, update and rotate versioned RSA keys, with the
-validation of their type, size, operations and tags, and their rotation policies (a new
-version's expiry follows its key's policy; the scheduler in ``usage`` applies them)."""
+"""Keys: create (or roll), import, read, list, update and rotate versioned keys of every Key
+Vault type (RSA, RSA-HSM, EC, EC-HSM, oct-HSM; the rules are ``vault.key_types``'), with the
+validation of their type, size or curve, operations and tags, and their rotation policies (a
+new version's expiry follows its key's policy; the scheduler in ``usage`` applies them)."""
 
 from __future__ import annotations
 
@@ -8,27 +9,47 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from sqlalchemy.orm import Session
 
-from customerkey.crypto.rsa import (
-    generate_rsa_key,
-    private_key_from_jwk,
-    private_key_to_der,
-    public_jwk_fields,
+from customerkey.crypto.ec import EC_CURVES, curve_bits, ec_private_key_from_jwk, generate_ec_key
+from customerkey.crypto.key_material import (
+    PrivateMaterial,
+    SymmetricKey,
+    key_size_of,
+    material_to_bytes,
+    public_members,
 )
+from customerkey.crypto.rsa import b64url_decode, generate_rsa_key, private_key_from_jwk
 from customerkey.errors import BadParameter, Conflict
 from customerkey.rng import new_hex_id
 from customerkey.storage.models import KeyRow, KeyVersionRow, VaultRow
 from customerkey.storage.repositories import KeyRepository
+from customerkey.vault.key_types import (
+    KEY_OPS_BY_FAMILY,
+    KEY_TYPES,
+    family_of,
+    key_ops_for,
+    known_key_ops,
+    normalize_kty,
+)
 from customerkey.vault.models import Actor, KeyBundle, RotationPolicy
 from customerkey.vault.names import validate_key_name
 from customerkey.vault.rotation import expiry_for_new_version, policy_from_json, policy_to_json
 from customerkey.vault.service.base import ServiceBase
 
-KEY_TYPES = ("RSA", "RSA-HSM")
-KEY_SIZES = (2048, 3072, 4096)
-RSA_KEY_OPS = ("encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey")
+__all__ = [
+    "AES_KEY_SIZES",
+    "EC_DEFAULT_CURVE",
+    "KEY_SIZES",
+    "KEY_TYPES",
+    "RSA_KEY_OPS",
+    "KeysMixin",
+]
+
+KEY_SIZES = (2048, 3072, 4096)  # RSA
+AES_KEY_SIZES = (128, 192, 256)  # oct-HSM
+RSA_KEY_OPS = KEY_OPS_BY_FAMILY["RSA"]
+EC_DEFAULT_CURVE = "P-256"  # of an EC key created without ``crv``, as Azure does
 
 
 class KeysMixin(ServiceBase):
@@ -38,40 +59,60 @@ class KeysMixin(ServiceBase):
         self,
         kty: str,
         size: int | None,
+        crv: str | None,
         key_ops: Sequence[str] | None,
         not_before: datetime | None,
         expires: datetime | None,
-    ) -> tuple[str, int, tuple[str, ...]]:
-        normalized = kty.upper()
-        if normalized not in KEY_TYPES:
-            raise BadParameter(
-                f"Key type '{kty}' is not supported; use one of: {', '.join(KEY_TYPES)}."
-            )
-        key_size = 2048 if size is None else size
-        if key_size not in KEY_SIZES:
-            raise BadParameter(f"RSA key size {key_size} is not supported; use 2048, 3072 or 4096.")
-        ops = self._validate_ops(key_ops)
+    ) -> tuple[str, int | str, tuple[str, ...]]:
+        """(kty, RSA/AES size in bits or EC curve, key_ops) of a key to create."""
+        normalized = normalize_kty(kty)
+        family = family_of(normalized)
+        shape: int | str
+        if family == "EC":
+            curve = crv if crv is not None else EC_DEFAULT_CURVE
+            if curve not in EC_CURVES:
+                raise BadParameter(
+                    f"Curve '{curve}' is not supported; use one of: {', '.join(EC_CURVES)}."
+                )
+            if size is not None and size != curve_bits(curve):
+                raise BadParameter(
+                    f"key_size {size} does not match curve {curve} ({curve_bits(curve)} bits)."
+                )
+            shape = curve
+        else:
+            if crv is not None:
+                raise BadParameter(
+                    f"'crv' names the curve of an EC key; a {normalized} key has none."
+                )
+            if family == "oct":
+                if size is None:
+                    raise BadParameter(
+                        f"Key type '{normalized}' needs a key_size of 128, 192 or 256; an "
+                        "oct-HSM key without one is not supported."
+                    )
+                if size not in AES_KEY_SIZES:
+                    raise BadParameter(
+                        f"AES key size {size} is not supported; use 128, 192 or 256."
+                    )
+                shape = size
+            else:
+                shape = 2048 if size is None else size
+                if shape not in KEY_SIZES:
+                    raise BadParameter(
+                        f"RSA key size {shape} is not supported; use 2048, 3072 or 4096."
+                    )
+        ops = key_ops_for(family, key_ops)
         if not_before and expires and expires <= not_before:
             raise BadParameter("The key's expiry must be after its not-before time.")
-        return normalized, key_size, ops
+        return normalized, shape, ops
 
-    @staticmethod
-    def _validate_ops(key_ops: Sequence[str] | None) -> tuple[str, ...]:
-        if key_ops is None:
-            return RSA_KEY_OPS
-        by_lower = {op.lower(): op for op in RSA_KEY_OPS}
-        ops: list[str] = []
-        for op in key_ops:
-            canonical = by_lower.get(op.lower())
-            if canonical is None:
-                raise BadParameter(
-                    f"Key operation '{op}' is not valid for an RSA key; use: "
-                    + ", ".join(RSA_KEY_OPS)
-                    + "."
-                )
-            if canonical not in ops:
-                ops.append(canonical)
-        return tuple(ops)
+    def _new_material(self, kty: str, shape: int | str, public_exponent: int) -> PrivateMaterial:
+        family = family_of(kty)
+        if family == "EC":
+            return generate_ec_key(str(shape))
+        if family == "oct":
+            return SymmetricKey(self._rng.token_bytes(int(shape) // 8))
+        return generate_rsa_key(int(shape), public_exponent)
 
     @staticmethod
     def _validate_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
@@ -91,7 +132,7 @@ class KeysMixin(ServiceBase):
         actor: Actor,
         vault: VaultRow,
         name: str,
-        private_key: RSAPrivateKey,
+        private_key: PrivateMaterial,
         *,
         kty: str,
         key_ops: tuple[str, ...],
@@ -123,14 +164,14 @@ class KeysMixin(ServiceBase):
         if expires is None and policy is not None:
             expires = expiry_for_new_version(policy, now)
         version = new_hex_id(self._rng)
-        fields = public_jwk_fields(private_key.public_key())
+        fields = public_members(private_key)
         row = KeyVersionRow(
             id=new_hex_id(self._rng),
             key_id=key.id,
             version=version,
             seq=keys.next_seq(key.id),
             kty=kty,
-            key_size=private_key.key_size,
+            key_size=key_size_of(private_key),
             key_ops=list(key_ops),
             enabled=enabled,
             not_before=not_before,
@@ -140,20 +181,26 @@ class KeysMixin(ServiceBase):
             tags=tags,
             exportable=False,
             imported=imported,
-            public_n=fields["n"],
-            public_e=fields["e"],
+            public_n=fields.get("n", ""),
+            public_e=fields.get("e", ""),
+            crv=fields.get("crv"),
+            public_x=fields.get("x"),
+            public_y=fields.get("y"),
             sealed_private_key=self._protector.seal_private_key(
-                private_key_to_der(private_key), vault_id=vault.id, key_id=key.id, version=version
+                material_to_bytes(private_key), vault_id=vault.id, key_id=key.id, version=version
             ),
-            public_tag=self._binding.tag_for(
+            public_tag=self._binding.tag_for_material(
                 vault_id=vault.id,
                 key_id=key.id,
                 version=version,
                 kty=kty,
-                public_key=private_key.public_key(),
+                material=private_key,
             ),
         )
         keys.add_version(row)
+        details: dict[str, Any] = {"kty": kty, "size": row.key_size, "ops": list(key_ops)}
+        if row.crv is not None:
+            details["crv"] = row.crv
         self._record(
             session,
             actor,
@@ -161,7 +208,7 @@ class KeysMixin(ServiceBase):
             vault=vault,
             key=key.name,
             version=version,
-            details={"kty": kty, "size": row.key_size, "ops": list(key_ops)},
+            details=details,
         )
         return self._bundle(vault, key, row)
 
@@ -179,14 +226,17 @@ class KeysMixin(ServiceBase):
         not_before: datetime | None = None,
         expires: datetime | None = None,
         tags: Mapping[str, str] | None = None,
+        crv: str | None = None,
     ) -> KeyBundle:
         """Create a key, or a new version when the name exists (that is a key roll)."""
         validate_key_name(name)
-        normalized, key_size, ops = self._validate_new_key(kty, size, key_ops, not_before, expires)
+        normalized, shape, ops = self._validate_new_key(
+            kty, size, crv, key_ops, not_before, expires
+        )
         clean_tags = self._validate_tags(tags)
         if public_exponent not in (3, 65537):
             raise BadParameter("The public exponent must be 65537 (or 3).")
-        private_key = generate_rsa_key(key_size, public_exponent)
+        private_key = self._new_material(normalized, shape, public_exponent)
 
         def work(session: Session) -> KeyBundle:
             row = self._vault_row(session, vault)
@@ -209,6 +259,53 @@ class KeysMixin(ServiceBase):
 
         return self._run(actor, "KeyCreate", work, vault=vault.lower(), key=name)
 
+    @staticmethod
+    def _material_from_jwk(jwk: Mapping[str, Any], hsm: bool) -> tuple[str, PrivateMaterial]:
+        """(stored kty, private material) of an imported JWK."""
+        raw_kty = jwk.get("kty")
+        if isinstance(raw_kty, str) and raw_kty.lower() == "oct":
+            if not hsm:
+                raise BadParameter(
+                    "Key type 'oct' cannot be imported as a software key; import a symmetric "
+                    "key as oct-HSM (kty 'oct-HSM', or 'oct' with Hsm true). Other key types: "
+                    "RSA, RSA-HSM, EC, EC-HSM."
+                )
+            raw_kty = "oct-HSM"
+        if not isinstance(raw_kty, str) or raw_kty.lower() not in {k.lower() for k in KEY_TYPES}:
+            raise BadParameter(
+                f"Key type '{jwk.get('kty')}' cannot be imported; use one of: "
+                + ", ".join(KEY_TYPES)
+                + "."
+            )
+        kty = normalize_kty(raw_kty)
+        family = family_of(kty)
+        if family == "oct":
+            try:
+                material: PrivateMaterial = SymmetricKey(b64url_decode(str(jwk.get("k") or "")))
+            except ValueError as exc:
+                raise BadParameter(
+                    f"The key material is not a valid AES key ('k', 16, 24 or 32 bytes): {exc}"
+                ) from None
+            return "oct-HSM", material
+        hsm_kty = "EC-HSM" if family == "EC" else "RSA-HSM"
+        final = hsm_kty if hsm or kty == hsm_kty else kty
+        if family == "EC":
+            try:
+                return final, ec_private_key_from_jwk({**jwk, "kty": "EC"})
+            except ValueError as exc:
+                raise BadParameter(
+                    f"The key material is not a valid EC private key: {exc}"
+                ) from None
+        try:
+            rsa_key = private_key_from_jwk({**jwk, "kty": "RSA"})
+        except ValueError as exc:
+            raise BadParameter(f"The key material is not a valid RSA private key: {exc}") from None
+        if rsa_key.key_size not in KEY_SIZES:
+            raise BadParameter(
+                f"RSA key size {rsa_key.key_size} is not supported; use 2048, 3072 or 4096."
+            )
+        return final, rsa_key
+
     def import_key(
         self,
         actor: Actor,
@@ -223,27 +320,16 @@ class KeysMixin(ServiceBase):
         tags: Mapping[str, str] | None = None,
     ) -> KeyBundle:
         validate_key_name(name)
-        kty = str(jwk.get("kty", "")).upper()
-        if kty not in KEY_TYPES:
-            raise BadParameter(f"Key type '{jwk.get('kty')}' cannot be imported; use RSA.")
-        try:
-            private_key = private_key_from_jwk(jwk)
-        except ValueError as exc:
-            raise BadParameter(f"The key material is not a valid RSA private key: {exc}") from None
-        if private_key.key_size not in KEY_SIZES:
-            raise BadParameter(
-                f"RSA key size {private_key.key_size} is not supported; use 2048, 3072 or 4096."
-            )
+        final_kty, private_key = self._material_from_jwk(jwk, hsm)
         raw_ops = jwk.get("key_ops")
         if raw_ops is not None and not (
             isinstance(raw_ops, list) and all(isinstance(o, str) for o in raw_ops)
         ):
             raise BadParameter("'key_ops' must be a list of strings.")
-        ops = self._validate_ops(raw_ops)
+        ops = key_ops_for(family_of(final_kty), raw_ops)
         if not_before and expires and expires <= not_before:
             raise BadParameter("The key's expiry must be after its not-before time.")
         clean_tags = self._validate_tags(tags)
-        final_kty = "RSA-HSM" if hsm or kty == "RSA-HSM" else "RSA"
 
         def work(session: Session) -> KeyBundle:
             row = self._vault_row(session, vault)
@@ -314,7 +400,8 @@ class KeysMixin(ServiceBase):
         tags: Mapping[str, str] | None = None,
     ) -> KeyBundle:
         """Change a version's attributes, operations or tags (the newest when no version)."""
-        ops = self._validate_ops(key_ops) if key_ops is not None else None
+        if key_ops is not None:
+            known_key_ops(key_ops)
         clean_tags = self._validate_tags(tags) if tags is not None else None
 
         def work(session: Session) -> KeyBundle:
@@ -334,7 +421,8 @@ class KeysMixin(ServiceBase):
                 changes["exp"] = expires.isoformat()
             if target.not_before and target.expires and target.expires <= target.not_before:
                 raise BadParameter("The key's expiry must be after its not-before time.")
-            if ops is not None:
+            if key_ops is not None:
+                ops = key_ops_for(family_of(target.kty), key_ops)
                 target.key_ops = list(ops)
                 changes["key_ops"] = list(ops)
             if clean_tags is not None:
@@ -361,7 +449,7 @@ class KeysMixin(ServiceBase):
         return result
 
     def rotate_key(self, actor: Actor, vault: str, name: str) -> KeyBundle:
-        """A new version with the newest version's type, size, operations and tags."""
+        """A new version with the newest version's type, size or curve, operations and tags."""
 
         def work(session: Session) -> KeyBundle:
             row = self._vault_row(session, vault)
@@ -378,7 +466,9 @@ class KeysMixin(ServiceBase):
             actor,
             vault,
             key.name,
-            generate_rsa_key(newest.key_size),
+            self._new_material(
+                newest.kty, newest.crv if newest.crv is not None else newest.key_size, 65537
+            ),
             kty=newest.kty,
             key_ops=tuple(newest.key_ops),
             enabled=True,

@@ -1,8 +1,9 @@
-"""Crypto operations: wrapKey, unwrapKey, encrypt and decrypt with RSA-OAEP(-256). The checks
-(permission, key usable, public half bound) run in one read-only transaction, normally as one
-Core query (``_CRYPTO_CHECK``); the RSA operation runs outside any transaction; the usage count
-and the audit record commit together in one short write. Also the start-up backfill of public
-key tags (``vault.binding``)."""
+"""Crypto operations: encrypt, decrypt, wrapKey, unwrapKey, sign and verify, with every key type
+and algorithm ``vault.key_types`` names. The checks (request, permission, algorithm against
+the key, key usable, public half bound) run in one read-only transaction, normally as one Core
+query (``_CRYPTO_CHECK``); the operation runs outside any transaction; the usage count and the
+audit record commit together in one short write. Also ``random_bytes`` (getRandomBytes) and
+the start-up backfill of public key tags (``vault.binding``)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from customerkey.crypto.wrap import parse_rsa_algorithm, rsa_oaep_unwrap, rsa_oaep_wrap
-from customerkey.errors import BadParameter, DecryptionFailed, KeyNotUsable
+from customerkey.crypto.key_material import PrivateMaterial
+from customerkey.errors import BadParameter, DecryptionFailed, Forbidden, KeyNotUsable
 from customerkey.identity import authorize as authz
 from customerkey.storage.models import AccessPolicyRow, KeyRow, KeyVersionRow, VaultRow
 from customerkey.storage.repositories import KeyRepository
 from customerkey.vault.binding import BackfillReport
+from customerkey.vault.key_types import (
+    CryptoOutput,
+    CryptoRequest,
+    check_key,
+    check_request,
+    perform,
+)
 from customerkey.vault.models import Actor, KeyId
 from customerkey.vault.service.base import ServiceBase
 
@@ -29,7 +36,10 @@ _CRYPTO_OPS = {
     "unwrapKey": ("unwrapKey", "KeyUnwrap"),
     "encrypt": ("encrypt", "KeyEncrypt"),
     "decrypt": ("decrypt", "KeyDecrypt"),
+    "sign": ("sign", "KeySign"),
+    "verify": ("verify", "KeyVerify"),
 }
+MAX_RANDOM_BYTES = 128
 
 
 _VAULTS = VaultRow.__table__.c
@@ -70,6 +80,10 @@ _CRYPTO_CHECK = _CRYPTO_CHECK.add_columns(
     _VERSIONS.public_n.label("pk_n"),
     _VERSIONS.public_e.label("pk_e"),
     _VERSIONS.public_tag.label("pk_tag"),
+    _VERSIONS.crv.label("pk_crv"),
+    _VERSIONS.public_x.label("pk_x"),
+    _VERSIONS.public_y.label("pk_y"),
+    _VERSIONS.key_size.label("pk_size"),
 )
 _CRYPTO_CHECK_VERSION = _CRYPTO_CHECK.where(_VERSIONS.version == bindparam("version"))
 _CRYPTO_CHECK_NEWEST = _CRYPTO_CHECK.order_by(_VERSIONS.seq.desc()).limit(1)
@@ -77,8 +91,24 @@ _CRYPTO_CHECK_NEWEST = _CRYPTO_CHECK.order_by(_VERSIONS.seq.desc()).limit(1)
 
 @dataclass(frozen=True)
 class CryptoResult:
+    """What an operation answers: ``value`` (ciphertext, plaintext, (un)wrapped key or
+    signature); ``iv``, ``tag`` and ``aad`` for AES encryption; ``verified`` for verify."""
+
     kid: KeyId
     value: bytes
+    iv: bytes | None = None
+    tag: bytes | None = None
+    aad: bytes | None = None
+    verified: bool | None = None
+
+
+@dataclass(frozen=True)
+class _Checked:
+    vault_scope: tuple[str, str, str]  # name, id, tenant
+    key_name: str
+    version_id: str
+    version: str
+    material: PrivateMaterial
 
 
 def _check_usable(
@@ -118,12 +148,13 @@ class OperationsMixin(ServiceBase):
         name: str,
         version: str | None,
         permission: str,
-        operation: str,
-    ) -> tuple[tuple[str, str, str], str, str, str, RSAPrivateKey] | None:
-        """crypto()'s checks in one query for the usual case: (vault name, key name, version
-        row id, version, private key). None when anything is unusual (no such vault, key or
-        version, a deleted one, a missing permission, a name to validate): the step-by-step
-        checks then run and raise exactly what they always raised."""
+        request: CryptoRequest,
+    ) -> _Checked | None:
+        """crypto()'s checks in one query for the usual case. None when anything is unusual
+        (no such vault, key or version, a deleted one, a missing permission, a name to
+        validate): the step-by-step checks then run and raise exactly what they always
+        raised."""
+        operation = request.operation
         if not name or (version is not None and len(version) != 32):
             return None
         params = {
@@ -146,7 +177,6 @@ class OperationsMixin(ServiceBase):
         access = authz.KeyAccess(tenant, frozenset(permissions or ()), permission)
         if not authz.allowed(actor, authz.Action.KEY_OPERATION, access):
             return None
-        _check_usable(enabled, not_before, expires, key_ops, operation, self._clock.now())
         private_key = self._private_keys.get(version_id)
         if private_key is None:
             vault_row = session.get(VaultRow, vault_id)
@@ -167,8 +197,16 @@ class OperationsMixin(ServiceBase):
             tag=row.pk_tag,
             label=f"{vault_name}/{key_name}/{row[7]}",
             private_key=lambda: opened,
+            crv=row.pk_crv,
+            x=row.pk_x,
+            y=row.pk_y,
+            key_size=row.pk_size,
         )
-        return (vault_name, vault_id, tenant), key_name, version_id, row[7], private_key
+        # Only once the stored row is known to be the one bound to it: does the request fit
+        # the key's type, curve and size, and may the key do it now?
+        check_key(request, row.pk_kty, row.pk_crv, row.pk_size)
+        _check_usable(enabled, not_before, expires, key_ops, operation, self._clock.now())
+        return _Checked((vault_name, vault_id, tenant), key_name, version_id, row[7], opened)
 
     def crypto(
         self,
@@ -179,27 +217,31 @@ class OperationsMixin(ServiceBase):
         version: str | None,
         algorithm: str,
         value: bytes,
+        *,
+        iv: bytes | None = None,
+        aad: bytes | None = None,
+        tag: bytes | None = None,
+        signature: bytes | None = None,
     ) -> CryptoResult:
-        """wrapKey / unwrapKey / encrypt / decrypt with RSA-OAEP-256 or RSA-OAEP."""
+        """encrypt / decrypt / wrapKey / unwrapKey / sign / verify (see ``vault.key_types``).
+        For sign and verify ``value`` is the digest; verify checks ``signature``."""
         if operation not in _CRYPTO_OPS:
             raise BadParameter(f"Unknown key operation '{operation}'.")
-        try:
-            alg = parse_rsa_algorithm(algorithm)
-        except ValueError:
-            raise BadParameter(
-                f"Algorithm '{algorithm}' is not supported; use RSA-OAEP-256 or RSA-OAEP."
-            ) from None
+        request = CryptoRequest(operation, algorithm, value, iv, aad, tag, signature)
+        if operation == "verify" and signature is None:
+            raise BadParameter("verify needs the signature to check.")
+        check_request(request)
         permission, audit_name = _CRYPTO_OPS[operation]
 
-        # Three steps, so that the RSA operation holds no lock: the checks read in a read-only
+        # Three steps, so that the key operation holds no lock: the checks read in a read-only
         # transaction; the operation runs outside any; its usage count and its audit record
         # commit together in one short write transaction. (On SQLite a write transaction holds
         # the database's one write lock, which every other request would wait for.) A change
         # that commits between the checks and the operation (access removed, key disabled) is
         # seen by the next operation, as if it had committed a moment later.
-        def check(session: Session) -> tuple[tuple[str, str, str], str, str, str, RSAPrivateKey]:
+        def check(session: Session) -> _Checked:
             fast = self._crypto_check_fast(
-                session, actor, vault, name, version, permission, operation
+                session, actor, vault, name, version, permission, request
             )
             if fast is not None:
                 return fast
@@ -207,35 +249,82 @@ class OperationsMixin(ServiceBase):
             self._require(session, actor, row, permission)
             key = self._key_row(session, row, name)
             target = self._version_row(session, key, version)
-            self._usable(target, operation, self._clock.now())
-            private_key = self._private_key(row, key, target)
+            material = self._private_key(row, key, target)
             self._check_public(row, key, target)
-            return (row.name, row.id, row.tenant), key.name, target.id, target.version, private_key
+            check_key(request, target.kty, target.crv, target.key_size)
+            self._usable(target, operation, self._clock.now())
+            return _Checked(
+                (row.name, row.id, row.tenant), key.name, target.id, target.version, material
+            )
 
-        vault_scope, key_name, version_id, version_name, private_key = self._run(
-            actor, audit_name, check, vault=vault.lower(), key=name, read_only=True
-        )
+        checked = self._run(actor, audit_name, check, vault=vault.lower(), key=name, read_only=True)
         try:
-            if operation in ("wrapKey", "encrypt"):
-                output = rsa_oaep_wrap(private_key.public_key(), value, alg)
-            else:
-                output = rsa_oaep_unwrap(private_key, value, alg)
+            output: CryptoOutput = perform(request, checked.material, self._rng)
         except ValueError as exc:
             raise BadParameter(str(exc)) from None
         except DecryptionFailed:
             raise BadParameter("The ciphertext could not be decrypted with this key.") from None
+        details: dict[str, object] = {"alg": algorithm}
+        if output.verified is not None:
+            details["verified"] = output.verified
         with self.db.transaction() as session:
-            KeyRepository(session).count_use(version_id)
+            KeyRepository(session).count_use(checked.version_id)
             self._record(
                 session,
                 actor,
                 audit_name,
-                vault=vault_scope,
-                key=key_name,
-                version=version_name,
-                details={"alg": algorithm},
+                vault=checked.vault_scope,
+                key=checked.key_name,
+                version=checked.version,
+                details=details,
             )
-        return CryptoResult(KeyId(vault_scope[0], key_name, version_name), output)
+        return CryptoResult(
+            KeyId(checked.vault_scope[0], checked.key_name, checked.version),
+            output.value,
+            iv=output.iv,
+            tag=output.tag,
+            aad=output.aad,
+            verified=output.verified,
+        )
+
+    def sign(
+        self, actor: Actor, vault: str, name: str, version: str | None, alg: str, digest: bytes
+    ) -> CryptoResult:
+        return self.crypto(actor, "sign", vault, name, version, alg, digest)
+
+    def verify(
+        self,
+        actor: Actor,
+        vault: str,
+        name: str,
+        version: str | None,
+        alg: str,
+        digest: bytes,
+        signature: bytes,
+    ) -> CryptoResult:
+        return self.crypto(actor, "verify", vault, name, version, alg, digest, signature=signature)
+
+    def random_bytes(self, actor: Actor, vault: str, count: int) -> bytes:
+        """getRandomBytes: ``count`` (1..128) bytes from the injected ``Rng``, for anyone who
+        holds an access policy on the vault (or administers its tenant)."""
+        if (
+            isinstance(count, bool)
+            or not isinstance(count, int)
+            or not 1 <= count <= MAX_RANDOM_BYTES
+        ):
+            raise BadParameter(f"'count' must be between 1 and {MAX_RANDOM_BYTES}.")
+
+        def check(session: Session) -> None:
+            row = self._vault_row(session, vault)
+            granted = self._granted(session, actor, row)
+            if not authz.allowed(actor, authz.Action.VAULT_READ, authz.Vault(row.tenant, granted)):
+                raise Forbidden(
+                    f"The user, group or application '{actor.principal_id}' has no access "
+                    f"policy on key vault '{row.name};location={row.region}'."
+                )
+
+        self._run(actor, "RandomBytes", check, vault=vault.lower(), read_only=True)
+        return self._rng.token_bytes(count)
 
     def wrap_key(
         self, actor: Actor, vault: str, name: str, version: str | None, alg: str, key: bytes

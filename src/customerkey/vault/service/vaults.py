@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from customerkey.errors import BadParameter, Conflict, Forbidden, PrincipalNotFound, PurgeProtected
@@ -292,6 +293,16 @@ class VaultsMixin(ServiceBase):
         with self.db.transaction() as session:
             row = VaultRepository(session).find(canonical)
             return row.tenant if row is not None and row.deleted_at is None else None
+
+    def subscriptions(self, actor: Actor) -> list[str]:
+        """The ids of the subscriptions the caller's tenant owns, in order (ARM's list)."""
+        with self.db.read() as session:
+            rows = session.scalars(
+                select(SubscriptionRow.id)
+                .where(SubscriptionRow.tenant == actor.tenant)
+                .order_by(SubscriptionRow.id)
+            )
+            return list(rows)
 
     def has_permissions(
         self, vault: str, object_id: str, permissions: Sequence[str]
