@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from customerkey.errors import BadParameter
 
 
 def default_home() -> Path:
@@ -85,3 +88,24 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.home / 'customerkey.db'}"
+
+
+class BadSettings(BadParameter):
+    code = "BadSettings"
+
+
+def load_settings(**values: Any) -> Settings:
+    """The settings from ``values`` and the environment; a bad setting is ``BadSettings``
+    naming the setting and what is wrong, never echoing the value (it may hold a secret, such
+    as a remote vault's client secret)."""
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False)
+        )
+        raise BadSettings(f"Invalid settings: {problems}.") from None
+    except SettingsError as exc:
+        # pydantic-settings names the field and its source, not the value.
+        raise BadSettings(f"Invalid settings: {exc}.") from None

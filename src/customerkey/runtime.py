@@ -18,7 +18,7 @@ from datetime import timedelta
 from customerkey.audit.log import AuditLog
 from customerkey.audit.reader import AuditService
 from customerkey.clock import Clock, SystemClock
-from customerkey.config import RemoteVault, Settings
+from customerkey.config import RemoteVault, Settings, load_settings
 from customerkey.crypto.sealing import MasterSealer
 from customerkey.home import Home
 from customerkey.identity.directory import PrincipalService
@@ -95,7 +95,7 @@ class Runtime:
         rng: Rng | None = None,
         migrate: bool = True,
     ) -> Runtime:
-        settings = settings or Settings()
+        settings = settings or load_settings()
         clock = clock or SystemClock()
         rng = rng or SystemRng()
         home = Home(settings.home)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from customerkey.config import Settings
+from customerkey.config import Settings, load_settings
 from customerkey.errors import BadParameter, NotFound
 from customerkey.home import Home
 from customerkey.runtime import Runtime
@@ -33,7 +33,7 @@ class CliContext:
     _runtime: Runtime | None = field(default=None, repr=False)
 
     def settings(self) -> Settings:
-        return Settings(home=self.home) if self.home else Settings()
+        return load_settings(home=self.home) if self.home else load_settings()
 
     @property
     def runtime(self) -> Runtime:

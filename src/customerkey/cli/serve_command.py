@@ -16,7 +16,7 @@ import typer
 
 from customerkey.cli.context import cli_context
 from customerkey.cli.output import err_console
-from customerkey.config import Settings
+from customerkey.config import load_settings
 from customerkey.errors import BadParameter
 from customerkey.runtime import Runtime
 from customerkey.server import supervisor
@@ -62,7 +62,7 @@ def serve(
     overrides = {
         k: v for k, v in {"host": host, "port": port, "domain": domain}.items() if v is not None
     }
-    settings = Settings(**{**base.model_dump(), **overrides})
+    settings = load_settings(**{**base.model_dump(), **overrides})
     if (cert is None) != (key is None):
         raise BadParameter("Give both --cert and --key, or neither.")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
