@@ -32,7 +32,7 @@ from customerkey.keyprovider.base import KeyProvider
 from customerkey.keyprovider.local import InProcessKeyProvider
 from customerkey.keyprovider.router import KeyProviderRouter
 from customerkey.keys.cache import DepKeyCache
-from customerkey.keys.deps import PolicyService
+from customerkey.keys.deps import DataEncryptionPolicies
 from customerkey.keys.usage import KeyUsageService
 from customerkey.rng import Rng, SystemRng
 from customerkey.storage.blobs import LocalBlobStore
@@ -76,7 +76,7 @@ class Runtime:
     principals: PrincipalService
     audit_log: AuditService
     tenants: TenantService
-    policies: PolicyService
+    policies: DataEncryptionPolicies
     mail: MailService
     jobs: JobQueue
     key_cache: DepKeyCache
@@ -154,7 +154,7 @@ class Runtime:
             keep=max(KEEP, timedelta(seconds=settings.dek_cache_ttl_seconds)),
         )
         sealer = MasterSealer(master_key, master_key_id)
-        policies = PolicyService(
+        policies = DataEncryptionPolicies(
             db,
             clock=clock,
             rng=rng,

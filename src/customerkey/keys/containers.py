@@ -34,7 +34,7 @@ from customerkey.crypto.sealing import MasterSealer
 from customerkey.crypto.wrap import aes_kwp_unwrap, aes_kwp_wrap
 from customerkey.errors import Conflict
 from customerkey.jobs.worker import JobContext
-from customerkey.keys.deps import PolicyService
+from customerkey.keys.deps import DataEncryptionPolicies
 from customerkey.rng import Rng
 from customerkey.storage.database import Database
 from customerkey.storage.models import GenerationRow, PolicyRow
@@ -65,7 +65,7 @@ class ContainerKeys:
         db: Database,
         table: ContainerKeyTable,
         *,
-        policies: PolicyService,
+        policies: DataEncryptionPolicies,
         sealer: MasterSealer,
         audit: AuditLog,
         clock: Clock,

@@ -112,7 +112,7 @@ def _generation(row: GenerationRow) -> PolicyGeneration:
     )
 
 
-class PolicyService:
+class DataEncryptionPolicies:
     def __init__(
         self,
         db: Database,

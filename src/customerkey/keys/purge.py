@@ -29,7 +29,7 @@ from customerkey.audit.log import AuditLog
 from customerkey.clock import Clock
 from customerkey.jobs.queue import Job
 from customerkey.jobs.worker import JobContext, PermanentJobError
-from customerkey.keys.deps import PolicyService
+from customerkey.keys.deps import DataEncryptionPolicies
 from customerkey.storage.database import Database
 from customerkey.storage.models import GenerationRow, PolicyRow
 
@@ -63,7 +63,7 @@ def run_purge(
     *,
     db: Database,
     audit: AuditLog,
-    policies: PolicyService,
+    policies: DataEncryptionPolicies,
     clock: Clock,
 ) -> None:
     policy_id = job.target

@@ -25,7 +25,7 @@ from customerkey.errors import BadParameter, Forbidden
 from customerkey.identity import authorize as authz
 from customerkey.jobs.queue import JobQueue
 from customerkey.keys.containers import ContainerKeys, ContainerKeyTable
-from customerkey.keys.deps import PolicyService
+from customerkey.keys.deps import DataEncryptionPolicies
 from customerkey.rng import Rng
 from customerkey.storage.blobs import LocalBlobStore
 from customerkey.storage.database import Database
@@ -69,7 +69,7 @@ class FilesServiceBase:
         clock: Clock,
         rng: Rng,
         audit: AuditLog,
-        policies: PolicyService,
+        policies: DataEncryptionPolicies,
         sealer: MasterSealer,
         blobs: LocalBlobStore,
         jobs: JobQueue,

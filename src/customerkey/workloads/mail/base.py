@@ -24,7 +24,7 @@ from customerkey.identity import authorize as authz
 from customerkey.jobs.queue import JobQueue
 from customerkey.jobs.worker import PermanentJobError
 from customerkey.keys.containers import ContainerKeyDestroyed, ContainerKeys, ContainerKeyTable
-from customerkey.keys.deps import PolicyService
+from customerkey.keys.deps import DataEncryptionPolicies
 from customerkey.rng import Rng
 from customerkey.storage.blobs import LocalBlobStore
 from customerkey.storage.database import Database
@@ -51,7 +51,7 @@ class MailServiceBase:
         clock: Clock,
         rng: Rng,
         audit: AuditLog,
-        policies: PolicyService,
+        policies: DataEncryptionPolicies,
         sealer: MasterSealer,
         blobs: LocalBlobStore,
         jobs: JobQueue,
