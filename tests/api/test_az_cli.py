@@ -21,21 +21,15 @@ clouds, ``az config set core.instance_discovery=false``, turns that off.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import os
-import shutil
-import socket
-import socketserver
-import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -43,169 +37,24 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 
-from tests.api.conftest import DOMAIN, TENANT, clean_env
+from tests.api.conftest import DOMAIN, TENANT
+from tests.support.az_cli import (
+    AZ_VERSION_CHECK,
+    CLOUD,
+    Az,
+    LoopbackProxy,
+    loopback_proxy,
+    require_az,
+)
 
 if TYPE_CHECKING:
     from tests.api.conftest import LiveServer
 
-AZ_ENV, REQUIRE_ENV = "CUSTOMERKEY_AZ", "CUSTOMERKEY_REQUIRE_AZ"
-AZ_TIMEOUT = 180
-CLOUD = "customerkey"
 VAULT = "az-main"
 SUBSCRIPTION = "contoso-sub-1"  # the subscription LiveServer.create_vault names
 OTHER_TENANT, OTHER_APP, OTHER_VAULT = "fabrikam", "fab-app", "fab-v"
 OTHER_SUB = "5b7e0c4e-2f1a-4c39-9d55-0f6a8e3c1b27"  # a GUID, as az's --subscription may need
 EMPTY_TENANT, EMPTY_APP = "northwind", "nw-app"  # a tenant that owns no subscription
-# Where az looks for newer versions of itself when a config folder is new (handled if refused).
-AZ_VERSION_CHECK = "azcliprod.blob.core.windows.net:443"
-
-
-# ------------------------------------------------------------------ the loopback proxy
-
-
-class _Tunnel(socketserver.BaseRequestHandler):
-    server: LoopbackProxy
-
-    def handle(self) -> None:
-        client: socket.socket = self.request
-        client.settimeout(AZ_TIMEOUT)
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = client.recv(4096)
-            if not chunk or len(head) > 16384:
-                return
-            head += chunk
-        line = head.split(b"\r\n", 1)[0].decode("latin-1")
-        method, _, rest = line.partition(" ")
-        target = rest.partition(" ")[0]
-        host, _, port = target.rpartition(":")
-        if method != "CONNECT" or not self.server.allows(host, port):
-            self.server.refused.append(line)
-            client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
-            return
-        with socket.create_connection(("127.0.0.1", self.server.port), timeout=AZ_TIMEOUT) as up:
-            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            pump = threading.Thread(target=_pipe, args=(up, client), daemon=True)
-            pump.start()
-            _pipe(client, up)
-            pump.join(AZ_TIMEOUT)
-
-
-def _pipe(source: socket.socket, sink: socket.socket) -> None:
-    try:
-        while chunk := source.recv(65536):
-            sink.sendall(chunk)
-    except OSError:
-        pass
-    finally:
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
-
-
-class LoopbackProxy(socketserver.ThreadingTCPServer):
-    """An HTTP CONNECT proxy to the server's port for its own host names only."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, port: int) -> None:
-        super().__init__(("127.0.0.1", 0), _Tunnel)
-        self.port = port
-        self.refused: list[str] = []
-
-    def allows(self, host: str, port: str) -> bool:
-        name = host.lower().rstrip(".")
-        ours = name == "localhost" or name.endswith("." + DOMAIN)
-        return ours and port == str(self.port)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-# ------------------------------------------------------------------ running az
-
-
-def az_executable() -> str | None:
-    """``$CUSTOMERKEY_AZ`` if set (it must exist), else ``az`` on PATH, else None."""
-    chosen = os.environ.get(AZ_ENV)
-    if chosen:
-        if not Path(chosen).is_file():
-            pytest.fail(f"{AZ_ENV}={chosen} is not a file")
-        return chosen
-    return shutil.which("az")
-
-
-@dataclass
-class Az:
-    """One az identity: its own config folder, talking to ``server`` through ``proxy``."""
-
-    executable: str
-    server: LiveServer
-    proxy: LoopbackProxy
-    config_dir: Path
-    calls: list[str] = field(default_factory=list)
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {
-            **clean_env(),
-            "AZURE_CONFIG_DIR": str(self.config_dir),
-            "REQUESTS_CA_BUNDLE": str(self.server.ca),
-            "HTTPS_PROXY": self.proxy.url,
-            "https_proxy": self.proxy.url,
-            "NO_PROXY": "",
-            "no_proxy": "",
-            "AZURE_CORE_COLLECT_TELEMETRY": "false",
-            "AZURE_CORE_NO_COLOR": "true",
-            "AZURE_CORE_SURVEY_MESSAGE": "false",
-        }
-        for name in ("CURL_CA_BUNDLE", "SSL_CERT_FILE", "HTTP_PROXY", "http_proxy"):
-            env.pop(name, None)
-        self.calls.append(" ".join(args))
-        result = subprocess.run(
-            [self.executable, *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=AZ_TIMEOUT,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"az {' '.join(args)} exited {result.returncode}:\n{result.stderr[-4000:]}"
-            )
-        return result
-
-    def json(self, *args: str) -> Any:
-        out = self.run(*args, "--output", "json").stdout
-        return json.loads(out) if out.strip() else None
-
-    def fails(self, *args: str) -> str:
-        """Run a command that must fail; its standard error."""
-        result = self.run(*args, check=False)
-        assert result.returncode != 0, f"az {' '.join(args)} succeeded:\n{result.stdout}"
-        return result.stderr
-
-    def register_cloud(self) -> None:
-        self.run("cloud", "register", "--name", CLOUD, "--endpoint-resource-manager", arm(self))
-        self.run("cloud", "set", "--name", CLOUD)
-        self.run("config", "set", "core.instance_discovery=false")
-
-    def login(self, client_id: str, secret: str, tenant: str, *extra: str) -> Any:
-        return self.json(
-            "login",
-            "--service-principal",
-            "--username",
-            client_id,
-            "--password",
-            secret,
-            "--tenant",
-            tenant,
-            *extra,
-        )
-
-
-def arm(az: Az) -> str:
-    return f"{az.server.url}/"
 
 
 @dataclass
@@ -251,15 +100,8 @@ def directory(live_server: LiveServer) -> Directory:
 
 @pytest.fixture(scope="module")
 def world(directory: Directory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    executable = az_executable()
-    if executable is None:
-        if os.environ.get(REQUIRE_ENV) == "1":
-            pytest.fail(f"{REQUIRE_ENV}=1 but az is not installed (set {AZ_ENV} or PATH)")
-        pytest.skip(f"the az CLI is not installed (pip install azure-cli, or set {AZ_ENV})")
-    proxy = LoopbackProxy(directory.server.port)
-    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
-    thread.start()
-    try:
+    executable = require_az()
+    with loopback_proxy(directory.server.port) as proxy:
         yield World(
             directory.server,
             directory.app,
@@ -268,9 +110,6 @@ def world(directory: Directory, tmp_path_factory: pytest.TempPathFactory) -> Ite
             proxy=proxy,
             root=tmp_path_factory.mktemp("az"),
         )
-    finally:
-        proxy.shutdown()
-        proxy.server_close()
     # Sign-in, ARM and the vaults never left for Microsoft's hosts; the only other destination
     # is az's own version check on the first run in a config folder (it carries on without).
     elsewhere = {line.split()[1] for line in proxy.refused}

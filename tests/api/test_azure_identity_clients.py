@@ -1,7 +1,9 @@
 """The stock sign-in clients against a real ``customerkey serve``: azure-identity (Python, sync)
 with ``azure-keyvault-keys``, MSAL Python's instance discovery, and the JavaScript SDK
 (``@azure/identity`` + ``@azure/keyvault-keys``, installed with npm into pytest's cache folder
-on first use; node and npm must be on PATH, nothing here is skipped without them).
+on first use; node and npm must be on PATH, nothing here is skipped without them): the scripts
+in ``tests/api/js/``, one over the RSA key life cycle, one over EC and RSA signatures, RSA
+encryption, random bytes and oct-HSM keys.
 
 No customerkey client code is involved: the credentials read the tenant's OpenID configuration
 (``discovery``) and sign in at the token endpoint it names. Vault hosts resolve to loopback
@@ -28,6 +30,9 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.identity import ClientSecretCredential, DefaultAzureCredential
 from azure.keyvault.keys import ApiVersion, KeyClient
 from azure.keyvault.keys.crypto import CryptographyClient, EncryptionAlgorithm, KeyWrapAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from tests.api.conftest import DOMAIN, TENANT, clean_env, start_server
 
@@ -370,3 +375,105 @@ def test_javascript_sdk_drives_every_rsa_operation(
     prefix = f"{live.vault_url(VAULT)}/keys/{name}/"
     assert seen["created"].startswith(prefix) and seen["restored"] == seen["created"]
     assert seen["crypto_app"] and seen["crypto_crypto"]
+
+
+SIGNER = "ident-signer"
+
+
+@pytest.fixture(scope="module")
+def signer(principals: Principals) -> str:
+    """A service principal with the six crypto permissions but not ``get``: the JS SDK cannot
+    read its keys, so every operation it asks goes to the server. Its secret."""
+    secret = principals.server.create_principal(SIGNER, kind="service")
+    principals.server.grant(
+        VAULT, SIGNER, ["sign", "verify", "encrypt", "decrypt", "wrapKey", "unwrapKey"]
+    )
+    return secret
+
+
+def _jwk_int(value: str) -> int:
+    return int.from_bytes(base64.b64decode(value))
+
+
+def test_javascript_sdk_drives_ec_rsa_signatures_rng_and_oct_hsm_keys(
+    principals: Principals, signer: str, live: LiveServer, node_modules: Path
+) -> None:
+    node = shutil.which("node")
+    assert node is not None
+    prefix = "jskt-" + uuid.uuid4().hex[:8]
+    env = {
+        **clean_env(),
+        "CK_AUTHORITY": live.url,
+        "CK_TENANT": TENANT,
+        "CK_CLIENT_ID": APP,
+        "CK_CLIENT_SECRET": principals.app_secret,
+        "CK_SIGNER_ID": SIGNER,
+        "CK_SIGNER_SECRET": signer,
+        "CK_VAULT_URL": live.vault_url(VAULT),
+        "CK_DOMAIN": DOMAIN,
+        "CK_PREFIX": prefix,
+        "NODE_EXTRA_CA_CERTS": str(live.ca),
+    }
+    result = subprocess.run(
+        [node, str(node_modules / "keyvault_key_types.mjs")],
+        cwd=node_modules,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    message = base64.b64decode(seen["message"])
+    prefix_url = f"{live.vault_url(VAULT)}/keys/{prefix}-"
+
+    # ES256 and ES384 (EC and EC-HSM): each signature the vault made checks out here too.
+    curves = {
+        "P-256": (ec.SECP256R1(), hashes.SHA256(), 32),
+        "P-384": (ec.SECP384R1(), hashes.SHA384(), 48),
+    }
+    assert [(k["kty"], k["crv"], k["algorithm"]) for k in seen["ec"]] == [
+        ("EC", "P-256", "ES256"),
+        ("EC", "P-384", "ES384"),
+        ("EC-HSM", "P-256", "ES256"),
+    ]
+    for key in seen["ec"]:
+        assert key["kid"].startswith(prefix_url)
+        curve, digest, size = curves[key["crv"]]
+        public = ec.EllipticCurvePublicNumbers(
+            _jwk_int(key["x"]), _jwk_int(key["y"]), curve
+        ).public_key()
+        assert len(key["signatures"]) == 2
+        for signature in map(base64.b64decode, key["signatures"]):
+            assert len(signature) == 2 * size
+            r, s = int.from_bytes(signature[:size]), int.from_bytes(signature[size:])
+            public.verify(encode_dss_signature(r, s), message, ec.ECDSA(digest))
+
+    # PS256 and RS256 with the RSA key's public numbers.
+    rsa_key = seen["rsa"]
+    assert rsa_key["kid"].startswith(prefix_url) and rsa_key["crypto"] is True
+    public_rsa = rsa.RSAPublicNumbers(_jwk_int(rsa_key["e"]), _jwk_int(rsa_key["n"])).public_key()
+    pads = {
+        "PS256": padding.PSS(padding.MGF1(hashes.SHA256()), 32),
+        "RS256": padding.PKCS1v15(),
+    }
+    assert set(rsa_key["signatures"]) == set(pads)
+    for algorithm, pad in pads.items():
+        for signature in rsa_key["signatures"][algorithm]:
+            public_rsa.verify(base64.b64decode(signature), message, pad, hashes.SHA256())
+    # RS256 is deterministic: the app's and the signer's signatures are the same bytes.
+    assert len(set(rsa_key["signatures"]["RS256"])) == 1
+
+    # getRandomBytes: three different 32-byte values.
+    random = [base64.b64decode(value) for value in seen["random"]]
+    assert len(random) == 3 and len(set(random)) == 3
+    assert all(len(value) == 32 for value in random)
+
+    # The oct-HSM key sealed with a fresh 12-byte IV and a 16-byte tag each time.
+    aes = seen["aes"]
+    assert aes["kid"].startswith(prefix_url)
+    ivs = {base64.b64decode(aes[who]["iv"]) for who in ("app", "signer")}
+    assert len(ivs) == 2 and all(len(iv) == 12 for iv in ivs)
+    assert all(len(base64.b64decode(aes[who]["tag"])) == 16 for who in ("app", "signer"))
+    created = _keys(principals, principals.credential()).get_key(f"{prefix}-aes")
+    assert created.key_type == "oct-HSM" and created.key.k is None

@@ -11,31 +11,11 @@
 //   NODE_EXTRA_CA_CERTS  the server's CA
 // Exits 0 after printing one JSON line of what it saw; any failure throws (exit 1).
 import assert from "node:assert/strict";
-import dns from "node:dns";
 import { ClientSecretCredential } from "@azure/identity";
 import { CryptographyClient, KeyClient } from "@azure/keyvault-keys";
+import { env, resolveToLoopback } from "./loopback.mjs";
 
-const env = (name) => {
-  const value = process.env[name];
-  assert.ok(value, `${name} is not set`);
-  return value;
-};
-
-// Node does not resolve names under .localhost itself: send the vault domain to loopback.
-const domain = env("CK_DOMAIN").toLowerCase();
-const systemLookup = dns.lookup;
-dns.lookup = function lookup(hostname, options, callback) {
-  const name = String(hostname).toLowerCase().replace(/\.$/, "");
-  if (name === domain || name.endsWith("." + domain)) {
-    const cb = typeof options === "function" ? options : callback;
-    const all = typeof options === "object" && options !== null && options.all;
-    process.nextTick(() =>
-      all ? cb(null, [{ address: "127.0.0.1", family: 4 }]) : cb(null, "127.0.0.1", 4),
-    );
-    return {};
-  }
-  return systemLookup.call(dns, hostname, options, callback);
-};
+resolveToLoopback(env("CK_DOMAIN"));
 
 const credentialOptions = { authorityHost: env("CK_AUTHORITY"), disableInstanceDiscovery: true };
 const credential = new ClientSecretCredential(
