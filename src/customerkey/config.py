@@ -5,7 +5,8 @@
 ``CUSTOMERKEY_JOB_LEASE_SECONDS`` (how long a silent worker keeps a job before another may
 take it over), ``CUSTOMERKEY_REKEY_BATCH``, ``CUSTOMERKEY_REFRESH_BATCH`` and
 ``CUSTOMERKEY_IMPORT_BATCH``. The token endpoint's admission control is tuned by the
-``CUSTOMERKEY_TOKEN_*`` settings below.
+``CUSTOMERKEY_TOKEN_*`` settings below. ``CUSTOMERKEY_RELEASE_AUTHORITIES`` (JSON) names the
+attestation authorities whose tokens secure key release trusts (``ReleaseAuthority``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from customerkey.errors import BadParameter
@@ -39,6 +40,32 @@ class RemoteVault(BaseModel):
     workload: str = "all"  # "mailbox", "files" or "all"
     # The customer tenants whose DEPs may name keys in this vault domain; empty: every tenant.
     tenants: list[str] = Field(default_factory=list)
+
+
+class ReleaseAuthority(BaseModel):
+    """An attestation authority whose tokens secure key release trusts (``vault.attestation``).
+
+    ``authority`` is the issuer (``iss``) of its tokens, as a release policy names it (e.g.
+    ``https://sharedeus.eus.attest.azure.net``). Its signing keys are a JWK Set given inline
+    (``jwks``) or as the path of a JSON file (``jwks_file``, re-read when it changes); they are
+    never fetched from the network. For example::
+
+        CUSTOMERKEY_RELEASE_AUTHORITIES='[{"authority": "https://attest.contoso.com",
+                                          "jwks_file": "/etc/customerkey/attest-jwks.json"}]'
+    """
+
+    authority: str = Field(min_length=1)
+    jwks_file: str | None = None
+    jwks: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> ReleaseAuthority:
+        if (self.jwks_file is None) == (self.jwks is None):
+            raise ValueError(
+                "a release authority needs exactly one of 'jwks_file' (a path) and 'jwks' "
+                "(an inline JWK Set)"
+            )
+        return self
 
 
 class Settings(BaseSettings):
@@ -83,6 +110,9 @@ class Settings(BaseSettings):
     # client asks for one token per credential an hour.
     token_source_request_burst: int = Field(default=0, ge=0)
     token_source_requests_per_minute: float = Field(default=600.0, gt=0)
+    # Secure key release: the attestation authorities whose tokens may release exportable keys
+    # (none by default: every release is then refused).
+    release_authorities: list[ReleaseAuthority] = Field(default_factory=list)
 
     def resolved_database_url(self) -> str:
         if self.database_url:

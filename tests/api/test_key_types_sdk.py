@@ -549,7 +549,6 @@ def test_unknown_operations_name_themselves(kv: Sdk) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     for path, body in (
         (f"/keys/raw-ops/{key.properties.version}/frobnicate", {}),
-        ("/keys/raw-ops//release", {"target": "x"}),
         ("/keys/raw-ops//teleport", None),
     ):
         response = server.http.post(
@@ -559,6 +558,13 @@ def test_unknown_operations_name_themselves(kv: Sdk) -> None:
         error = response.json()["error"]
         assert error["code"] == "BadParameter"
         assert "Unknown key operation" in error["message"], error
+    # release is an operation now: a key that is not exportable is refused as such
+    released = server.http.post(
+        f"{server.vault_url(VAULT)}/keys/raw-ops//release?api-version=7.5",
+        headers=headers,
+        json={"target": "x"},
+    )
+    assert released.status_code == 403 and "not exportable" in released.json()["error"]["message"]
     # a known operation with a bad body still names the body's problem
     response = server.http.post(
         f"{server.vault_url(VAULT)}/keys/raw-ops//sign?api-version=7.5",

@@ -15,8 +15,42 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from customerkey.clock import to_unix
+from customerkey.vault.key_documents import (
+    key_attributes_json,
+    key_bundle_json,
+    key_json,
+    release_policy_json,
+)
 from customerkey.vault.models import DeletedKeyBundle, KeyBundle, RotationPolicy
 from customerkey.vault.rotation import policy_to_json
+
+__all__ = [
+    "JsonWebKeyIn",
+    "KeyAttributesIn",
+    "KeyCreateBody",
+    "KeyImportBody",
+    "KeyOperationBody",
+    "KeyReleaseBody",
+    "KeyReleasePolicyIn",
+    "KeyRestoreBody",
+    "KeySignBody",
+    "KeyUpdateBody",
+    "KeyVerifyBody",
+    "LifetimeActionIn",
+    "LifetimeActionTypeIn",
+    "LifetimeTriggerIn",
+    "RandomBytesBody",
+    "RotationPolicyAttributesIn",
+    "RotationPolicyBody",
+    "UnicodeBody",
+    "deleted_fields",
+    "key_attributes_json",
+    "key_bundle_json",
+    "key_item_json",
+    "key_json",
+    "release_policy_json",
+    "rotation_policy_json",
+]
 
 
 def _reject_lone_surrogates(value: Any) -> None:
@@ -55,6 +89,15 @@ class KeyAttributesIn(_Body):
     exportable: bool | None = None
 
 
+class KeyReleasePolicyIn(_Body):
+    """``KeyReleasePolicy`` (api-version 7.3+): the policy's bytes in ``data`` (base64url),
+    their content type, and whether the policy may never change again."""
+
+    contentType: str | None = None
+    data: str | None = None
+    immutable: bool | None = None
+
+
 class KeyCreateBody(_Body):
     kty: str
     key_size: int | None = None
@@ -63,6 +106,7 @@ class KeyCreateBody(_Body):
     attributes: KeyAttributesIn | None = None
     tags: dict[str, str] | None = None
     crv: str | None = None
+    release_policy: KeyReleasePolicyIn | None = None
 
 
 class JsonWebKeyIn(_Body):
@@ -87,12 +131,14 @@ class KeyImportBody(_Body):
     hsm: bool | None = Field(default=None, alias="Hsm")
     attributes: KeyAttributesIn | None = None
     tags: dict[str, str] | None = None
+    release_policy: KeyReleasePolicyIn | None = None
 
 
 class KeyUpdateBody(_Body):
     key_ops: list[str] | None = None
     attributes: KeyAttributesIn | None = None
     tags: dict[str, str] | None = None
+    release_policy: KeyReleasePolicyIn | None = None
 
 
 class KeyOperationBody(_Body):
@@ -119,6 +165,16 @@ class KeyVerifyBody(_Body):
     alg: str
     digest: str
     value: str
+
+
+class KeyReleaseBody(_Body):
+    """release (``KeyReleaseParameters``): the attestation token of the target environment in
+    ``target``, an optional ``nonce`` echoed in the result, and the export algorithm ``enc``
+    (``CKM_RSA_AES_KEY_WRAP`` by default)."""
+
+    target: str
+    nonce: str | None = None
+    enc: str | None = None
 
 
 class RandomBytesBody(_Body):
@@ -152,41 +208,6 @@ class RotationPolicyAttributesIn(_Body):
 class RotationPolicyBody(_Body):
     lifetimeActions: list[LifetimeActionIn] | None = None
     attributes: RotationPolicyAttributesIn | None = None
-
-
-def key_attributes_json(bundle: KeyBundle) -> dict[str, Any]:
-    attrs = bundle.attributes
-    body: dict[str, Any] = {
-        "enabled": attrs.enabled,
-        "created": to_unix(attrs.created),
-        "updated": to_unix(attrs.updated),
-        "recoveryLevel": attrs.recovery_level,
-        "recoverableDays": attrs.recoverable_days,
-        "exportable": attrs.exportable,
-    }
-    if attrs.not_before is not None:
-        body["nbf"] = to_unix(attrs.not_before)
-    if attrs.expires is not None:
-        body["exp"] = to_unix(attrs.expires)
-    return body
-
-
-def key_json(bundle: KeyBundle, kid: str) -> dict[str, Any]:
-    """The JWK of a key bundle: n/e for RSA, crv/x/y for EC, no public member for oct-HSM."""
-    key: dict[str, Any] = {"kid": kid, "kty": bundle.kty, "key_ops": list(bundle.key_ops)}
-    if bundle.crv is not None:
-        key.update(crv=bundle.crv, x=bundle.x, y=bundle.y)
-    elif bundle.n:
-        key.update(n=bundle.n, e=bundle.e)
-    return key
-
-
-def key_bundle_json(bundle: KeyBundle, kid: str) -> dict[str, Any]:
-    return {
-        "key": key_json(bundle, kid),
-        "attributes": key_attributes_json(bundle),
-        "tags": dict(bundle.tags),
-    }
 
 
 def key_item_json(bundle: KeyBundle, kid: str) -> dict[str, Any]:

@@ -163,6 +163,25 @@ class KeyVersionRow(Base):
     crv: Mapped[str | None] = mapped_column(String(16), nullable=True)
     public_x: Mapped[str | None] = mapped_column(Text, nullable=True)
     public_y: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Secure key release (migration 0009): an exportable version's release policy
+    # ({"contentType", "data": base64url of the policy's bytes, "immutable"}) and the tag that
+    # binds it and ``exportable`` to the master key (crypto.release_tag); both NULL when the
+    # version is not exportable.
+    release_policy: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    release_tag: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class ReleaseSigningKeyRow(Base):
+    """The key that signs secure key release results (migration 0009): one per installation,
+    made on first use. Its RSA private key is sealed under the master key; its self-signed
+    certificate (DER) is what a release result names in ``x5c``."""
+
+    __tablename__ = "release_signing_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime]
+    sealed_private_key: Mapped[bytes] = mapped_column(LargeBinary)
+    certificate: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class AuditRow(Base):

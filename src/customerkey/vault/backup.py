@@ -14,8 +14,10 @@ payload ``{"name", "created", "rotation_policy", "versions": [...]}``; each vers
 its attributes, tags, public key and base64url private key: PKCS#8 for RSA and EC, the raw AES
 key for oct-HSM. An EC version also carries ``crv``, ``x`` and ``y`` (its ``n`` and ``e`` are
 ""); versions without ``crv`` are RSA or oct-HSM, so backups made before other key types
-existed read exactly as they always did (the format number stays 1). The API hands the whole
-blob out base64url-encoded. Only an installation holding the same master key can open it.
+existed read exactly as they always did (the format number stays 1). An exportable version also
+carries its ``release_policy`` (``{"contentType", "data": base64url, "immutable"}``); versions
+without one read as before. The API hands the whole blob out base64url-encoded. Only an
+installation holding the same master key can open it.
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ class BackupVersion:
     crv: str | None = None
     x: str | None = None
     y: str | None = None
+    # An exportable version's release policy: {"contentType", "data" (base64url), "immutable"}.
+    release_policy: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,24 @@ def _optional_text(value: Any) -> str | None:
     if not isinstance(value, str):
         raise InvalidBackup(_CORRUPT)
     return value
+
+
+def _release_policy(value: Any) -> Mapping[str, Any] | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or set(value) != {"contentType", "data", "immutable"}
+        or not isinstance(value["contentType"], str)
+        or not isinstance(value["data"], str)
+        or not isinstance(value["immutable"], bool)
+    ):
+        raise InvalidBackup(_CORRUPT)
+    try:
+        b64url_decode(value["data"])
+    except ValueError:
+        raise InvalidBackup(_CORRUPT) from None
+    return dict(value)
 
 
 def _header_bytes(header: BackupHeader) -> bytes:
@@ -134,6 +156,11 @@ def encode_backup(backup: KeyBackup, *, master_key: bytes, master_key_id: str) -
                 "e": v.e,
                 "private_key": b64url_encode(v.private_der),
                 **({"crv": v.crv, "x": v.x, "y": v.y} if v.crv is not None else {}),
+                **(
+                    {"release_policy": dict(v.release_policy)}
+                    if v.release_policy is not None
+                    else {}
+                ),
             }
             for v in backup.versions
         ],
@@ -211,6 +238,7 @@ def decode_backup(blob: bytes, *, master_key: bytes) -> KeyBackup:
                 crv=_optional_text(v.get("crv")),
                 x=_optional_text(v.get("x")),
                 y=_optional_text(v.get("y")),
+                release_policy=_release_policy(v.get("release_policy")),
             )
             for v in payload["versions"]
         )

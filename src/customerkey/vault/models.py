@@ -77,6 +77,17 @@ class KeyAttributes:
 
 
 @dataclass(frozen=True)
+class KeyReleasePolicy:
+    """The rules under which an exportable key version may be released (secure key release):
+    the policy document's bytes as given (``vault.release_policy`` reads them), its content
+    type, and whether it may never change again."""
+
+    data: bytes
+    content_type: str = "application/json; charset=utf-8"
+    immutable: bool = False
+
+
+@dataclass(frozen=True)
 class KeyBundle:
     """One key version's public face: ``n``/``e`` for RSA; ``crv``/``x``/``y`` for EC (``n``
     and ``e`` are then ""); no public member for oct-HSM. ``key_size`` is in bits: the
@@ -96,6 +107,7 @@ class KeyBundle:
     crv: str | None = None
     x: str | None = None  # base64url, full length
     y: str | None = None
+    release_policy: KeyReleasePolicy | None = None  # exportable versions only
 
 
 @dataclass(frozen=True)

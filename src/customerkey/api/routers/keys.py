@@ -2,6 +2,8 @@
 
 Each handler is thin: authenticate (``vault_actor``), check ``api-version``, call the vault
 service, shape the answer like Key Vault. Vault-specific routes only answer on vault hosts.
+Secure key release (``POST /keys/{name}[/{version}]/release``, api-version 7.3 and later) is
+registered before the generic ``/keys/{name}/{version}/{operation}`` route so that it wins.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from customerkey.api.deps import (
+    SUPPORTED_API_VERSIONS,
     ApiContext,
     api,
     check_api_version,
@@ -27,6 +30,8 @@ from customerkey.api.schemas import (
     KeyCreateBody,
     KeyImportBody,
     KeyOperationBody,
+    KeyReleaseBody,
+    KeyReleasePolicyIn,
     KeyRestoreBody,
     KeySignBody,
     KeyUpdateBody,
@@ -41,7 +46,9 @@ from customerkey.api.schemas import (
 from customerkey.clock import from_unix
 from customerkey.crypto.rsa import b64url_decode, b64url_encode
 from customerkey.errors import BadParameter
-from customerkey.vault.models import Actor, DeletedKeyBundle, KeyBundle
+from customerkey.vault.attestation import trusted_authorities
+from customerkey.vault.models import Actor, DeletedKeyBundle, KeyBundle, KeyReleasePolicy
+from customerkey.vault.release_policy import POLICY_CONTENT_TYPE
 
 router = APIRouter(tags=["keys"], dependencies=[Depends(check_api_version)])
 M = TypeVar("M", bound=BaseModel)
@@ -60,7 +67,22 @@ def _kid(request: Request, bundle: KeyBundle) -> str:
 
 
 def _bundle(request: Request, bundle: KeyBundle) -> dict[str, Any]:
-    return key_bundle_json(bundle, _kid(request, bundle))
+    body = key_bundle_json(bundle, _kid(request, bundle))
+    if "release_policy" in body and not _has_release(request):
+        del body["release_policy"]  # keys.json has it from 7.3 on
+    return body
+
+
+# The first api-version whose keys.json has release and release policies (7.3 made them GA).
+_RELEASE_SINCE = SUPPORTED_API_VERSIONS.index("7.3")
+
+
+def _has_release(request: Request) -> bool:
+    version = request.query_params.get("api-version", "")
+    return (
+        version in SUPPORTED_API_VERSIONS
+        and SUPPORTED_API_VERSIONS.index(version) >= _RELEASE_SINCE
+    )
 
 
 def _deleted(request: Request, deleted: DeletedKeyBundle) -> dict[str, Any]:
@@ -127,6 +149,18 @@ def _decode_optional(value: str | None, field: str) -> bytes | None:
     return None if value is None else _decode_value(value, field)
 
 
+def _release_policy(policy: KeyReleasePolicyIn | None) -> KeyReleasePolicy | None:
+    if policy is None:
+        return None
+    if not policy.data:
+        raise BadParameter("'release_policy.data' (the base64url policy document) is missing.")
+    return KeyReleasePolicy(
+        data=_decode_value(policy.data, "release_policy.data"),
+        content_type=policy.contentType or POLICY_CONTENT_TYPE,
+        immutable=bool(policy.immutable),
+    )
+
+
 def _parse(model: type[M], body: Any) -> M:
     """``body`` as ``model``, refused like any invalid request body (400 BadParameter)."""
     try:
@@ -158,6 +192,8 @@ def create_key(
         enabled=True if attrs.enabled is None else attrs.enabled,
         tags=body.tags,
         crv=body.crv,
+        exportable=bool(attrs.exportable),
+        release_policy=_release_policy(body.release_policy),
         **_times(body.attributes),
     )
     return _bundle(request, bundle)
@@ -180,6 +216,8 @@ def import_key(
         hsm=bool(body.hsm),
         enabled=True if attrs.enabled is None else attrs.enabled,
         tags=body.tags,
+        exportable=bool(attrs.exportable),
+        release_policy=_release_policy(body.release_policy),
         **_times(body.attributes),
     )
     return _bundle(request, bundle)
@@ -301,6 +339,8 @@ def update_key(
         enabled=attrs.enabled,
         key_ops=body.key_ops,
         tags=body.tags,
+        exportable=attrs.exportable,
+        release_policy=_release_policy(body.release_policy),
         **_times(body.attributes),
     )
     return _bundle(request, bundle)
@@ -314,6 +354,59 @@ def delete_key(
     actor: Actor = Depends(vault_actor),
 ) -> dict[str, Any]:
     return _deleted(request, api(request).runtime.vault.delete_key(actor, vault, name))
+
+
+# ------------------------------------------------------------------ secure key release
+
+
+def _release(
+    request: Request, actor: Actor, vault: str, name: str, version: str | None, body: Any
+) -> dict[str, Any]:
+    api_version = request.query_params.get("api-version", "")
+    if not _has_release(request):
+        raise BadParameter(
+            f"Key release is not part of api-version {api_version}; use 7.3 or later."
+        )
+    parsed = _parse(KeyReleaseBody, body)
+    context = api(request)
+    value = context.runtime.vault.release_key(
+        actor,
+        vault,
+        name,
+        version,
+        parsed.target,
+        authorities=trusted_authorities(context.runtime.settings.release_authorities),
+        vault_url=_base(request),
+        api_version=api_version,
+        nonce=parsed.nonce,
+        enc=parsed.enc,
+    )
+    return {"value": value}
+
+
+@router.post("/keys/{name}/{version}/release")
+def release_key(
+    name: str,
+    version: str,
+    request: Request,
+    body: Any = Body(None),
+    vault: str = Depends(vault_name),
+    actor: Actor = Depends(vault_actor),
+) -> dict[str, Any]:
+    """release: the key wrapped for the attested environment, in a JWS signed by the vault."""
+    return _release(request, actor, vault, name, version, body)
+
+
+@router.post("/keys/{name}/release")
+@router.post("/keys/{name}//release", include_in_schema=False)
+def release_newest_key(
+    name: str,
+    request: Request,
+    body: Any = Body(None),
+    vault: str = Depends(vault_name),
+    actor: Actor = Depends(vault_actor),
+) -> dict[str, Any]:
+    return _release(request, actor, vault, name, None, body)
 
 
 # ------------------------------------------------------------------ crypto operations

@@ -1,7 +1,8 @@
 """Backup and restore of a key: every version, its private half opened from its sealed form and
 sealed again under the backup format's master key (``vault.backup``); a backup restores only
 into a vault of its own tenant, subscription and geography, under a free name, keeping its
-version ids."""
+version ids. An exportable version keeps its release policy: its settings are checked against
+their tag before they are backed up, and tagged again when restored (``release``)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from customerkey.rng import new_hex_id
 from customerkey.storage.models import KeyRow, KeyVersionRow, SubscriptionRow
 from customerkey.storage.repositories import KeyRepository
 from customerkey.vault import backup as backup_format
+from customerkey.vault.key_documents import release_policy_json
 from customerkey.vault.models import Actor, KeyBundle
-from customerkey.vault.service.base import ServiceBase
+from customerkey.vault.service.release import ReleaseMixin, policy_from_stored
 
 
-class BackupMixin(ServiceBase):
+class BackupMixin(ReleaseMixin):
     """Key backups and restores."""
 
     def backup_key(self, actor: Actor, vault: str, name: str) -> bytes:
@@ -27,6 +29,7 @@ class BackupMixin(ServiceBase):
             versions = []
             for v in KeyRepository(session).versions(key.id):
                 self._check_public(row, key, v)
+                policy = self._stored_release_policy(row, key, v)
                 der = self._protector.open_private_key(
                     v.sealed_private_key, vault_id=row.id, key_id=key.id, version=v.version
                 )
@@ -51,6 +54,9 @@ class BackupMixin(ServiceBase):
                         crv=v.crv,
                         x=v.public_x,
                         y=v.public_y,
+                        release_policy=(
+                            release_policy_json(policy) if policy is not None else None
+                        ),
                     )
                 )
             blob = backup_format.encode_backup(
@@ -160,6 +166,13 @@ class BackupMixin(ServiceBase):
                         y=v.y,
                         key_size=v.key_size,
                     ),
+                )
+                self._set_release(
+                    version_row,
+                    vault_id=row.id,
+                    key_id=key.id,
+                    exportable=v.exportable,
+                    policy=policy_from_stored(v.release_policy),
                 )
                 keys.add_version(version_row)
                 if newest is None or version_row.seq > newest.seq:

@@ -1,7 +1,9 @@
 """Keys: create (or roll), import, read, list, update and rotate versioned keys of every Key
 Vault type (RSA, RSA-HSM, EC, EC-HSM, oct-HSM; the rules are ``vault.key_types``'), with the
 validation of their type, size or curve, operations and tags, and their rotation policies (a
-new version's expiry follows its key's policy; the scheduler in ``usage`` applies them)."""
+new version's expiry follows its key's policy; the scheduler in ``usage`` applies them).
+Exportable versions and their release policies follow the rules of ``release`` (secure key
+release), which this part builds on."""
 
 from __future__ import annotations
 
@@ -32,10 +34,10 @@ from customerkey.vault.key_types import (
     known_key_ops,
     normalize_kty,
 )
-from customerkey.vault.models import Actor, KeyBundle, RotationPolicy
+from customerkey.vault.models import Actor, KeyBundle, KeyReleasePolicy, RotationPolicy
 from customerkey.vault.names import validate_key_name
 from customerkey.vault.rotation import expiry_for_new_version, policy_from_json, policy_to_json
-from customerkey.vault.service.base import ServiceBase
+from customerkey.vault.service.release import ReleaseMixin
 
 __all__ = [
     "AES_KEY_SIZES",
@@ -52,7 +54,7 @@ RSA_KEY_OPS = KEY_OPS_BY_FAMILY["RSA"]
 EC_DEFAULT_CURVE = "P-256"  # of an EC key created without ``crv``, as Azure does
 
 
-class KeysMixin(ServiceBase):
+class KeysMixin(ReleaseMixin):
     """Key versions and rotation policies."""
 
     def _validate_new_key(
@@ -142,6 +144,8 @@ class KeysMixin(ServiceBase):
         tags: dict[str, str],
         imported: bool,
         operation: str,
+        exportable: bool = False,
+        release_policy: KeyReleasePolicy | None = None,
     ) -> KeyBundle:
         keys = KeyRepository(session)
         key = keys.find(vault.id, name)
@@ -197,10 +201,15 @@ class KeysMixin(ServiceBase):
                 material=private_key,
             ),
         )
+        self._set_release(
+            row, vault_id=vault.id, key_id=key.id, exportable=exportable, policy=release_policy
+        )
         keys.add_version(row)
         details: dict[str, Any] = {"kty": kty, "size": row.key_size, "ops": list(key_ops)}
         if row.crv is not None:
             details["crv"] = row.crv
+        if exportable:
+            details["exportable"] = True
         self._record(
             session,
             actor,
@@ -227,12 +236,15 @@ class KeysMixin(ServiceBase):
         expires: datetime | None = None,
         tags: Mapping[str, str] | None = None,
         crv: str | None = None,
+        exportable: bool = False,
+        release_policy: KeyReleasePolicy | None = None,
     ) -> KeyBundle:
         """Create a key, or a new version when the name exists (that is a key roll)."""
         validate_key_name(name)
         normalized, shape, ops = self._validate_new_key(
             kty, size, crv, key_ops, not_before, expires
         )
+        policy = self._release_settings(normalized, exportable, release_policy)
         clean_tags = self._validate_tags(tags)
         if public_exponent not in (3, 65537):
             raise BadParameter("The public exponent must be 65537 (or 3).")
@@ -255,6 +267,8 @@ class KeysMixin(ServiceBase):
                 tags=clean_tags,
                 imported=False,
                 operation="KeyCreate",
+                exportable=exportable,
+                release_policy=policy,
             )
 
         return self._run(actor, "KeyCreate", work, vault=vault.lower(), key=name)
@@ -318,9 +332,12 @@ class KeysMixin(ServiceBase):
         not_before: datetime | None = None,
         expires: datetime | None = None,
         tags: Mapping[str, str] | None = None,
+        exportable: bool = False,
+        release_policy: KeyReleasePolicy | None = None,
     ) -> KeyBundle:
         validate_key_name(name)
         final_kty, private_key = self._material_from_jwk(jwk, hsm)
+        policy = self._release_settings(final_kty, exportable, release_policy)
         raw_ops = jwk.get("key_ops")
         if raw_ops is not None and not (
             isinstance(raw_ops, list) and all(isinstance(o, str) for o in raw_ops)
@@ -348,6 +365,8 @@ class KeysMixin(ServiceBase):
                 tags=clean_tags,
                 imported=True,
                 operation="KeyImport",
+                exportable=exportable,
+                release_policy=policy,
             )
 
         return self._run(actor, "KeyImport", work, vault=vault.lower(), key=name)
@@ -398,11 +417,15 @@ class KeysMixin(ServiceBase):
         expires: datetime | None = None,
         key_ops: Sequence[str] | None = None,
         tags: Mapping[str, str] | None = None,
+        exportable: bool | None = None,
+        release_policy: KeyReleasePolicy | None = None,
     ) -> KeyBundle:
-        """Change a version's attributes, operations or tags (the newest when no version)."""
+        """Change a version's attributes, operations, tags or release policy (the newest when
+        no version); ``exportable`` can only be confirmed, never changed."""
         if key_ops is not None:
             known_key_ops(key_ops)
         clean_tags = self._validate_tags(tags) if tags is not None else None
+        policy = self.checked_release_policy(release_policy) if release_policy is not None else None
 
         def work(session: Session) -> KeyBundle:
             row = self._vault_row(session, vault)
@@ -428,6 +451,9 @@ class KeysMixin(ServiceBase):
             if clean_tags is not None:
                 target.tags = clean_tags
                 changes["tags"] = clean_tags
+            self._update_release(
+                row, key, target, exportable=exportable, policy=policy, changes=changes
+            )
             if not changes:
                 return self._bundle(row, key, target)
             target.updated_at = self._clock.now()
@@ -461,6 +487,8 @@ class KeysMixin(ServiceBase):
 
     def _rotate(self, session: Session, actor: Actor, vault: VaultRow, key: KeyRow) -> KeyBundle:
         newest = self._version_row(session, key, None)
+        # An exportable newest version passes on its policy, once its settings are checked.
+        policy = self._stored_release_policy(vault, key, newest)
         return self._add_version(
             session,
             actor,
@@ -477,6 +505,8 @@ class KeysMixin(ServiceBase):
             tags=dict(newest.tags),
             imported=False,
             operation="KeyRotate",
+            exportable=newest.exportable,
+            release_policy=policy,
         )
 
     @staticmethod
