@@ -60,7 +60,10 @@ def _private_database_file(path: Path) -> None:
     """Create the SQLite file 0600 before SQLite opens it (its -wal and -shm files take the
     database file's mode), and bring an older, wider file and its companions back to 0600."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    # Only a file that does not exist yet is opened here: closing any descriptor of a database
+    # file drops the POSIX locks every SQLite connection of this process holds on it.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     for companion in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         with contextlib.suppress(FileNotFoundError):
             os.chmod(companion, 0o600)
