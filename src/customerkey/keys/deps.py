@@ -112,6 +112,16 @@ def _generation(row: GenerationRow) -> PolicyGeneration:
     )
 
 
+def current_generation_row(session: Session, policy_id: str) -> GenerationRow | None:
+    """The policy's newest generation that is not retired (the one new keys go under)."""
+    return session.scalar(
+        select(GenerationRow)
+        .where(GenerationRow.policy_id == policy_id, GenerationRow.retired_at.is_(None))
+        .order_by(GenerationRow.seq.desc())
+        .limit(1)
+    )
+
+
 class DataEncryptionPolicies:
     def __init__(
         self,
@@ -152,7 +162,7 @@ class DataEncryptionPolicies:
             raise Forbidden(f"'{actor.principal_id}' is not an administrator of tenant '{tenant}'.")
 
     def _view(self, session: Session, row: PolicyRow) -> DataEncryptionPolicy:
-        current = self._current_generation_row(session, row.id)
+        current = current_generation_row(session, row.id)
         count = session.scalar(
             select(func.count()).select_from(GenerationRow).where(GenerationRow.policy_id == row.id)
         )
@@ -174,15 +184,6 @@ class DataEncryptionPolicies:
             purge_requested_by=row.purge_requested_by,
             purge_requested_at=row.purge_requested_at,
             purged_at=row.purged_at,
-        )
-
-    @staticmethod
-    def _current_generation_row(session: Session, policy_id: str) -> GenerationRow | None:
-        return session.scalar(
-            select(GenerationRow)
-            .where(GenerationRow.policy_id == policy_id, GenerationRow.retired_at.is_(None))
-            .order_by(GenerationRow.seq.desc())
-            .limit(1)
         )
 
     def _find(self, session: Session, tenant: str, identity: str, kind: str | None) -> PolicyRow:
@@ -511,7 +512,7 @@ class DataEncryptionPolicies:
                 raise PolicyNotFound(f"No data encryption policy {policy_id}.")
             if policy.state != "active":
                 raise Conflict(f"Policy '{policy.name}' is {policy.state}; it cannot be refreshed.")
-            current = self._current_generation_row(session, policy_id)
+            current = current_generation_row(session, policy_id)
             kind, tenant_id = policy.kind, policy.tenant_id
             uri_1, uri_2 = KeyUri.parse(policy.key_uri_1), KeyUri.parse(policy.key_uri_2)
             current_versions = (
@@ -603,7 +604,7 @@ class DataEncryptionPolicies:
 
     def current_generation(self, policy_id: str) -> PolicyGeneration | None:
         with self.db.transaction() as session:
-            row = self._current_generation_row(session, policy_id)
+            row = current_generation_row(session, policy_id)
             return _generation(row) if row else None
 
     def retire_generation(self, session: Session, generation_id: str, *, reason: str) -> bool:
@@ -697,7 +698,7 @@ class DataEncryptionPolicies:
                 )
             if not row.enabled:
                 raise Conflict(f"Policy '{row.name}' is disabled and cannot be assigned.")
-            current = self._current_generation_row(session, row.id)
+            current = current_generation_row(session, row.id)
             if current is None:
                 raise Conflict(f"Policy '{row.name}' has no usable key generation.")
             return row.id, current.id

@@ -33,7 +33,6 @@ from customerkey.storage.models import (
     FileChunkRow,
     FileRow,
     FileVersionRow,
-    GenerationRow,
     JobRow,
     PolicyRow,
     SiteKeyRow,
@@ -125,15 +124,6 @@ class FilesServiceBase:
         )
 
     @staticmethod
-    def _current_generation(session: Session, policy_id: str) -> GenerationRow | None:
-        return session.scalar(
-            select(GenerationRow)
-            .where(GenerationRow.policy_id == policy_id, GenerationRow.retired_at.is_(None))
-            .order_by(GenerationRow.seq.desc())
-            .limit(1)
-        )
-
-    @staticmethod
     def _rewrap_jobs(session: Session, policy_id: str) -> list[JobRow]:
         """Register and roll jobs of a policy, oldest first (by TIK generation, then time)."""
         rows = list(
@@ -153,15 +143,6 @@ class FilesServiceBase:
     def _active_rewrap(self, session: Session, policy_id: str) -> JobRow | None:
         active = [r for r in self._rewrap_jobs(session, policy_id) if r.state in _ACTIVE]
         return active[-1] if active else None
-
-    def _unwrap_site_key(
-        self,
-        tenant: str,
-        generation_id: str | None,
-        wrapped: bytes | None,
-        request_id: str | None = None,
-    ) -> bytes:
-        return self.keys.unwrap(tenant, generation_id, wrapped, request_id=request_id)
 
     def _site_row(self, session: Session, url: str) -> SiteRow:
         text = url.strip()

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from customerkey.crypto.wrap import aes_kwp_wrap
 from customerkey.errors import BadParameter, Conflict, NotFound
+from customerkey.keys.deps import current_generation_row
 from customerkey.storage.models import SiteKeyRow, SiteRow, TenantRow
 from customerkey.vault.models import Actor
 from customerkey.workloads.files.base import FilesServiceBase
@@ -44,7 +45,7 @@ class SitesMixin(FilesServiceBase):
                     f"A permanent data purge of tenant '{url_tenant}''s files is requested; no "
                     "new sites can be created."
                 )
-            current = self._current_generation(session, policy.id)
+            current = current_generation_row(session, policy.id)
             if current is None:
                 raise Conflict("The tenant's files policy has no usable key generation.")
             return current.id
@@ -127,7 +128,7 @@ class SitesMixin(FilesServiceBase):
             policy = self._policy_row(session, row.tenant_id)
             if policy is None:
                 return SiteEncryptionStatus(site, "Unregistered", None, None, None)
-            current = self._current_generation(session, policy.id)
+            current = current_generation_row(session, policy.id)
             current_id = current.id if current else None
             if policy.state == "purge-requested":
                 state = "PurgeRequested"

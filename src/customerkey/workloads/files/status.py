@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from customerkey.errors import Conflict, NotFound
 from customerkey.jobs.registry import payload_of
+from customerkey.keys.deps import current_generation_row
 from customerkey.storage.models import GenerationRow, SiteKeyRow, SiteRow, TenantRow
 from customerkey.vault.models import Actor
 from customerkey.workloads.files.base import FilesServiceBase
@@ -34,7 +35,7 @@ class StatusMixin(FilesServiceBase):
         policy = self._policy_row(session, tenant)
         if policy is None:
             return FilesPolicyStatus(tenant, identity, "Unregistered", None, total, 0)
-        current = self._current_generation(session, policy.id)
+        current = current_generation_row(session, policy.id)
         done = 0
         if current is not None:
             done = int(

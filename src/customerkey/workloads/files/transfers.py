@@ -86,7 +86,7 @@ class TransfersMixin(FilesServiceBase):
                 key.generation_id,
                 key.wrapped,
             )
-        site_key = self._unwrap_site_key(tenant, generation_id, wrapped, actor.request_id)
+        site_key = self.keys.unwrap(tenant, generation_id, wrapped, request_id=actor.request_id)
         file_id = existing or self._uuid()
         version_id = self._uuid()
         prefix = blob_names.version_folder(site_id, file_id, version_id)
@@ -314,8 +314,8 @@ class TransfersMixin(FilesServiceBase):
         def chunk_key(chunk: _Chunk) -> bytes:
             if chunk.site_key_id not in site_keys:
                 generation_id, wrapped = plan.site_keys.get(chunk.site_key_id, (None, None))
-                site_keys[chunk.site_key_id] = self._unwrap_site_key(
-                    plan.tenant, generation_id, wrapped, request_id
+                site_keys[chunk.site_key_id] = self.keys.unwrap(
+                    plan.tenant, generation_id, wrapped, request_id=request_id
                 )
             if chunk.wrapped_key is None:
                 raise KeyAccessDenied("This file's keys have been destroyed; it is gone.")

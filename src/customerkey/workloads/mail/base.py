@@ -2,10 +2,11 @@
 
 It owns the mailbox-key table (``MAILBOX_KEYS``) and its ``ContainerKeys``, the permission
 checks (``_may_manage``: a tenant admin; ``_may_use``: a tenant admin or the mailbox's owner),
-the mailbox lookup and view (``_find``, ``_view``), and the mailbox keys' life: made and
-wrapped (``_wrap_new_key``, ``_add_key``), unwrapped for a reader or a job
-(``unwrap_mailbox_key``, ``_job_key``), the current one (``_current_key``), the check a writer
-makes before storing under one (``_require_live_key``), and destroyed (``_destroy_key``). The
+the mailbox lookup and view (``_find``, ``_view``), and the mailbox keys' life: made,
+wrapped and unwrapped by ``self.keys`` (a job unwraps through ``_job_key``, for which a
+destroyed key is a permanent failure), stored (``_add_key``), the current one
+(``_current_key``), the check a writer makes before storing under one
+(``_require_live_key``), and destroyed (``_destroy_key``). The
 concerns (``mailboxes``, ``rekey``, ``imports``, ``items``, ``refresh``, ``purge``) each
 inherit from ``MailServiceBase``; ``service.MailService`` combines them."""
 
@@ -144,25 +145,6 @@ class MailServiceBase:
             policy_id=row.policy_id,
             policy_name=policy_name,
             created_at=row.created_at,
-        )
-
-    def _wrap_new_key(
-        self, tenant: str, generation_id: str | None, *, system: bool = False
-    ) -> tuple[bytes, bytes]:
-        """A fresh mailbox key and its wrapped form (needs the vault: no transaction open)."""
-        return self.keys.new_key(tenant, generation_id, system=system)
-
-    def unwrap_mailbox_key(
-        self,
-        tenant: str,
-        generation_id: str | None,
-        wrapped: bytes | None,
-        *,
-        system: bool = False,
-        request_id: str | None = None,
-    ) -> bytes:
-        return self.keys.unwrap(
-            tenant, generation_id, wrapped, system=system, request_id=request_id
         )
 
     def _job_key(self, tenant: str, generation_id: str | None, wrapped: bytes | None) -> bytes:

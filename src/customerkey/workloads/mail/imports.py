@@ -179,7 +179,7 @@ class ImportsMixin(MailServiceBase):
             tenant, mailbox_id = row.tenant_id, row.id
             key_id, key_seq = key_row.id, key_row.seq
             generation_id, wrapped = key_row.generation_id, key_row.wrapped
-        mailbox_key = self.unwrap_mailbox_key(
+        mailbox_key = self.keys.unwrap(
             tenant, generation_id, wrapped, request_id=str(request_id) if request_id else None
         )
         pending: list[MailItemRow] = []

@@ -32,9 +32,7 @@ class ItemsMixin(MailServiceBase):
             key_row = self._current_key(session, row)
             tenant, mailbox_id, key_id, key_seq = row.tenant_id, row.id, key_row.id, key_row.seq
             generation_id, wrapped = key_row.generation_id, key_row.wrapped
-        mailbox_key = self.unwrap_mailbox_key(
-            tenant, generation_id, wrapped, request_id=actor.request_id
-        )
+        mailbox_key = self.keys.unwrap(tenant, generation_id, wrapped, request_id=actor.request_id)
         item_id = self._uuid()
         blob = blob_names.item_blob(mailbox_id, item_id, key_seq)
         sealed = seal(
@@ -107,7 +105,7 @@ class ItemsMixin(MailServiceBase):
         system: bool,
         request_id: str | None,
     ) -> bytes:
-        mailbox_key = self.unwrap_mailbox_key(
+        mailbox_key = self.keys.unwrap(
             tenant, key.generation_id, key.wrapped, system=system, request_id=request_id
         )
         out = io.BytesIO()

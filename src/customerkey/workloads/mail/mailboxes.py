@@ -47,7 +47,7 @@ class MailboxesMixin(MailServiceBase):
             if session.scalar(select(MailboxRow).where(MailboxRow.upn == upn_l)) is not None:
                 raise Conflict(f"A mailbox or mail user '{upn_l}' already exists.")
         policy_id, generation_id = self._resolve_policy(tenant, policy)
-        _, wrapped = self._wrap_new_key(tenant, generation_id)
+        _, wrapped = self.keys.new_key(tenant, generation_id)
         now = self._clock.now()
         with self.db.transaction() as session:
             if session.scalar(select(MailboxRow).where(MailboxRow.upn == upn_l)) is not None:

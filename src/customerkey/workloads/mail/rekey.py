@@ -74,7 +74,7 @@ class RekeyMixin(MailServiceBase):
                     f"Mailbox '{row.upn}' is being re-encrypted; wait for that job to finish."
                 )
             tenant = row.tenant_id
-        _, wrapped = self._wrap_new_key(tenant, generation_id)
+        _, wrapped = self.keys.new_key(tenant, generation_id)
         with self.db.transaction() as session:
             row = self._find(session, actor, identity)
             old_keys = list(
