@@ -143,12 +143,6 @@ class _Tally:
         )
 
 
-def _batches(items: Iterable[BlobInfo], size: int) -> Iterator[list[BlobInfo]]:
-    iterator = iter(items)
-    while batch := list(itertools.islice(iterator, size)):
-        yield batch
-
-
 class BlobSweeper:
     def __init__(
         self,
