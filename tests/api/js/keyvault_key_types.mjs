@@ -17,25 +17,13 @@
 // of what it saw; any failure throws (exit 1).
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
-import { ClientSecretCredential } from "@azure/identity";
 import { CryptographyClient, KeyClient } from "@azure/keyvault-keys";
-import { env, resolveToLoopback } from "./loopback.mjs";
+import { credentialFrom, env, resolveToLoopback } from "./loopback.mjs";
 
 resolveToLoopback(env("CK_DOMAIN"));
 
-const credentialOptions = { authorityHost: env("CK_AUTHORITY"), disableInstanceDiscovery: true };
-const credential = new ClientSecretCredential(
-  env("CK_TENANT"),
-  env("CK_CLIENT_ID"),
-  env("CK_CLIENT_SECRET"),
-  credentialOptions,
-);
-const signerCredential = new ClientSecretCredential(
-  env("CK_TENANT"),
-  env("CK_SIGNER_ID"),
-  env("CK_SIGNER_SECRET"),
-  credentialOptions,
-);
+const credential = credentialFrom("CK_CLIENT_ID", "CK_CLIENT_SECRET");
+const signerCredential = credentialFrom("CK_SIGNER_ID", "CK_SIGNER_SECRET");
 const client = new KeyClient(env("CK_VAULT_URL"), credential);
 const prefix = env("CK_PREFIX");
 const who = [

@@ -11,25 +11,13 @@
 //   NODE_EXTRA_CA_CERTS  the server's CA
 // Exits 0 after printing one JSON line of what it saw; any failure throws (exit 1).
 import assert from "node:assert/strict";
-import { ClientSecretCredential } from "@azure/identity";
 import { CryptographyClient, KeyClient } from "@azure/keyvault-keys";
-import { env, resolveToLoopback } from "./loopback.mjs";
+import { credentialFrom, env, resolveToLoopback } from "./loopback.mjs";
 
 resolveToLoopback(env("CK_DOMAIN"));
 
-const credentialOptions = { authorityHost: env("CK_AUTHORITY"), disableInstanceDiscovery: true };
-const credential = new ClientSecretCredential(
-  env("CK_TENANT"),
-  env("CK_CLIENT_ID"),
-  env("CK_CLIENT_SECRET"),
-  credentialOptions,
-);
-const cryptoCredential = new ClientSecretCredential(
-  env("CK_TENANT"),
-  env("CK_CRYPTO_ID"),
-  env("CK_CRYPTO_SECRET"),
-  credentialOptions,
-);
+const credential = credentialFrom("CK_CLIENT_ID", "CK_CLIENT_SECRET");
+const cryptoCredential = credentialFrom("CK_CRYPTO_ID", "CK_CRYPTO_SECRET");
 const client = new KeyClient(env("CK_VAULT_URL"), credential);
 const name = env("CK_KEY");
 const seen = {};

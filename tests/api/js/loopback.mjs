@@ -2,6 +2,7 @@
 // environment, and the vault host names sent to loopback.
 import assert from "node:assert/strict";
 import dns from "node:dns";
+import { ClientSecretCredential } from "@azure/identity";
 
 /** The value of an environment variable the test must have set. */
 export const env = (name) => {
@@ -9,6 +10,14 @@ export const env = (name) => {
   assert.ok(value, `${name} is not set`);
   return value;
 };
+
+/** The stock credential for the principal whose id and secret the test passes in the
+ * environment variables `idName` and `secretName`, signing in to customerkey's authority. */
+export const credentialFrom = (idName, secretName) =>
+  new ClientSecretCredential(env("CK_TENANT"), env(idName), env(secretName), {
+    authorityHost: env("CK_AUTHORITY"),
+    disableInstanceDiscovery: true,
+  });
 
 /** Node does not resolve names under .localhost itself: send `domain` and the names under it
  * to 127.0.0.1 (what the Python tests' in-process resolver does). */
