@@ -18,9 +18,7 @@ up (``customerkey.azure.install_loopback_resolver``).
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -35,6 +33,7 @@ import pytest
 
 from customerkey.azure import ClientSecretCredential
 from customerkey.azure.localdns import install_loopback_resolver, uninstall_loopback_resolver
+from tests.support.servers import clean_env, free_port
 
 DOMAIN = "vault.localhost"
 TENANT = "contoso"
@@ -43,20 +42,6 @@ START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 # Lines the server writes only when something went wrong that is not the caller's fault.
 BUG_MARKERS = ("unhandled error in", "Exception in ASGI application", "Traceback (most recent")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def clean_env() -> dict[str, str]:
-    """The environment for our subprocesses: no CUSTOMERKEY_* settings leak in (SQLite)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOMERKEY_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 @dataclass

@@ -34,7 +34,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from tests.api.conftest import DOMAIN, TENANT, clean_env, start_server
+from tests.api.conftest import DOMAIN, TENANT, start_server
+from tests.support.servers import clean_env
 
 if TYPE_CHECKING:
     from tests.api.conftest import LiveServer

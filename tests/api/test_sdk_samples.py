@@ -49,7 +49,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.identity import ClientSecretCredential
 from azure.keyvault.keys import KeyClient, KeyRotationPolicyAction, KeyType
 
-from tests.api.conftest import TENANT, clean_env
+from tests.api.conftest import TENANT
 from tests.support.az_cli import (
     AZ_VERSION_CHECK,
     Az,
@@ -57,6 +57,7 @@ from tests.support.az_cli import (
     loopback_proxy,
     require_az,
 )
+from tests.support.servers import clean_env
 
 if TYPE_CHECKING:
     from tests.api.conftest import LiveServer

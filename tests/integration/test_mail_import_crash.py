@@ -33,7 +33,7 @@ from tests.support.crash_harness import (
 )
 from tests.support.mail_import import verify_import
 from tests.support.mailfixtures import TENANT, setup_policy, write_mbox
-from tests.support.remote_vaults import free_port
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.storage
 

@@ -63,7 +63,6 @@ from tests.support.remote_vaults import (
     DOMAIN,
     TENANT,
     Cloud,
-    free_port,
     make_ready,
     provision,
     run_parallel,
@@ -71,6 +70,7 @@ from tests.support.remote_vaults import (
     start_clouds,
     stop_clouds,
 )
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.storage
 

@@ -42,7 +42,7 @@ from customerkey.storage.database import Database, normalize_url
 from customerkey.storage.models import AuditRow, RevocationRow
 from customerkey.storage.revocations import Revocation, RevocationRelay
 from customerkey.vault.models import OPERATOR, Actor
-from tests.api.conftest import LiveServer, clean_env, start_server
+from tests.api.conftest import LiveServer, start_server
 from tests.support.mailfixtures import (
     GRANT,
     KEY_A,
@@ -52,6 +52,7 @@ from tests.support.mailfixtures import (
     setup_policy,
     setup_tenant_and_keys,
 )
+from tests.support.servers import clean_env
 
 pytestmark = pytest.mark.storage
 

@@ -45,8 +45,6 @@ from tests.api.conftest import (
     DOMAIN,
     TENANT,
     LiveServer,
-    clean_env,
-    free_port,
     start_server,
 )
 from tests.support.crash_harness import (
@@ -70,6 +68,7 @@ from tests.support.filesfixtures import (
     setup_tenant_and_vaults,
     site_url,
 )
+from tests.support.servers import clean_env, free_port
 
 pytestmark = pytest.mark.slow
 

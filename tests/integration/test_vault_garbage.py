@@ -44,11 +44,11 @@ from tests.support.remote_vaults import (
     DOMAIN,
     TENANT,
     Cloud,
-    free_port,
     make_ready,
     provision,
     stop_clouds,
 )
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.storage
 

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.api.conftest import DOMAIN, clean_env
+from tests.api.conftest import DOMAIN
+from tests.support.servers import clean_env
 
 if TYPE_CHECKING:
     from tests.api.conftest import LiveServer

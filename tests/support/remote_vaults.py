@@ -19,7 +19,6 @@ putting things back costs nothing when nothing changed.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import ssl
@@ -34,6 +33,7 @@ from typing import Any
 import httpx
 
 from customerkey.config import RemoteVault
+from tests.support.servers import clean_env
 
 DOMAIN = "vault.localhost"
 TENANT = "contoso"
@@ -43,20 +43,6 @@ STOP_TIMEOUT = 30.0
 CLI_TIMEOUT = 60.0
 # Lines a server writes only when something went wrong that is not the caller's fault.
 BUG_MARKERS = ("Exception in ASGI application", "Traceback (most recent", '"status":500')
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def clean_env() -> dict[str, str]:
-    """No CUSTOMERKEY_* setting of the machine running the tests leaks into a cloud (SQLite)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTOMERKEY_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def _command(home: Path, args: Sequence[str]) -> list[str]:
