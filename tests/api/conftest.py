@@ -211,6 +211,19 @@ class LiveServer:
     def log_size(self) -> int:
         return self.log_path.stat().st_size
 
+    def log_after(self, since: int, needle: str, timeout: float = 10.0) -> str:
+        """The log after byte ``since`` once it holds ``needle`` (lower-cased match).
+
+        The access line of a request is written after its response is sent, so a test that
+        reads the log right after a call may be ahead of the server; this waits a bounded time.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log()[since:]
+            if needle.lower() in text.lower() or time.monotonic() >= deadline:
+                return text
+            time.sleep(0.02)
+
     # ---------------------------------------------------------------- lifecycle
 
     def stop(self, sig: int = signal.SIGTERM) -> int:

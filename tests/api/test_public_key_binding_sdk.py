@@ -116,6 +116,7 @@ def test_replaced_modulus_is_refused_not_served_through_the_sdk(server: LiveServ
         assert wrap_refused.value.status_code == 500
         assert wrap_refused.value.error is not None
         assert wrap_refused.value.error.code == "KeyIntegrityFailure"
+        server.log_after(log_start, "/wrapkey")  # its access line follows the response
         assert "/wrapkey" in log_paths(server, log_start)  # the server was asked to wrap
         # unwrap (always server-side) and backup refuse the version as well
         _refused(lambda: fresh.unwrap_key(ALG, wrapped), label, attacker_n)
