@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import textwrap
 from datetime import datetime
 from typing import Any
 
+from customerkey.pwsh.cmdlets.documented_parameters import documented
 from customerkey.pwsh.cmdlets.registry import CmdletSpec, Invocation, cmdlet, fail, matches
 from customerkey.pwsh.engine.formatting import (
     FormattedOutput,
@@ -187,7 +189,9 @@ def syntax(spec: CmdletSpec) -> list[str]:
     lines = []
     for set_name in spec.signature.sets:
         parts = [spec.name]
-        params = [p for p in spec.signature.params if p.in_set(set_name)]
+        params = [
+            p for p in spec.signature.params if p.in_set(set_name) and not (p.ignored or p.refused)
+        ]
         params.sort(key=lambda p: (p.position is None, p.position or 0))
         for param in params:
             value = "" if param.type == "switch" else f" <{param.type_name.split('.')[-1]}>"
@@ -227,11 +231,26 @@ def get_help(inv: Invocation) -> list[Any]:
     lines = ["", "NAME", f"    {spec.name}", "", "SYNOPSIS", f"    {spec.synopsis}", "", "SYNTAX"]
     for line in syntax(spec):
         lines += [f"    {line}", ""]
-    described = [p for p in spec.signature.params if p.help]
+    params = spec.signature.params
+    described = [p for p in params if p.help]
     if described:
         lines.append("PARAMETERS")
         lines += [f"    -{p.name}: {p.help}" for p in described]
         lines.append("")
+    for title, chosen in (
+        ("ACCEPTED WITH NO EFFECT HERE (a warning says so)", [p for p in params if p.ignored]),
+        ("DOCUMENTED BY MICROSOFT, NOT SUPPORTED HERE", [p for p in params if p.refused]),
+    ):
+        if chosen:
+            text = " ".join(f"-{p.name}" for p in chosen)
+            lines += [
+                title,
+                *textwrap.wrap(text, 88, initial_indent="    ", subsequent_indent="    "),
+                "",
+            ]
     if spec.aliases:
         lines += ["ALIASES", *(f"    {a}" for a in spec.aliases), ""]
+    entry = documented(spec.name)
+    if entry is not None:
+        lines += ["RELATED LINKS", f"    {entry.url}", ""]
     return ["\n".join(lines)]

@@ -304,6 +304,11 @@ def _get_recipients(inv: Invocation, *, mail_user: bool) -> list[Any]:
         return [mailbox_object(_mailbox(inv, identity, mail_user=mail_user))]
     boxes = inv.runtime.mail.list_mailboxes(inv.actor(EXO), inv.tenant(EXO, EXO_HINT))
     chosen = [b for b in boxes if (b.kind == "mailuser") == mail_user]
+    return [mailbox_object(b) for b in _first(inv, chosen)]
+
+
+def _first(inv: Invocation, found: list[Any]) -> list[Any]:
+    """The first ``-ResultSize`` of ``found`` (a number, or Unlimited)."""
     size = inv.args.get("ResultSize")
     if size and str(size).lower() != "unlimited":
         if not str(size).isdigit():
@@ -312,8 +317,8 @@ def _get_recipients(inv: Invocation, *, mail_user: bool) -> list[Any]:
                 "Unlimited.",
                 "CannotConvertArgument",
             )
-        chosen = chosen[: int(size)]
-    return [mailbox_object(b) for b in chosen]
+        return found[: int(size)]
+    return found
 
 
 @cmdlet(
@@ -361,6 +366,7 @@ def new_moverequest(inv: Invocation) -> list[Any]:
 @cmdlet(
     "Get-MoveRequest",
     Param("Identity", position=0, pipeline=True),
+    Param("ResultSize"),
     synopsis="The newest move (re-encryption) of a mailbox, or of every mailbox.",
 )
 def get_moverequest(inv: Invocation) -> list[Any]:
@@ -382,4 +388,4 @@ def get_moverequest(inv: Invocation) -> list[Any]:
         job = inv.runtime.jobs.latest_for(mailbox.id, REKEY_JOB)
         if job is not None:
             found.append(move_object(job, mailbox))
-    return found
+    return _first(inv, found)

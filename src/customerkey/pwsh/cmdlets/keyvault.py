@@ -268,7 +268,8 @@ def remove_azkeyvault(inv: Invocation) -> list[Any]:
     if inv.args.flag("InRemovedState"):
         inv.runtime.vault.purge_vault(inv.actor(AZ), name)
     else:
-        inv.runtime.vault.delete_vault(inv.actor(AZ), name)
+        # Like Remove-AzKeyVaultKey: refused while a key of the vault protects data, unless -Force.
+        inv.runtime.vault.delete_vault(inv.actor(AZ), name, force=inv.args.flag("Force"))
     return [True] if inv.args.flag("PassThru") else []
 
 
@@ -289,7 +290,7 @@ def undo_azkeyvaultremoval(inv: Invocation) -> list[Any]:
 _PRINCIPAL_PARAMS = (
     Param(
         "UserPrincipalName",
-        aliases=("UPN", "Email"),
+        aliases=("UPN", "EmailAddress", "Email"),
         sets=("ByUserPrincipalName",),
         mandatory=True,
     ),

@@ -120,6 +120,7 @@ def _protection(inv: Invocation, vault: str, name: str, version: str | None) -> 
     Param("Expires", "datetime"),
     Param("Size", "int"),
     Param("KeyType", choices=("RSA", "EC")),
+    Param("CurveName", choices=("P-256", "P-256K", "P-384", "P-521")),
     Param("Disable", "switch"),
     Param("Tag", "hashtable", aliases=("Tags",)),
     aliases=("Add-AzureKeyVaultKey",),
@@ -127,7 +128,8 @@ def _protection(inv: Invocation, vault: str, name: str, version: str | None) -> 
 )
 def add_azkeyvaultkey(inv: Invocation) -> list[Any]:
     hsm = inv.args.get("Destination") == "HSM"
-    key_type = inv.args.get("KeyType") or "RSA"
+    curve = inv.args.get("CurveName")
+    key_type = inv.args.get("KeyType") or ("EC" if curve else "RSA")
     tags = inv.args.get("Tag")
     bundle = inv.runtime.vault.create_key(
         inv.actor(AZ),
@@ -135,6 +137,7 @@ def add_azkeyvaultkey(inv: Invocation) -> list[Any]:
         inv.args.get("Name"),
         kty=f"{key_type}-HSM" if hsm else key_type,
         size=inv.args.get("Size"),
+        crv=curve,
         key_ops=inv.args.get("KeyOps"),
         enabled=not inv.args.flag("Disable"),
         not_before=inv.args.get("NotBefore"),
@@ -253,7 +256,7 @@ def remove_azkeyvaultkey(inv: Invocation) -> list[Any]:
         )
     if protecting:
         inv.warn(f"Removing key '{name}', which still protects data: {protecting}.")
-    deleted = inv.runtime.vault.delete_key(actor, vault, name)
+    deleted = inv.runtime.vault.delete_key(actor, vault, name, force=inv.args.flag("Force"))
     return [deleted_key_object(inv, deleted)] if inv.args.flag("PassThru") else []
 
 

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from customerkey.pwsh.cmdlets.documented_parameters import documented, with_documented
 from customerkey.pwsh.engine.formatting import Field, register_view
 from customerkey.pwsh.errors import ShellError
 from customerkey.pwsh.language.binding import COMMON_NAMES, BoundArguments, Param, Signature
@@ -119,15 +120,19 @@ def cmdlet(
     module: str = "customerkey",
     registry: Registry | None = None,
 ) -> Callable[[CmdletFn], CmdletFn]:
-    """Register the decorated function as cmdlet ``name``."""
+    """Register the decorated function as cmdlet ``name``; the parameters Microsoft documents
+    for it and it does not implement are added from ``documented_parameters``."""
     verb = name.split("-", 1)[0]
     process = verb in SHOULD_PROCESS_VERBS if should_process is None else should_process
+    entry = documented(name)
+    if entry is not None and entry.should_process:
+        process = True
 
     def decorate(fn: CmdletFn) -> CmdletFn:
         (registry or REGISTRY).register(
             CmdletSpec(
                 name=name,
-                signature=Signature(tuple(params), default_set, process),
+                signature=Signature(with_documented(name, tuple(params)), default_set, process),
                 run=fn,
                 aliases=tuple(aliases),
                 synopsis=synopsis or (fn.__doc__ or "").strip().split("\n")[0],

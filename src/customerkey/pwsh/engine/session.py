@@ -420,10 +420,10 @@ class Session:
             if spec is None or not isinstance(element, ast.Command):
                 bound.append(None)
                 continue
+            given = self._arguments(element)
+            self._refuse(element, spec, given)
             try:
-                bound.append(
-                    bind(spec.signature, self._arguments(element), expects_input=position > 0)
-                )
+                bound.append(bind(spec.signature, given, expects_input=position > 0))
             except BindingError as error:
                 raise self._binding_error(error, element, spec) from None
         items: list[Any] = []
@@ -476,6 +476,49 @@ class Session:
                 spec,
             )
 
+    def _refuse(self, command: ast.Command, spec: CmdletSpec, given: list[Argument]) -> None:
+        """Stop a line naming a parameter this shell cannot honour, before anything runs (and
+        before a missing mandatory parameter it stands in for is reported)."""
+        for argument in given:
+            if not isinstance(argument, NamedArgument):
+                continue
+            try:
+                param = spec.signature.lookup(argument.name)
+            except BindingError:
+                continue  # binding reports it
+            if not param.refused or (argument.has_value and not argument.value):
+                continue
+            raise ShellError(
+                f"Microsoft documents -{param.name} for {spec.name}, but this shell does not "
+                f"support it: {param.refused}",
+                error_id="ParameterNotSupported",
+                category="NotImplemented",
+                exception="ParameterBindingException",
+                command=command.name,
+                cmdlet=spec.name,
+                start=argument.start,
+                end=argument.end,
+            )
+
+    def _drop_ignored(self, spec: CmdletSpec, arguments: BoundArguments) -> BoundArguments:
+        """Warn about the parameters that have no effect here and leave them out."""
+        ignored = [
+            p.name
+            for p in spec.signature.all_params
+            if p.ignored
+            and p.name in arguments
+            and not (p.type == "switch" and not arguments.flag(p.name))
+        ]
+        if not ignored:
+            return arguments
+        action = arguments.get("WarningAction")
+        for name in ignored:
+            self.warning(
+                f"-{name} has no effect here; ignored.", action=str(action) if action else None
+            )
+        kept = {k: v for k, v in arguments.values.items() if k not in ignored}
+        return BoundArguments(kept, arguments.parameter_set)
+
     def _call(
         self,
         command: ast.Command,
@@ -483,6 +526,7 @@ class Session:
         arguments: BoundArguments,
         items: list[Any],
     ) -> list[Any]:
+        arguments = self._drop_ignored(spec, arguments)
         if arguments.flag("WhatIf") and spec.signature.should_process:
             target = next(
                 (

@@ -76,6 +76,10 @@ class Param:
     pipeline: bool = False  # ValueFromPipeline
     remaining: bool = False  # ValueFromRemainingArguments: takes every leftover argument
     help: str = ""
+    # Documented by Microsoft but not implemented here: ``ignored`` ones bind, warn and are
+    # dropped; a ``refused`` one (the reason) stops the command before it runs.
+    ignored: bool = False
+    refused: str = ""
 
     def in_set(self, name: str) -> bool:
         return not self.sets or name in self.sets
@@ -94,22 +98,33 @@ class Param:
         return (self.name, *self.aliases)
 
 
+# The shell honours -ErrorAction, -WarningAction and -OutVariable (and -WhatIf); the other
+# common parameters have no stream or variable to act on here, so they warn and are dropped.
 COMMON_PARAMETERS: tuple[Param, ...] = (
-    Param("Verbose", "switch", aliases=("vb",)),
-    Param("Debug", "switch", aliases=("db",)),
+    Param("Verbose", "switch", aliases=("vb",), ignored=True),
+    Param("Debug", "switch", aliases=("db",), ignored=True),
     Param("ErrorAction", aliases=("ea",), choices=ACTION_PREFERENCES),
     Param("WarningAction", aliases=("wa",), choices=ACTION_PREFERENCES),
-    Param("InformationAction", aliases=("infa",), choices=ACTION_PREFERENCES),
-    Param("ErrorVariable", aliases=("ev",)),
-    Param("WarningVariable", aliases=("wv",)),
-    Param("InformationVariable", aliases=("iv",)),
+    Param("InformationAction", aliases=("infa",), choices=ACTION_PREFERENCES, ignored=True),
+    Param("ErrorVariable", aliases=("ev",), ignored=True),
+    Param("WarningVariable", aliases=("wv",), ignored=True),
+    Param("InformationVariable", aliases=("iv",), ignored=True),
     Param("OutVariable", aliases=("ov",)),
-    Param("OutBuffer", "int", aliases=("ob",)),
-    Param("PipelineVariable", aliases=("pv",)),
+    Param("OutBuffer", "int", aliases=("ob",), ignored=True),
+    Param("PipelineVariable", aliases=("pv",), ignored=True),
 )
 SHOULD_PROCESS_PARAMETERS: tuple[Param, ...] = (
     Param("WhatIf", "switch", aliases=("wi",)),
-    Param("Confirm", "switch", aliases=("cf",)),
+    # -Confirm:$false asks for what this shell does anyway (no prompt); -Confirm asks for a
+    # prompt this shell cannot give, so it refuses rather than act unasked.
+    Param(
+        "Confirm",
+        "switch",
+        aliases=("cf",),
+        refused="this shell never asks for confirmation, so it cannot run the command only "
+        "after asking. Run the line without -Confirm (or with -Confirm:$false) once you are "
+        "sure, or first with -WhatIf to see what it would do.",
+    ),
 )
 COMMON_NAMES = frozenset(p.name for p in COMMON_PARAMETERS + SHOULD_PROCESS_PARAMETERS)
 
