@@ -1,40 +1,52 @@
-"""The append-only, hash-chained audit log.
+"""The append-only, chained audit log: the writer and the whole-chain check.
 
-Each record's ``hash`` is SHA-256 over the previous record's hash and the record's canonical
-JSON (sequence number, time, principal, operation, result, vault, key, version, request id,
-details, and, when set, its scope: tenant id, vault id, actor and subject object ids; records
-written before scopes existed hash without them, so their hashes still verify). Records are
-numbered 1, 2, 3, ... without gaps, so ``verify`` detects a record that was edited (its hash
-no longer matches), deleted or inserted (the numbering or the chain breaks) or reordered (the
-chain breaks). The first record chains to 64 zeros.
+What each record's ``hash`` is and how a chain is checked is ``audit.chain``'s: records
+written since migration 0010 are keyed (HMAC-SHA256 under a key derived from the master
+key), older ones stay plain SHA-256 and still verify. Records are numbered 1, 2, 3, ...
+without gaps, so ``verify`` detects a record that was edited (its hash no longer matches),
+deleted or inserted (the numbering or the chain breaks), reordered (the chain breaks) or
+downgraded from keyed to plain; given signed checkpoints (``audit.checkpoints``) it also
+detects a tail cut off and a chain rewritten after them.
 
 Appends happen inside the caller's transaction, so a state change and its record commit
 together. On PostgreSQL an advisory transaction lock serialises appends; SQLite's
-``BEGIN IMMEDIATE`` already does.
+``BEGIN IMMEDIATE`` already does. An append costs one read of the head (its number, hash and
+chain version) and one insert. Before it, the ``gate`` (``audit.sinks.SinkHealth``) may refuse
+the operation while the audit sinks cannot be written (fail closed).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
+from customerkey.audit.chain import GENESIS_HASH, KEYED, PLAIN, ChainKey, check_chain, record_hash
 from customerkey.clock import Clock
+from customerkey.errors import CustomerKeyError
 from customerkey.storage.models import AuditRow
 
-GENESIS_HASH = "0" * 64
+__all__ = ["GENESIS_HASH", "AuditLog", "AuditRecord", "AuditVerification"]
 _PG_AUDIT_LOCK = 0x636B_6175  # "ckau"
 _AUDIT_TABLE = AuditRow.metadata.tables[AuditRow.__tablename__]
 # A prepared Core INSERT, not session.add + flush: the unit of work cost more than the rest of
 # an append, and nothing reads the row back through the session's identity map.
 _INSERT = insert(_AUDIT_TABLE)
-_HEAD = select(AuditRow.seq, AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1)
+_HEAD = select(AuditRow.seq, AuditRow.hash, AuditRow.chain).order_by(AuditRow.seq.desc()).limit(1)
+# Called with (operation, result) before a record is appended; raises to refuse it.
+Gate = Callable[[str, str], None]
+
+
+class AuditChainKeyMissing(CustomerKeyError):
+    """A writer without the chain key was asked to append to a keyed chain: a plain record
+    there would read as a downgrade, so it refuses (a wiring fault, not the caller's)."""
+
+    code = "AuditChainKeyMissing"
 
 
 @dataclass(frozen=True)
@@ -55,16 +67,7 @@ class AuditRecord:
     vault_id: str | None = None
     actor_id: str | None = None
     subject_id: str | None = None
-
-
-@dataclass(frozen=True)
-class AuditScope:
-    """Whom a record concerns: read by the visibility rules (``identity.authorize``)."""
-
-    tenant: str | None = None
-    vault_id: str | None = None
-    actor_id: str | None = None
-    subject_id: str | None = None
+    chain: int = PLAIN
 
 
 @dataclass(frozen=True)
@@ -72,67 +75,24 @@ class AuditVerification:
     ok: bool
     records: int
     problems: Sequence[str] = field(default_factory=tuple)
-
-
-def _canonical(
-    seq: int,
-    time: datetime,
-    principal: str,
-    operation: str,
-    result: str,
-    vault: str | None,
-    key: str | None,
-    version: str | None,
-    request_id: str | None,
-    details: Mapping[str, Any],
-    scope: AuditScope | None = None,
-) -> bytes:
-    body: dict[str, Any] = {
-        "seq": seq,
-        "time": time.isoformat(timespec="microseconds"),
-        "principal": principal,
-        "operation": operation,
-        "result": result,
-        "vault": vault,
-        "key": key,
-        "version": version,
-        "request_id": request_id,
-        "details": details,
-    }
-    if scope is not None:
-        for name in ("tenant", "vault_id", "actor_id", "subject_id"):
-            value = getattr(scope, name)
-            if value is not None:
-                body[name] = value
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def chain_hash(prev_hash: str, canonical: bytes) -> str:
-    return hashlib.sha256(prev_hash.encode("ascii") + canonical).hexdigest()
-
-
-def _row_hash(row: AuditRow, prev_hash: str) -> str:
-    return chain_hash(
-        prev_hash,
-        _canonical(
-            row.seq,
-            row.time,
-            row.principal,
-            row.operation,
-            row.result,
-            row.vault,
-            row.key,
-            row.version,
-            row.request_id,
-            row.details,
-            AuditScope(row.tenant, row.vault_id, row.actor_id, row.subject_id),
-        ),
-    )
+    # Records in the plain (pre-0010) chain; the first keyed record (None: none is keyed).
+    legacy: int = 0
+    keyed_from: int | None = None
+    # Signed checkpoints given, and how many the chain still matches.
+    checkpoints: int = 0
+    checkpoints_matched: int = 0
+    head_seq: int = 0
+    head: str = GENESIS_HASH
 
 
 class AuditLog:
-    def __init__(self, clock: Clock) -> None:
+    def __init__(
+        self, clock: Clock, *, chain_key: ChainKey | None = None, gate: Gate | None = None
+    ) -> None:
         self._clock = clock
+        self._key = chain_key
+        self._gate = gate
+        self._chain = KEYED if chain_key is not None else PLAIN
 
     def append(
         self,
@@ -151,55 +111,20 @@ class AuditLog:
         actor_id: str | None = None,
         subject_id: str | None = None,
     ) -> AuditRecord:
+        if self._gate is not None:
+            self._gate(operation, result)
         if session.get_bind().dialect.name == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
         head = session.execute(_HEAD).first()
         seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
+        if head is not None and head[2] != PLAIN and self._chain == PLAIN:
+            raise AuditChainKeyMissing("The audit chain is keyed; this writer has no chain key.")
         # Round-trip through JSON so what we hash is exactly what the database gives back.
         clean_details: dict[str, Any] = json.loads(json.dumps(dict(details or {}), default=str))
         # Databases keep microseconds at most; hash what will be read back.
-        now = self._clock.now()
-        scope = AuditScope(tenant, vault_id, actor_id, subject_id)
-        digest = chain_hash(
-            prev,
-            _canonical(
-                seq,
-                now,
-                principal,
-                operation,
-                result,
-                vault,
-                key,
-                version,
-                request_id,
-                clean_details,
-                scope,
-            ),
-        )
-        session.execute(
-            _INSERT,
-            {
-                "seq": seq,
-                "time": now,
-                "principal": principal,
-                "operation": operation,
-                "result": result,
-                "vault": vault,
-                "key": key,
-                "version": version,
-                "request_id": request_id,
-                "details": clean_details,
-                "prev_hash": prev,
-                "hash": digest,
-                "tenant": tenant,
-                "vault_id": vault_id,
-                "actor_id": actor_id,
-                "subject_id": subject_id,
-            },
-        )
-        return AuditRecord(
+        unhashed = AuditRecord(
             seq=seq,
-            time=now,
+            time=self._clock.now(),
             principal=principal,
             operation=operation,
             result=result,
@@ -209,12 +134,37 @@ class AuditLog:
             request_id=request_id,
             details=clean_details,
             prev_hash=prev,
-            hash=digest,
+            hash="",
             tenant=tenant,
             vault_id=vault_id,
             actor_id=actor_id,
             subject_id=subject_id,
+            chain=self._chain,
         )
+        record = replace(unhashed, hash=record_hash(unhashed, prev, self._chain, self._key))
+        session.execute(
+            _INSERT,
+            {
+                "seq": seq,
+                "time": record.time,
+                "principal": principal,
+                "operation": operation,
+                "result": result,
+                "vault": vault,
+                "key": key,
+                "version": version,
+                "request_id": request_id,
+                "details": clean_details,
+                "prev_hash": prev,
+                "hash": record.hash,
+                "tenant": tenant,
+                "vault_id": vault_id,
+                "actor_id": actor_id,
+                "subject_id": subject_id,
+                "chain": self._chain,
+            },
+        )
+        return record
 
     def records(
         self,
@@ -243,25 +193,28 @@ class AuditLog:
     def count(self, session: Session) -> int:
         return int(session.scalar(select(func.count()).select_from(AuditRow)) or 0)
 
-    def verify(self, session: Session) -> AuditVerification:
-        problems: list[str] = []
-        prev = GENESIS_HASH
-        expected_seq = 1
-        count = 0
-        for row in _iter_rows(session):
-            count += 1
-            if row.seq != expected_seq:
-                problems.append(f"record {row.seq}: expected sequence number {expected_seq}")
-            if row.prev_hash != prev:
-                problems.append(f"record {row.seq}: does not chain to the record before it")
-            if _row_hash(row, row.prev_hash) != row.hash:
-                problems.append(f"record {row.seq}: contents do not match its hash")
-            prev = row.hash
-            expected_seq = row.seq + 1
-            if len(problems) >= 20:
-                problems.append("stopped after 20 problems")
-                break
-        return AuditVerification(ok=not problems, records=count, problems=tuple(problems))
+    def head(self, session: Session) -> tuple[int, str]:
+        """The newest record's number and hash ((0, genesis) for an empty log)."""
+        head = session.execute(_HEAD).first()
+        return (int(head[0]), str(head[1])) if head else (0, GENESIS_HASH)
+
+    def verify(
+        self, session: Session, *, checkpoints: Mapping[int, str] | None = None
+    ) -> AuditVerification:
+        """Walk the whole chain; ``checkpoints`` (``{seq: head hash}``, from signed checkpoints
+        already checked) must each still be found in it."""
+        check = check_chain(_iter_rows(session), self._key, checkpoints)
+        return AuditVerification(
+            ok=not check.problems,
+            records=check.records,
+            problems=tuple(check.problems),
+            legacy=check.legacy,
+            keyed_from=check.keyed_from,
+            checkpoints=len(checkpoints or {}),
+            checkpoints_matched=check.checkpoints_matched,
+            head_seq=check.head_seq,
+            head=check.head,
+        )
 
 
 def _iter_rows(session: Session, batch: int = 2000) -> Iterator[AuditRow]:
@@ -296,4 +249,5 @@ def _to_record(row: AuditRow) -> AuditRecord:
         vault_id=row.vault_id,
         actor_id=row.actor_id,
         subject_id=row.subject_id,
+        chain=row.chain,
     )
