@@ -102,7 +102,7 @@ def test_kill_9_during_mailbox_import_loses_nothing(
             )
             assert done.returncode == 0, done.stderr.decode(errors="replace")
             reported = json.loads(done.stdout)
-            assert reported["imported"] == MESSAGES, (reported, harness.describe())
+            assert reported["Imported"] == MESSAGES, (reported, harness.describe())
         job_ids += _import_jobs(rt, mailbox_id)
         assert len(_import_jobs(rt, mailbox_id)) == 1, harness.describe()  # resumed, never redone
         round_ += 1

@@ -107,6 +107,9 @@ ADMINS = ALWAYS | {"admin"}
         (Action.MAILBOX_OPEN, authz.Mailbox(CONTOSO, "o-app"), ADMINS),
         (Action.JOB_READ, authz.Job("o-alice"), ALWAYS | {"user"}),
         (Action.JOB_READ, authz.Job(None), ALWAYS),
+        # whoever may see a job may cancel it
+        (Action.JOB_CANCEL, authz.Job("o-alice"), ALWAYS | {"user"}),
+        (Action.JOB_CANCEL, authz.Job(None), ALWAYS),
         # an action asked about the wrong kind of resource is refused (but the operator's)
         (Action.VAULT_MANAGE, authz.Tenant(CONTOSO), ALWAYS),
         (Action.MAILBOX_OPEN, authz.Vault(CONTOSO), ALWAYS),

@@ -8,6 +8,14 @@ and fails with ``LeaseLost`` if another worker took the job over, so two workers
 finish one job. Handlers make every step idempotent, so a reclaimed job resumes from its
 last checkpoint without losing or redoing work.
 
+Cancelling (``request_cancel``, for the kinds whose registry entry allows it) ends a queued
+job at once; a running one becomes ``cancelling``, and its worker stops at its next
+checkpoint, after the batch that checkpoint commits (``stop_cancelled``). A process that stops
+holding a job on purpose (Ctrl-C, ``retire``) gives it back at once (``release``), so a rerun or
+another worker takes it up without waiting for the lease. ``list_jobs`` and ``get`` mark a
+running job whose holder is gone (its lease ran out, or its process on this host no longer
+exists) as ``interrupted``: it is shown so until someone takes it back.
+
 A worker that is killed (SIGKILL, the OOM killer) never retires its row in
 the worker registry. ``release_dead_workers`` finds such rows on this host, by checking
 whether their process still exists, and returns their running jobs to the queue at once;
@@ -19,13 +27,14 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from customerkey.actor import Actor
@@ -36,7 +45,9 @@ from customerkey.storage.models import JobRow, WorkerRow
 
 log = logging.getLogger("customerkey.jobs")
 
-STATES = ("queued", "running", "succeeded", "failed")
+STATES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
+FINISHED = ("succeeded", "failed", "cancelled")
+ACTIVE = ("queued", "running", "cancelling")
 MAX_ATTEMPTS = 5  # attempts that ended in an error
 # Claims in all, attempts whose worker died (SIGKILL, OOM) included: a job that takes its
 # worker down every time fails after this many, instead of killing workers forever.
@@ -55,6 +66,12 @@ class JobFailed(Conflict):
 
 class LeaseLost(Conflict):
     """Another worker holds this job now; stop working on it."""
+
+
+class JobNotCancellable(Conflict):
+    """The job has finished, or its kind cannot be stopped part-way."""
+
+    code = "JobNotCancellable"
 
 
 @dataclass(frozen=True)
@@ -76,10 +93,17 @@ class Job:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    # Running, but whoever held it is gone (lease expired, or its process on this host died).
+    interrupted: bool = False
 
     @property
     def finished(self) -> bool:
-        return self.state in ("succeeded", "failed")
+        return self.state in FINISHED
+
+    @property
+    def shown_state(self) -> str:
+        """The state to show people: a running job whose holder is gone is ``interrupted``."""
+        return "interrupted" if self.interrupted and self.state == "running" else self.state
 
     @property
     def percent(self) -> float:
@@ -90,7 +114,7 @@ class Job:
         return min(100.0, 100.0 * self.progress_done / self.progress_total)
 
 
-def _job(row: JobRow) -> Job:
+def _job(row: JobRow, *, interrupted: bool = False) -> Job:
     return Job(
         id=row.id,
         kind=row.kind,
@@ -109,6 +133,7 @@ def _job(row: JobRow) -> Job:
         created_at=row.created_at,
         updated_at=row.updated_at,
         finished_at=row.finished_at,
+        interrupted=interrupted,
     )
 
 
@@ -161,7 +186,7 @@ class JobQueue:
             select(JobRow).where(
                 JobRow.kind == kind,
                 JobRow.target == target,
-                JobRow.state.in_(("queued", "running")),
+                JobRow.state.in_(ACTIVE),
             )
         )
 
@@ -172,7 +197,7 @@ class JobQueue:
             row = session.get(JobRow, job_id)
             if row is None:
                 raise JobNotFound(f"No job with id '{job_id}'.")
-            return _job(row)
+            return _job(row, interrupted=bool(self._holders_gone(session, [row])))
 
     def list_jobs(
         self, *, states: Sequence[str] | None = None, kind: str | None = None, limit: int = 100
@@ -183,7 +208,44 @@ class JobQueue:
                 query = query.where(JobRow.state.in_(tuple(states)))
             if kind:
                 query = query.where(JobRow.kind == kind)
-            return [_job(r) for r in session.scalars(query)]
+            rows = list(session.scalars(query))
+            gone = self._holders_gone(session, rows)
+            return [_job(r, interrupted=r.id in gone) for r in rows]
+
+    def _holders_gone(self, session: Session, rows: Sequence[JobRow]) -> set[str]:
+        """The ids of the running jobs among ``rows`` whose holder is gone: the lease ran
+        out, or the holder is a worker of this host whose process no longer exists."""
+        now = self._clock.now()
+        running = [r for r in rows if r.state in ("running", "cancelling")]
+        if not running:
+            return set()
+        owners = {r.lease_owner for r in running if r.lease_owner}
+        workers = {
+            w.id: w for w in session.scalars(select(WorkerRow).where(WorkerRow.id.in_(owners)))
+        }
+        here = socket.gethostname()
+        gone = set()
+        for row in running:
+            worker = workers.get(row.lease_owner or "")
+            expired = row.lease_expires_at is None or row.lease_expires_at < now
+            dead = worker is not None and worker.host == here and not pid_alive(worker.pid)
+            if expired or dead:
+                gone.add(row.id)
+        return gone
+
+    def counts(self) -> list[tuple[str, str, int, int, int]]:
+        """(kind, state, jobs, progress done, progress total) for each kind and state held."""
+        with self.db.read() as session:
+            rows = session.execute(
+                select(
+                    JobRow.kind,
+                    JobRow.state,
+                    func.count(),
+                    func.coalesce(func.sum(JobRow.progress_done), 0),
+                    func.coalesce(func.sum(JobRow.progress_total), 0),
+                ).group_by(JobRow.kind, JobRow.state)
+            ).all()
+        return [(k, s, int(n), int(d), int(t)) for k, s, n, d, t in rows]
 
     def latest_for(self, target: str, kind: str | None = None) -> Job | None:
         with self.db.transaction() as session:
@@ -201,7 +263,8 @@ class JobQueue:
                 .where(
                     or_(
                         JobRow.state == "queued",
-                        (JobRow.state == "running") & (JobRow.lease_expires_at < now),
+                        JobRow.state.in_(("running", "cancelling"))
+                        & (JobRow.lease_expires_at < now),
                     )
                 )
                 .order_by(JobRow.created_at)
@@ -224,7 +287,7 @@ class JobQueue:
             if row is None:
                 raise JobNotFound(f"No job with id '{job_id}'.")
             claimable = row.state == "queued" or (
-                row.state == "running"
+                row.state in ("running", "cancelling")
                 and row.lease_expires_at is not None
                 and row.lease_expires_at < now
             )
@@ -235,7 +298,11 @@ class JobQueue:
     def _take(self, row: JobRow, worker_id: str, now: datetime) -> bool:
         """Lease ``row`` to ``worker_id``, or fail it for good when its claims are used up
         (errors fail a job after MAX_ATTEMPTS, so most of those claims ended with the
-        worker dying: running it again would likely only take the next worker down)."""
+        worker dying: running it again would likely only take the next worker down). A
+        job asked to stop whose holder died is not taken: it ends cancelled."""
+        if row.state == "cancelling":
+            self._end_cancelled(row, now)
+            return False
         if row.attempts >= MAX_CLAIMS:
             row.state = "failed"
             row.error = (
@@ -266,14 +333,14 @@ class JobQueue:
         total: int | None = None,
         checkpoint: Mapping[str, Any] | None = None,
         session: Session | None = None,
-    ) -> None:
+    ) -> bool:
         """Record progress and renew the lease; pass ``session`` to commit it together with
-        the work the checkpoint describes."""
+        the work the checkpoint describes. True when the job has been asked to stop
+        (cancelled): the caller stops once this checkpoint's work is committed."""
         if session is not None:
-            self._checkpoint(session, job_id, worker_id, done, total, checkpoint)
-            return
+            return self._checkpoint(session, job_id, worker_id, done, total, checkpoint)
         with self.db.transaction() as own:
-            self._checkpoint(own, job_id, worker_id, done, total, checkpoint)
+            return self._checkpoint(own, job_id, worker_id, done, total, checkpoint)
 
     def _checkpoint(
         self,
@@ -283,9 +350,13 @@ class JobQueue:
         done: int | None,
         total: int | None,
         checkpoint: Mapping[str, Any] | None,
-    ) -> None:
+    ) -> bool:
         row = session.get(JobRow, job_id, with_for_update=True)
-        if row is None or row.lease_owner != worker_id or row.state != "running":
+        if (
+            row is None
+            or row.lease_owner != worker_id
+            or row.state not in ("running", "cancelling")
+        ):
             raise LeaseLost(f"Job {job_id} is no longer held by {worker_id}.")
         now = self._clock.now()
         if done is not None:
@@ -296,6 +367,7 @@ class JobQueue:
             row.checkpoint = {**row.checkpoint, **checkpoint}
         row.lease_expires_at = now + self.lease
         row.updated_at = now
+        return row.state == "cancelling"
 
     def finish(self, job_id: str, worker_id: str, *, error: str | None = None) -> Job:
         now = self._clock.now()
@@ -303,7 +375,7 @@ class JobQueue:
             row = session.get(JobRow, job_id, with_for_update=True)
             if row is None or row.lease_owner != worker_id:
                 raise LeaseLost(f"Job {job_id} is no longer held by {worker_id}.")
-            if error is None:
+            if error is None:  # asked to stop but done first: it succeeded
                 row.state = "succeeded"
                 row.error = None
                 if row.progress_total:
@@ -311,6 +383,10 @@ class JobQueue:
             elif row.attempts >= MAX_ATTEMPTS:
                 row.state = "failed"
                 row.error = error
+            elif row.state == "cancelling":  # no retry for a job asked to stop
+                self._end_cancelled(row, now)
+                row.error = f"{row.error} (its last attempt failed: {error})"
+                return _job(row)
             else:
                 row.state = "queued"  # try again later
                 row.error = error
@@ -336,6 +412,88 @@ class JobQueue:
             row.finished_at = now
             return _job(row)
 
+    def release(self, job_id: str, worker_id: str) -> Job | None:
+        """Give a job back at once (this process stops on purpose: Ctrl-C, shutting down),
+        so that a rerun or another worker takes it up without waiting for the lease; the
+        attempt does not count. A job asked to stop ends cancelled. None when ``worker_id``
+        no longer holds it."""
+        with self.db.transaction() as session:
+            row = session.get(JobRow, job_id, with_for_update=True)
+            if row is None or row.lease_owner != worker_id or row.state in FINISHED:
+                return None
+            self._release(row, self._clock.now())
+            return _job(row)
+
+    def _release(self, row: JobRow, now: datetime) -> None:
+        if row.state == "cancelling":
+            self._end_cancelled(row, now)
+            return
+        log.info("job %s released by %s", row.id, row.lease_owner)
+        row.state = "queued"
+        row.attempts = max(0, row.attempts - 1)
+        row.lease_owner = None
+        row.lease_expires_at = None
+        row.updated_at = now
+
+    @staticmethod
+    def locked(session: Session, job_id: str) -> Job:
+        """The job, its row locked for the rest of the caller's transaction."""
+        row = session.get(JobRow, job_id, with_for_update=True)
+        if row is None:
+            raise JobNotFound(f"No job with id '{job_id}'.")
+        return _job(row)
+
+    def request_cancel(self, session: Session, job_id: str, *, by: str) -> tuple[Job, str]:
+        """Cancel a job (inside the caller's transaction, which writes its audit record): a
+        queued one ends ``cancelled`` at once; a running one becomes ``cancelling`` and stops
+        at its next checkpoint. Returns the job and the state it was in. Whether its kind may
+        be cancelled is the caller's to decide."""
+        row = session.get(JobRow, job_id, with_for_update=True)
+        if row is None:
+            raise JobNotFound(f"No job with id '{job_id}'.")
+        before = row.state
+        if row.state in FINISHED:
+            raise JobNotCancellable(f"Job {job_id} has already {row.state}; nothing to cancel.")
+        now = self._clock.now()
+        row.error = f"Cancelled by {by}."
+        if row.state == "queued":
+            self._end_cancelled(row, now)
+        elif row.state == "running":
+            row.state = "cancelling"
+            row.updated_at = now
+        return _job(row), before
+
+    def stop_cancelled(self, job_id: str, worker_id: str) -> Job:
+        """The worker stopped a job that was asked to stop: it ends ``cancelled``."""
+        with self.db.transaction() as session:
+            row = session.get(JobRow, job_id, with_for_update=True)
+            if row is None or row.lease_owner != worker_id:
+                raise LeaseLost(f"Job {job_id} is no longer held by {worker_id}.")
+            self._end_cancelled(row, self._clock.now())
+            return _job(row)
+
+    def reopen_cancelled(self, session: Session, job_id: str) -> Job:
+        """Queue a cancelled job again, to go on from its checkpoint (a rerun of the command
+        that started it)."""
+        row = session.get(JobRow, job_id, with_for_update=True)
+        if row is None or row.state != "cancelled":
+            raise Conflict(f"Job {job_id} is not cancelled.")
+        row.state = "queued"
+        row.error = None
+        row.finished_at = None
+        row.updated_at = self._clock.now()
+        session.flush()
+        return _job(row)
+
+    @staticmethod
+    def _end_cancelled(row: JobRow, now: datetime) -> None:
+        row.state = "cancelled"
+        row.error = row.error or "Cancelled."
+        row.lease_owner = None
+        row.lease_expires_at = None
+        row.updated_at = now
+        row.finished_at = now
+
     # ----------------------------------------------------------- worker registry
 
     def announce(self, worker_id: str, host: str, pid: int) -> None:
@@ -350,7 +508,16 @@ class JobQueue:
                 row.last_seen_at = now
 
     def retire(self, worker_id: str) -> None:
+        """Remove a worker from the registry, first giving back any job it still holds (it
+        stopped in the middle of one: Ctrl-C), so that nobody waits for that job's lease."""
+        now = self._clock.now()
         with self.db.transaction() as session:
+            for job in session.scalars(
+                select(JobRow)
+                .where(JobRow.lease_owner == worker_id, JobRow.state.in_(("running", "cancelling")))
+                .with_for_update()
+            ):
+                self._release(job, now)
             row = session.get(WorkerRow, worker_id)
             if row is not None:
                 session.delete(row)
@@ -371,12 +538,18 @@ class JobQueue:
             jobs = list(
                 session.scalars(
                     select(JobRow)
-                    .where(JobRow.state == "running", JobRow.lease_owner.in_(dead_ids))
+                    .where(
+                        JobRow.state.in_(("running", "cancelling")),
+                        JobRow.lease_owner.in_(dead_ids),
+                    )
                     .with_for_update()
                 )
             )
             for job in jobs:
                 log.warning("releasing job %s of dead worker %s", job.id, job.lease_owner)
+                if job.state == "cancelling":
+                    self._end_cancelled(job, now)
+                    continue
                 job.state = "queued"
                 job.lease_owner = None
                 job.lease_expires_at = None

@@ -1,6 +1,11 @@
 """The job kinds a runtime knows: each workload registers its kinds and their handlers here,
 and job payloads are typed.
 
+A kind is registered as its handler, or as a ``JobKind`` that also says whether a job of it
+may be cancelled part-way (the kinds whose every checkpoint leaves their data consistent and
+whose work can be taken up again) and how to find the tenant a job's target belongs to (for
+the audit record of a cancel).
+
 A payload is a frozen dataclass of JSON-friendly fields. ``payload_dict`` turns one into
 what ``JobQueue.enqueue`` stores; ``payload_of`` reads it back from a job, refusing (as a
 permanent job failure) a stored payload that lacks a field the type needs, so a handler never
@@ -10,8 +15,11 @@ reads an untyped dict.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
+
+from sqlalchemy.orm import Session
 
 from customerkey.jobs.worker import Handler, PermanentJobError
 
@@ -52,20 +60,36 @@ def payload_of(job: StoredJob, cls: type[P]) -> P:
     return cls(**values)
 
 
+@dataclass(frozen=True)
+class JobKind:
+    """A job kind's handler and what may be done to its jobs from outside."""
+
+    handler: Handler
+    # Whether a job may be stopped part-way: every checkpoint leaves its data consistent.
+    cancellable: bool = False
+    # What a cancel leaves behind, said to whoever cancels.
+    cancel_note: str = ""
+    # The tenant the target (a job's ``target`` id) belongs to, None when it has none.
+    tenant_of: Callable[[Session, str], str | None] | None = None
+
+
 class JobRegistry:
-    """Job kind → handler; a kind is registered once."""
+    """Job kind → handler (and ``JobKind``); a kind is registered once."""
 
     def __init__(self) -> None:
-        self._handlers: dict[str, Handler] = {}
+        self._kinds: dict[str, JobKind] = {}
 
-    def register(self, kind: str, handler: Handler) -> None:
-        if kind in self._handlers:
+    def register(self, kind: str, handler: Handler | JobKind) -> None:
+        if kind in self._kinds:
             raise ValueError(f"job kind {kind!r} is registered twice")
-        self._handlers[kind] = handler
+        self._kinds[kind] = handler if isinstance(handler, JobKind) else JobKind(handler)
 
-    def register_all(self, handlers: Mapping[str, Handler]) -> None:
+    def register_all(self, handlers: Mapping[str, Handler | JobKind]) -> None:
         for kind, handler in handlers.items():
             self.register(kind, handler)
 
     def handlers(self) -> dict[str, Handler]:
-        return dict(self._handlers)
+        return {kind: entry.handler for kind, entry in self._kinds.items()}
+
+    def kinds(self) -> dict[str, JobKind]:
+        return dict(self._kinds)

@@ -13,6 +13,12 @@ progress; ``customerkey jobs wait``):
    once.
 3. While a worker is live, the jobs are polled until every one has finished.
 
+Interrupted (Ctrl-C: ``KeyboardInterrupt``), it raises ``JobsInterrupted``, a
+``KeyboardInterrupt`` that says what happens next: a job it was running here has been given
+back to the queue at once (``JobQueue.retire`` releases it, after the batch in flight rolled
+back or committed), so the same command resumes it, or a live worker takes it up; a job a
+worker runs goes on there.
+
 Progress is reported through callbacks: ``on_progress(job, done, total)`` for every committed
 step of a job run here (``total`` is -1 when unknown), ``on_poll(jobs)`` with the jobs as they
 stand at every look (how a worker's progress is shown). ``timeout`` (seconds) bounds the wait
@@ -37,6 +43,16 @@ ProgressFn = Callable[[Job, int, int], None]
 class JobWaitTimeout(CustomerKeyError):
     status = 408
     code = "Timeout"
+
+
+class JobsInterrupted(KeyboardInterrupt):
+    """Ctrl-C while seeing jobs through: ``jobs`` as they stand now, and whether a worker is
+    live (it runs them, or will take up the ones given back)."""
+
+    def __init__(self, jobs: list[Job], *, worker_live: bool) -> None:
+        super().__init__()
+        self.jobs = jobs
+        self.worker_live = worker_live
 
 
 class JobHost(Protocol):
@@ -66,6 +82,28 @@ def run_or_wait(
     queue = host.jobs
     worker = host.worker(on_progress=on_progress)
     worker.release_dead_workers()  # a killed command's job comes back at once
+    try:
+        return _run_or_wait(queue, worker, job_ids, on_poll, deadline, poll_seconds, pause, clock)
+    except KeyboardInterrupt as interrupt:
+        # A job run here was given back as its run unwound (``run_one_here``).
+        try:
+            jobs = [queue.get(job_id) for job_id in job_ids]
+            live = bool(queue.live_workers())
+        except Exception:
+            raise interrupt from None
+        raise JobsInterrupted(jobs, worker_live=live) from None
+
+
+def _run_or_wait(
+    queue: JobQueue,
+    worker: Worker,
+    job_ids: Sequence[str],
+    on_poll: Callable[[list[Job]], None] | None,
+    deadline: float | None,
+    poll_seconds: float,
+    pause: Callable[[float], None],
+    clock: Callable[[], float],
+) -> list[Job]:
     while True:
         jobs = [queue.get(job_id) for job_id in job_ids]
         if on_poll is not None:
@@ -89,7 +127,7 @@ def run_one_here(worker: Worker) -> bool:
     try:
         return worker.run_one() is not None
     finally:
-        worker.retire()
+        worker.retire()  # gives back a job left unfinished (Ctrl-C)
 
 
 def run_job_here(worker: Worker, job_id: str) -> Job | None:

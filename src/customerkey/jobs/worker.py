@@ -6,6 +6,12 @@ own transaction when it passes ``session=``), which renews the lease. A handler 
 ``PermanentJobError`` fails the job at once; any other error sends it back to the queue until
 its attempts run out.
 
+Cancelling is cooperative: a checkpoint reports that the job was asked to stop. Without
+``session=`` it raises ``JobCancelled`` at once; with one, the batch commits with its checkpoint
+and the handler calls ``context.stop_if_cancelled()`` once it has (any later checkpoint raises
+too, before writing). The worker then ends the job ``cancelled``. A worker that stops in the
+middle of a job (Ctrl-C) gives it back when it retires (``JobQueue.retire``).
+
 ``run_forever`` is the loop of ``customerkey worker`` (any number of them may share a
 PostgreSQL database): it announces the worker in the registry, and on start and while idle
 releases the jobs of workers of this host that were killed while holding them. It holds
@@ -30,7 +36,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from customerkey.errors import CustomerKeyError
+from customerkey.errors import CustomerKeyError, StorageFull
 from customerkey.jobs.queue import Job, JobQueue, LeaseLost
 
 log = logging.getLogger("customerkey.worker")
@@ -45,12 +51,25 @@ class PermanentJobError(CustomerKeyError):
     code = "JobFailed"
 
 
+class JobCancelled(CustomerKeyError):
+    """The job was asked to stop; raised at a checkpoint so that its handler stops there."""
+
+    status = 409
+    code = "JobCancelled"
+
+
 @dataclass
 class JobContext:
     queue: JobQueue
     job: Job
     worker_id: str
     on_progress: Callable[[Job, int, int], None] | None = None
+    cancel_requested: bool = False
+
+    def stop_if_cancelled(self) -> None:
+        """Raise ``JobCancelled`` if a committed checkpoint saw that the job was cancelled."""
+        if self.cancel_requested:
+            raise JobCancelled(f"Job {self.job.id} was cancelled.")
 
     def checkpoint(
         self,
@@ -60,7 +79,8 @@ class JobContext:
         checkpoint: Mapping[str, Any] | None = None,
         session: Session | None = None,
     ) -> None:
-        self.queue.checkpoint(
+        self.stop_if_cancelled()  # a handler that did not stop after the last batch does now
+        cancel = self.queue.checkpoint(
             self.job.id,
             self.worker_id,
             done=done,
@@ -68,6 +88,16 @@ class JobContext:
             checkpoint=checkpoint,
             session=session,
         )
+        if cancel and session is None:
+            self.cancel_requested = True
+            self.stop_if_cancelled()
+        if cancel:
+
+            def cancelled_after_commit(_session: Session) -> None:
+                self.cancel_requested = True
+
+            assert session is not None
+            event.listen(session, "after_commit", cancelled_after_commit, once=True)
         if self.on_progress is None or done is None:
             return
         on_progress, shown_total = self.on_progress, total if total is not None else -1
@@ -135,6 +165,9 @@ class Worker:
         except LeaseLost:
             log.warning("job %s was taken over by another worker", job.id)
             return self.queue.get(job.id)
+        except JobCancelled:
+            log.info("job %s stopped: it was cancelled", job.id)
+            return self.queue.stop_cancelled(job.id, self.worker_id)
         except PermanentJobError as exc:
             return self.queue.fail(job.id, self.worker_id, exc.message)
         except Exception as exc:
@@ -189,9 +222,11 @@ class Worker:
         last_release = time.monotonic()
         try:
             while not stop.is_set():
-                self.announce()
                 try:
+                    self.announce()
                     job = self.run_one()
+                except StorageFull:
+                    job = None  # the database logs it once; the next round retries
                 except Exception:
                     log.exception("worker loop error")
                     job = None

@@ -1,7 +1,11 @@
 """Mail store imports (mbox, Maildir, a folder of .eml files) as durable, resumable jobs:
 queue one (``start_import``, idempotent), run it here (``import_messages``), read what it
 stored (``import_result``), and the job itself (``run_import``: batches of items committed with
-the checkpoint that counts them)."""
+the checkpoint that counts them).
+
+What is not a mail store is refused before anything is queued (``formats.check_store``). A
+cancelled import keeps what it stored, and the same import started again goes on from there.
+An mbox message's ``From_`` date becomes its received time (its Date header otherwise)."""
 
 from __future__ import annotations
 
@@ -52,11 +56,13 @@ class ImportsMixin(MailServiceBase):
         finished job is returned, unless ``again`` asks for the messages to be added once
         more."""
         path = path.expanduser().resolve()
-        fmt = fmt or formats.detect_format(path)
-        if fmt not in formats.FORMATS:
+        if fmt is not None and fmt not in formats.FORMATS:
             raise BadParameter(f"Unknown mail format '{fmt}'; use mbox, maildir or eml.")
         if not path.exists():
             raise BadParameter(f"{path} does not exist.")
+        detected = fmt is None
+        fmt = fmt or formats.detect_format(path)
+        formats.check_store(path, fmt, detected=detected)
         signature = formats.source_signature(path, fmt)
         with self.db.transaction() as session:
             row = self._find(session, actor, identity)
@@ -66,6 +72,11 @@ class ImportsMixin(MailServiceBase):
             active = self.jobs.active_for(session, IMPORT_JOB, mailbox_id)
         source = {"path": str(path), "signature": signature}
         if active is not None:
+            if active.state == "cancelling":
+                raise Conflict(
+                    f"The import into '{upn}' (job {active.id}) is being cancelled; it stops "
+                    "after its current batch. Start it again once it has."
+                )
             if {k: active.payload.get(k) for k in source} == source:
                 return self.jobs.get(active.id)
             raise Conflict(
@@ -81,6 +92,17 @@ class ImportsMixin(MailServiceBase):
             and {k: last.payload.get(k) for k in source} == source
         ):
             return last
+        if (
+            not again
+            and last is not None
+            and last.state == "cancelled"
+            and {k: last.payload.get(k) for k in source} == source
+        ):
+            # The same import, cancelled: go on from where it stopped (never store twice).
+            with self.db.transaction() as session:
+                if self.jobs.active_for(session, IMPORT_JOB, mailbox_id) is not None:
+                    raise Conflict(f"An import into '{upn}' has just been started by someone else.")
+                return self.jobs.reopen_cancelled(session, last.id)
         # Counting reads the store once more, outside any transaction (it may be large).
         total = formats.count_messages(path, fmt) or 0
         with self.db.transaction() as session:
@@ -137,6 +159,13 @@ class ImportsMixin(MailServiceBase):
         """What an import job stored (so far, until it has succeeded)."""
         if job.state == "failed":
             raise JobFailed(f"Import job {job.id} failed: {job.error}")
+        if job.state == "cancelled":
+            done = int(job.checkpoint.get("consumed", 0))
+            raise JobFailed(
+                f"Import job {job.id} was cancelled after {done} of {job.progress_total} "
+                "messages; they stay in the mailbox. Run the same import again to go on from "
+                "there."
+            )
         if job.state != "succeeded":
             done = int(job.checkpoint.get("consumed", 0))
             raise JobFailed(
@@ -228,9 +257,10 @@ class ImportsMixin(MailServiceBase):
                     session=session,
                 )
             pending.clear()
+            context.stop_if_cancelled()  # cancelled: stop here, with this batch committed
 
         now = self._clock.now()
-        for index, (folder, message) in enumerate(formats.read_messages(path, fmt)):
+        for index, (folder, message, envelope) in enumerate(formats.read_entries(path, fmt)):
             if index < consumed:
                 if index == consumed - 1 and last_digest and _digest(message) != last_digest:
                     raise PermanentJobError(
@@ -259,7 +289,7 @@ class ImportsMixin(MailServiceBase):
                     blob=blob,
                     size=len(message),
                     sealed_size=len(sealed),
-                    received_at=formats.received_time(message, now),
+                    received_at=envelope or formats.received_time(message, now),
                     created_at=now,
                 )
             )

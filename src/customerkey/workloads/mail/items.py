@@ -120,7 +120,9 @@ class ItemsMixin(MailServiceBase):
 
     def _item(self, session: Session, row: MailboxRow, item_ref: str) -> MailItemRow:
         item = session.get(MailItemRow, item_ref)
-        if item is None and item_ref.isdigit():
+        # A sequence number: ASCII digits ("²" is a digit to isdigit, not to int) that fit
+        # the 64-bit column; any other reference names no item.
+        if item is None and item_ref.isascii() and item_ref.isdigit() and len(item_ref) < 19:
             item = session.scalar(
                 select(MailItemRow).where(
                     MailItemRow.mailbox_id == row.id, MailItemRow.seq == int(item_ref)
@@ -184,18 +186,25 @@ class ItemsMixin(MailServiceBase):
         fmt: str | None = None,
         progress: Progress | None = None,
     ) -> int:
+        """Export every message of the mailbox into a new store at ``path`` (0600 files, 0700
+        folders), each byte for byte as stored; an mbox ``From_`` line carries the item's
+        received time (``formats``). ``progress(done, total)`` is first called once the
+        target has been checked and the store begun (so nothing is shown for an export that
+        is refused), then after each message."""
         fmt = fmt or ("eml" if path.suffix == "" and not path.name.endswith(".mbox") else "mbox")
         total = len(self.list_items(actor, identity))  # refused before anything is written
         writer = formats.MessageWriter(path, fmt)
         count = 0
         try:
+            if progress is not None:
+                progress(0, total)
             for item, data in self.iter_messages(actor, identity):
-                writer.add(item.folder, data)
+                writer.add(item.folder, data, received=item.received_at)
                 count += 1
                 if progress is not None:
                     progress(count, total)
+            writer.commit()
         except BaseException:
             writer.abort()
             raise
-        writer.commit()
         return count

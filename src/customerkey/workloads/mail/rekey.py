@@ -139,7 +139,10 @@ class RekeyMixin(MailServiceBase):
         together with a checkpoint that marks it done, so a worker killed after it never
         applies it twice; and a last sweep, repeated by every run that gets that far, removes
         what a killed worker left on disk: old blobs of destroyed keys whose deletion it did
-        not reach, and half-written temporary files of writers that are dead."""
+        not reach, and half-written temporary files of writers that are dead.
+
+        Cancelled, it stops after a batch, before the old keys are destroyed: moving the
+        mailbox (or setting its DEP) again makes a new key and finishes the work."""
         mailbox_id = job.target
         if "keys_destroyed" in job.checkpoint:
             self._sweep_mailbox_blobs(mailbox_id)
@@ -234,6 +237,9 @@ class RekeyMixin(MailServiceBase):
                 for _, old_blob, new_blob, _ in moves:
                     if old_blob != new_blob:
                         self.blobs.delete(old_blob)
+                # Cancelled: stop between batches. Each item is under the key its row names
+                # and the replaced keys are not destroyed, so everything stays readable.
+                context.stop_if_cancelled()
             with self.db.transaction() as session:
                 # A write that picked up an old key just before the re-key began may commit
                 # its item after the last batch: then there is more to move, not a key to

@@ -28,7 +28,11 @@ re-exports what callers import from it.
 
 from __future__ import annotations
 
+from sqlalchemy.orm import Session
+
+from customerkey.jobs.registry import JobKind
 from customerkey.jobs.worker import Handler
+from customerkey.storage.models import MailboxRow
 from customerkey.workloads.mail.base import MAILBOX_KEYS
 from customerkey.workloads.mail.imports import ImportsMixin
 from customerkey.workloads.mail.items import ItemsMixin
@@ -80,12 +84,39 @@ class MailService(
     RefreshMixin,
     PurgeMixin,
 ):
-    """The mail service (see the module's docstring); it adds only its job handlers."""
+    """The mail service (see the module's docstring); it adds only its job handlers.
 
-    def job_handlers(self) -> dict[str, Handler]:
+    An import and a re-key (move, DEP change) may be cancelled: each batch commits whole, an
+    import keeps what it stored (running it again goes on from there), and a re-key leaves
+    every item readable under the key that seals it (moving or setting the DEP again
+    finishes it). A refresh and a purge run to the end."""
+
+    def job_handlers(self) -> dict[str, Handler | JobKind]:
         return {
-            IMPORT_JOB: self.run_import,
-            REKEY_JOB: self.run_rekey,
+            IMPORT_JOB: JobKind(
+                self.run_import,
+                cancellable=True,
+                cancel_note=(
+                    "The messages imported so far stay in the mailbox; the same import "
+                    "command goes on from where it stopped."
+                ),
+                tenant_of=_mailbox_tenant,
+            ),
+            REKEY_JOB: JobKind(
+                self.run_rekey,
+                cancellable=True,
+                cancel_note=(
+                    "Items already re-encrypted stay under the new mailbox key, the others "
+                    "under the old one; every item stays readable. Moving the mailbox (or "
+                    "setting its DEP) again finishes the re-key."
+                ),
+                tenant_of=_mailbox_tenant,
+            ),
             REFRESH_JOB: self.run_refresh,
             PURGE_JOB: self.run_purge,
         }
+
+
+def _mailbox_tenant(session: Session, mailbox_id: str) -> str | None:
+    row = session.get(MailboxRow, mailbox_id)
+    return row.tenant_id if row is not None else None
