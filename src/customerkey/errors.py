@@ -81,6 +81,10 @@ class Conflict(CustomerKeyError):
     code = "Conflict"
 
 
+class StillProtectsData(Conflict):
+    """Refused: deleting it would take away a root key that data still depends on."""
+
+
 class PayloadTooLarge(CustomerKeyError):
     status = 413
     code = "RequestTooLarge"
@@ -121,6 +125,18 @@ class ServiceUnavailable(CustomerKeyError):
 
     status = 503
     code = "ServiceUnavailable"
+
+
+class StorageFull(ServiceUnavailable):
+    """The database or the blob store refused a write for lack of space (disk full, quota).
+    The transaction rolled back, so nothing was changed; the answer carries ``Retry-After``
+    (``retry_after`` seconds) and the same request succeeds once space is freed."""
+
+    code = "InsufficientStorage"
+
+    def __init__(self, message: str, *, retry_after: int = 30) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class KeyAccessDenied(Forbidden):

@@ -356,6 +356,7 @@ def test_a_purge_needs_an_approver_the_operator_registered_before_the_request(w:
             principal,
             "dep",
             "purge-approve",
+            "--yes",
             "P-DEP",
             "--approver",
             principal,
@@ -372,6 +373,7 @@ def test_a_purge_needs_an_approver_the_operator_registered_before_the_request(w:
     alone = w.server.cli(
         "dep",
         "purge-approve",
+        "--yes",
         "P-DEP",
         "--tenant",
         "contoso",
@@ -504,8 +506,8 @@ def test_a_vault_name_reused_after_a_purge_starts_with_an_empty_history(w: World
         "contoso",
     )
     s.cli("key", "create", "reused-name", "secret-plans")
-    s.cli("vault", "delete", "reused-name")
-    s.cli("vault", "purge", "reused-name")
+    s.cli("vault", "delete", "reused-name", "--yes")
+    s.cli("vault", "purge", "reused-name", "--yes")
     fabrikam = w.token("admin@fabrikam.com", "fabrikam")
     body = {"name": "reused-name", "subscription": F_SUB, "region": "eastus"}
     assert w.admin_api(fabrikam, "POST", "/vaults", json=body).status_code == 201

@@ -220,7 +220,7 @@ def test_rotation_policy_bad_input_changes_nothing(cli: Cli, key: Any, tmp_path:
 
 
 def test_delete_list_deleted_recover(cli: Cli, key: Any) -> None:
-    deleted = cli.json("key", "delete", VAULT, KEY)
+    deleted = cli.json("key", "delete", "--yes", VAULT, KEY)
     assert deleted["Name"] == KEY
     assert deleted["RecoveryId"] == f"https://{CANONICAL}.vault.localhost:8443/deletedkeys/{KEY}"
     assert _when(deleted["ScheduledPurgeDate"]) - _when(deleted["DeletedDate"]) == timedelta(90)
@@ -241,9 +241,9 @@ def test_delete_list_deleted_recover(cli: Cli, key: Any) -> None:
 
 
 def test_purge_refused_under_purge_protection(cli: Cli, key: Any) -> None:
-    cli.fail("key", "purge", VAULT, KEY, error="KeyNotFound")  # not deleted yet
-    cli.json("key", "delete", VAULT, KEY)
-    message = cli.fail("key", "purge", VAULT, KEY, error="Forbidden")
+    cli.fail("key", "purge", "--yes", VAULT, KEY, error="KeyNotFound")  # not deleted yet
+    cli.json("key", "delete", "--yes", VAULT, KEY)
+    message = cli.fail("key", "purge", "--yes", VAULT, KEY, error="Forbidden")
     assert "purge protection" in message
     assert cli.key_names(deleted=True) == [KEY]
     assert cli.json("key", "recover", VAULT, KEY)["Version"] == key["Version"]
@@ -252,10 +252,10 @@ def test_purge_refused_under_purge_protection(cli: Cli, key: Any) -> None:
 def test_purge_without_purge_protection(cli: Cli, vault: Any) -> None:
     cli.create_vault(OTHER, "--retention-days", "7")
     cli.create_key(OTHER, "k1")
-    deleted = cli.json("key", "delete", OTHER, "k1")
+    deleted = cli.json("key", "delete", "--yes", OTHER, "k1")
     assert _when(deleted["ScheduledPurgeDate"]) - _when(deleted["DeletedDate"]) == timedelta(7)
-    purged = cli.json("key", "purge", OTHER, "k1")
-    assert purged["message"] == f"Key 'k1' purged from vault '{OTHER}'."
+    purged = cli.json("key", "purge", "--yes", OTHER, "k1")
+    assert purged["Message"] == f"Key 'k1' purged from vault '{OTHER}'."
     assert cli.key_names(OTHER) == [] and cli.key_names(OTHER, deleted=True) == []
     # The name is free: a new key of that name starts over with one version.
     cli.create_key(OTHER, "k1")
@@ -272,7 +272,7 @@ def test_backup_writes_a_private_file_and_never_overwrites(
     folder.mkdir()
     out = folder / "Contoso-O365EX-NA-VaultA1-Key001-Backup-20170802.backup"
     result = cli.json("key", "backup", VAULT, KEY, "--out", str(out))
-    assert result["file"] == str(out) and result["bytes"] == out.stat().st_size > 0
+    assert result["File"] == str(out) and result["Bytes"] == out.stat().st_size > 0
     assert _mode(out) == 0o600
     assert out.read_bytes().startswith(b"CKBK")
     assert [p.name for p in folder.iterdir()] == [out.name]  # no temporary file left
@@ -317,9 +317,9 @@ def test_restore_conflicts_then_works_after_purge(cli: Cli, vault: Any, tmp_path
 
     message = cli.fail("key", "restore", OTHER, "--in", str(backup), error="Conflict")
     assert "already exists" in message
-    cli.json("key", "delete", OTHER, KEY)
+    cli.json("key", "delete", "--yes", OTHER, KEY)
     assert "soft-deleted" in cli.fail("key", "restore", OTHER, "--in", str(backup))
-    cli.json("key", "purge", OTHER, KEY)
+    cli.json("key", "purge", "--yes", OTHER, KEY)
 
     restored = cli.json("key", "restore", OTHER, "--in", str(backup))
     assert (restored["Name"], restored["Version"]) == (KEY, second["Version"])
@@ -438,12 +438,12 @@ def test_key_create_bad_name(cli: Cli, vault: Any) -> None:
 
 
 def test_keys_in_a_deleted_or_unknown_vault(cli: Cli, key: Any) -> None:
-    cli.json("vault", "delete", VAULT)
+    cli.json("vault", "delete", "--yes", VAULT)
     for args in (
         ["key", "create", VAULT, "k2"],
         ["key", "show", VAULT, KEY],
         ["key", "list", VAULT],
-        ["key", "delete", VAULT, KEY],
+        ["key", "delete", "--yes", VAULT, KEY],
         ["key", "rotate", VAULT, KEY],
     ):
         assert "No vault named" in cli.fail(*args, error="VaultNotFound")

@@ -171,7 +171,7 @@ def test_json_flag_before_or_after_the_sub_command(
 
 
 def test_vault_delete_recover(cli: Cli, vault: Any) -> None:
-    deleted = cli.json("vault", "delete", VAULT)
+    deleted = cli.json("vault", "delete", "--yes", VAULT)
     deletion = _when(deleted["DeletionDate"])
     assert _when(deleted["ScheduledPurgeDate"]) - deletion == timedelta(days=90)
     assert cli.vault_names() == []
@@ -192,10 +192,12 @@ def test_vault_purge_without_purge_protection(cli: Cli) -> None:
     cli.ok("init")
     cli.create_vault("contoso-b1", "--retention-days", "7")
     cli.create_key("contoso-b1", "k1")
-    cli.fail("vault", "purge", "contoso-b1", error="VaultNotFound")  # only deleted vaults
-    deleted = cli.json("vault", "delete", "contoso-b1")
+    cli.fail("vault", "purge", "--yes", "contoso-b1", error="VaultNotFound")  # only deleted vaults
+    deleted = cli.json("vault", "delete", "--yes", "contoso-b1")
     assert _when(deleted["ScheduledPurgeDate"]) - _when(deleted["DeletionDate"]) == timedelta(7)
-    assert cli.json("vault", "purge", "contoso-b1")["message"] == "Vault 'contoso-b1' purged."
+    assert (
+        cli.json("vault", "purge", "--yes", "contoso-b1")["Message"] == "Vault 'contoso-b1' purged."
+    )
     assert cli.vault_names(deleted=True) == []
     # The name is free again, and the new vault has none of the old keys.
     cli.create_vault("contoso-b1")
@@ -203,9 +205,9 @@ def test_vault_purge_without_purge_protection(cli: Cli) -> None:
 
 
 def test_vault_purge_refused_under_purge_protection(cli: Cli, vault: Any) -> None:
-    cli.json("vault", "delete", VAULT)
+    cli.json("vault", "delete", "--yes", VAULT)
     before = cli.audit_count()
-    message = cli.fail("vault", "purge", VAULT, error="Forbidden")
+    message = cli.fail("vault", "purge", "--yes", VAULT, error="Forbidden")
     assert "purge protection" in message
     assert cli.vault_names(deleted=True) == [VAULT]
     assert cli.audit_count() == before + 1  # the refusal is audited, nothing else happened
@@ -216,7 +218,7 @@ def test_vault_create_twice_is_a_conflict(cli: Cli, vault: Any) -> None:
     cli.fail(
         "vault", "create", VAULT.lower(), "--subscription", "x", "--region", "y", error="Conflict"
     )
-    cli.json("vault", "delete", VAULT)
+    cli.json("vault", "delete", "--yes", VAULT)
     message = cli.fail(
         "vault", "create", VAULT, "--subscription", "x", "--region", "y", error="Conflict"
     )
@@ -333,8 +335,8 @@ def test_as_principal_needs_an_access_policy(cli: Cli, key: Any) -> None:
     # The policy grants only what it names: no create, delete, backup, or vault management.
     versions = cli.versions()
     cli.fail("key", "create", VAULT, KEY, as_principal=alice, error="Forbidden")
-    cli.fail("key", "delete", VAULT, KEY, as_principal=alice, error="Forbidden")
-    cli.fail("vault", "delete", VAULT, as_principal=alice, error="Forbidden")
+    cli.fail("key", "delete", "--yes", VAULT, KEY, as_principal=alice, error="Forbidden")
+    cli.fail("vault", "delete", "--yes", VAULT, as_principal=alice, error="Forbidden")
     cli.fail(
         "vault",
         "access",
@@ -383,11 +385,18 @@ def test_a_principal_uses_the_vault_it_created_and_its_admins_manage_it(cli: Cli
     assert policy["PrincipalName"] == bob and "create" in policy["PermissionsToKeys"]
     assert cli.json("key", "create", "bobs-vault", "k1", as_principal=bob)["Name"] == "k1"
     cli.create_principal("carol@contoso.com")
-    cli.fail("vault", "delete", "bobs-vault", as_principal="carol@contoso.com", error="Forbidden")
+    cli.fail(
+        "vault",
+        "delete",
+        "--yes",
+        "bobs-vault",
+        as_principal="carol@contoso.com",
+        error="Forbidden",
+    )
     # Managing a vault is its tenant admins' (no rule compares the creator's name).
-    cli.fail("vault", "delete", "bobs-vault", as_principal=bob, error="Forbidden")
+    cli.fail("vault", "delete", "--yes", "bobs-vault", as_principal=bob, error="Forbidden")
     cli.create_principal("root@contoso.com", "--roles", "tenant-admin")
-    deleted = cli.json("vault", "delete", "bobs-vault", as_principal="root@contoso.com")
+    deleted = cli.json("vault", "delete", "--yes", "bobs-vault", as_principal="root@contoso.com")
     assert deleted["DeletionDate"]
 
 
@@ -488,7 +497,7 @@ def test_unknown_vault(cli: Cli) -> None:
     cli.ok("init")
     for args in (
         ["vault", "show", "no-such-vault"],
-        ["vault", "delete", "no-such-vault"],
+        ["vault", "delete", "--yes", "no-such-vault"],
         ["vault", "access", "show", "no-such-vault"],
         ["key", "list", "no-such-vault"],
     ):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from customerkey.cli.confirm import YES, confirm_destruction
 from customerkey.cli.context import cli_context, tenant_of
 from customerkey.cli.job_commands import finish_or_report
 from customerkey.cli.output import emit_list, emit_message, emit_object
@@ -47,6 +48,7 @@ def dep_show(
     identity: str = typer.Argument(..., help="Name, DEP GUID or key-generation GUID."),
     tenant: str | None = typer.Option(None, "--tenant"),
 ) -> None:
+    """One policy (Get-DataEncryptionPolicy) and which root-key versions protect its data."""
     c = cli_context(ctx)
     policy = c.runtime.policies.get(c.actor, tenant_of(c, tenant), identity)
     view = policy_view(policy)
@@ -58,6 +60,7 @@ def dep_show(
 
 @app.command("list")
 def dep_list(ctx: typer.Context, tenant: str | None = typer.Option(None, "--tenant")) -> None:
+    """The tenant's data encryption policies (Get-DataEncryptionPolicy)."""
     c = cli_context(ctx)
     policies = c.runtime.policies.list_policies(c.actor, tenant_of(c, tenant))
     emit_list([policy_view(p) for p in policies], POLICY_COLUMNS, as_json=c.as_json)
@@ -79,12 +82,12 @@ def dep_refresh(
             f"Policy '{identity}' already uses the newest version of both root keys; "
             "nothing to refresh.",
             as_json=c.as_json,
-            data={"refreshed": False},
+            data={"Refreshed": False},
         )
         return
     finish_or_report(c, job, no_wait=no_wait)
     policy = c.runtime.policies.get(c.actor, tenant_id, identity)
-    emit_object(policy_view(policy), as_json=c.as_json)
+    emit_object({**policy_view(policy), "JobId": job.id}, as_json=c.as_json)
 
 
 @app.command("purge-request")
@@ -118,10 +121,19 @@ def dep_purge_approve(
     ),
     tenant: str | None = typer.Option(None, "--tenant"),
     no_wait: bool = typer.Option(False, "--no-wait"),
+    yes: bool = YES,
 ) -> None:
     """Approve a requested purge: every key of the DEP is destroyed, its mailboxes deleted."""
     c = cli_context(ctx)
     tenant_id = tenant_of(c, tenant)
+    policy = c.runtime.policies.get(c.actor, tenant_id, identity, kind="mailbox")
+    confirm_destruction(
+        c,
+        f"Approving the permanent data purge of DEP '{policy.name}'",
+        policy.name,
+        yes=yes,
+        consequence="every key of the DEP is destroyed and its mailboxes deleted, for good",
+    )
     job = c.runtime.mail.approve_purge(c.actor, tenant_id, identity, approver)
     finish_or_report(c, job, no_wait=no_wait)
     emit_object(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import typer
 
+from customerkey.cli.confirm import YES, confirm_destruction
 from customerkey.cli.context import CliContext, cli_context, tenant_of
 from customerkey.cli.job_commands import finish_or_report
 from customerkey.cli.output import emit_message, emit_object
@@ -103,7 +104,7 @@ def files_resume(
         emit_message(
             "Every site is on the current key generation; nothing to resume.",
             as_json=c.as_json,
-            data={"resumed": False},
+            data={"Resumed": False},
         )
         return
     finish_or_report(c, job, no_wait=no_wait)
@@ -166,10 +167,19 @@ def files_purge_approve(
     identity: str | None = _IDENTITY,
     tenant: str | None = _TENANT,
     no_wait: bool = typer.Option(False, "--no-wait"),
+    yes: bool = YES,
 ) -> None:
     """Approve the purge: the TIK, site keys and file keys are destroyed, with the content."""
     c = cli_context(ctx)
     tenant_id = _tenant(c, tenant, identity)
+    c.runtime.files.status(c.actor, tenant_id)  # an unknown tenant or no right: say so first
+    confirm_destruction(
+        c,
+        f"Approving the permanent files data purge of tenant '{tenant_id}'",
+        tenant_id,
+        yes=yes,
+        consequence="the TIK, every site key and file key are destroyed with the content, for good",
+    )
     job = c.runtime.files.approve_purge(c.actor, tenant_id, approver)
     finish_or_report(c, job, no_wait=no_wait)
     _show_status(c, tenant_id)

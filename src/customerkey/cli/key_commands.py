@@ -8,8 +8,10 @@ from pathlib import Path
 
 import typer
 
-from customerkey.cli.context import CliContext, cli_context, parse_tags, parse_time, split_list
+from customerkey.cli.confirm import YES, confirm_destruction
+from customerkey.cli.context import cli_context, parse_tags, parse_time, split_list
 from customerkey.cli.output import emit_list, emit_message, emit_object
+from customerkey.cli.protected_data import described, refuse_deleting, refuse_disabling
 from customerkey.errors import BadParameter
 from customerkey.home import write_private_file
 from customerkey.views.vault import deleted_key_view, key_view, rotation_policy_view, usage_view
@@ -56,8 +58,9 @@ def show(
     ctx: typer.Context,
     vault: str,
     name: str,
-    version: str | None = typer.Option(None, "--version"),
+    version: str | None = typer.Option(None, "--version", help="Default: the newest."),
 ) -> None:
+    """One key version: its attributes, operations and key id (Get-AzKeyVaultKey)."""
     c = cli_context(ctx)
     bundle = c.runtime.vault.get_key(c.actor, vault, name, version)
     emit_object(key_view(bundle, domain=c.domain, port=c.port), as_json=c.as_json)
@@ -69,6 +72,7 @@ def list_(
     vault: str,
     deleted: bool = typer.Option(False, "--deleted", help="List soft-deleted keys."),
 ) -> None:
+    """The keys of a vault, newest version of each (Get-AzKeyVaultKey)."""
     c = cli_context(ctx)
     if deleted:
         views = [
@@ -85,6 +89,7 @@ def list_(
 
 @app.command("versions")
 def versions(ctx: typer.Context, vault: str, name: str) -> None:
+    """Every version of a key (Get-AzKeyVaultKey -IncludeVersions)."""
     c = cli_context(ctx)
     views = [
         key_view(b, domain=c.domain, port=c.port)
@@ -100,10 +105,10 @@ def update(
     name: str,
     version: str | None = typer.Option(None, "--version", help="Default: the newest."),
     enable: bool | None = typer.Option(None, "--enable/--disable"),
-    not_before: str | None = typer.Option(None, "--not-before"),
-    expires: str | None = typer.Option(None, "--expires"),
-    ops: str | None = typer.Option(None, "--ops"),
-    tag: list[str] | None = typer.Option(None, "--tag"),
+    not_before: str | None = typer.Option(None, "--not-before", help="ISO 8601 time."),
+    expires: str | None = typer.Option(None, "--expires", help="ISO 8601 time."),
+    ops: str | None = typer.Option(None, "--ops", help="e.g. wrapKey,unwrapKey"),
+    tag: list[str] | None = typer.Option(None, "--tag", help="name=value (repeatable)."),
     force: bool = typer.Option(
         False, "--force", help="Disable even though the version still protects data."
     ),
@@ -111,8 +116,11 @@ def update(
     """Change a version's enabled state, validity times, operations or tags."""
     c = cli_context(ctx)
     if enable is False and not force:
-        target = version or c.runtime.vault.get_key(c.actor, vault, name).id.version
-        _refuse_if_protecting(c, vault, name, target, "Disabling")
+        newest = c.runtime.vault.get_key(c.actor, vault, name).id.version
+        target = (version or newest).lower()
+        protected = c.runtime.usage.protected_by(vault, name, target)
+        if protected:
+            raise refuse_disabling(target, newest, protected)
     bundle = c.runtime.vault.update_key(
         c.actor,
         vault,
@@ -172,44 +180,49 @@ def _read_policy_text(value: str) -> str:
         raise BadParameter(f"The rotation policy file {path} is not UTF-8 text.") from None
 
 
-def _refuse_if_protecting(
-    c: CliContext, vault: str, name: str, version: str | None, doing: str
-) -> None:
-    protecting = c.runtime.usage.still_protects(c.actor, vault, name, version)
-    if protecting:
-        what = f"version {version}" if version else f"key {name}"
-        raise BadParameter(
-            f"{doing} {what} would remove a root key that still protects data: {protecting} "
-            "('customerkey dep refresh'), or pass --force."
-        )
-
-
 @app.command("delete")
 def delete(
     ctx: typer.Context,
     vault: str,
     name: str,
     force: bool = typer.Option(False, "--force", help="Delete even though it protects data."),
+    yes: bool = YES,
 ) -> None:
-    """Soft-delete a key with all its versions (recoverable until the retention ends)."""
+    """Soft-delete a key with all its versions (recoverable until the retention ends). Refused
+    while it protects data."""
     c = cli_context(ctx)
-    if not force:
-        _refuse_if_protecting(c, vault, name, None, "Deleting")
-    deleted = c.runtime.vault.delete_key(c.actor, vault, name)
+    c.runtime.vault.authorize_key_delete(c.actor, vault, name)
+    protected = c.runtime.usage.protected_by(vault, name)
+    if protected and not force:
+        raise refuse_deleting(f"Key '{name}'", protected)
+    consequence = "every version stops working at once (recoverable until the retention ends)"
+    if protected:
+        consequence += f", though it protects data: {described(protected)}"
+    confirm_destruction(c, f"Deleting key '{name}'", name, yes=yes, consequence=consequence)
+    deleted = c.runtime.vault.delete_key(c.actor, vault, name, force=force)
     emit_object(deleted_key_view(deleted, domain=c.domain, port=c.port), as_json=c.as_json)
 
 
 @app.command("recover")
 def recover(ctx: typer.Context, vault: str, name: str) -> None:
+    """Bring back a soft-deleted key with all its versions (Undo-AzKeyVaultKeyRemoval)."""
     c = cli_context(ctx)
     bundle = c.runtime.vault.recover_deleted_key(c.actor, vault, name)
     emit_object(key_view(bundle, domain=c.domain, port=c.port), as_json=c.as_json)
 
 
 @app.command("purge")
-def purge(ctx: typer.Context, vault: str, name: str) -> None:
+def purge(ctx: typer.Context, vault: str, name: str, yes: bool = YES) -> None:
     """Permanently remove a soft-deleted key (refused under purge protection)."""
     c = cli_context(ctx)
+    c.runtime.vault.get_deleted_key(c.actor, vault, name)  # a key that is not deleted: say so
+    confirm_destruction(
+        c,
+        f"Purging key '{name}'",
+        name,
+        yes=yes,
+        consequence="every version of it is destroyed for good (only a backup brings it back)",
+    )
     c.runtime.vault.purge_deleted_key(c.actor, vault, name)
     emit_message(f"Key '{name}' purged from vault '{vault}'.", as_json=c.as_json)
 
@@ -238,7 +251,7 @@ def backup(
     emit_message(
         f"Backed up key '{name}' to {out} ({len(blob)} bytes).",
         as_json=c.as_json,
-        data={"file": str(out), "bytes": len(blob)},
+        data={"File": str(out), "Bytes": len(blob)},
     )
 
 

@@ -21,8 +21,8 @@ from customerkey.api.deps import (
     ApiContext,
     api,
     check_api_version,
-    host_of,
     vault_actor,
+    vault_base_url,
     vault_name,
 )
 from customerkey.api.schemas import (
@@ -59,7 +59,7 @@ DEFAULT_PAGE = 25
 
 
 def _base(request: Request) -> str:
-    return f"https://{host_of(request)}"
+    return vault_base_url(request)
 
 
 def _kid(request: Request, bundle: KeyBundle) -> str:
@@ -226,7 +226,7 @@ def import_key(
 @router.get("/keys")
 def list_keys(
     request: Request,
-    maxresults: int | None = None,
+    maxresults: int | None = Query(None, ge=1, le=DEFAULT_PAGE),
     skiptoken: str | None = Query(None, alias="$skiptoken"),
     vault: str = Depends(vault_name),
     actor: Actor = Depends(vault_actor),
@@ -239,7 +239,7 @@ def list_keys(
 def list_key_versions(
     name: str,
     request: Request,
-    maxresults: int | None = None,
+    maxresults: int | None = Query(None, ge=1, le=DEFAULT_PAGE),
     skiptoken: str | None = Query(None, alias="$skiptoken"),
     vault: str = Depends(vault_name),
     actor: Actor = Depends(vault_actor),
@@ -353,7 +353,10 @@ def delete_key(
     vault: str = Depends(vault_name),
     actor: Actor = Depends(vault_actor),
 ) -> dict[str, Any]:
-    return _deleted(request, api(request).runtime.vault.delete_key(actor, vault, name))
+    # Key Vault's own API has no way to refuse for what depends on a key (nor to force it):
+    # Azure clients get Azure's behaviour; the audit record names what the key protected.
+    deleted = api(request).runtime.vault.delete_key(actor, vault, name, force=True)
+    return _deleted(request, deleted)
 
 
 # ------------------------------------------------------------------ secure key release
@@ -525,7 +528,7 @@ def get_random_bytes(
 @router.get("/deletedkeys")
 def list_deleted_keys(
     request: Request,
-    maxresults: int | None = None,
+    maxresults: int | None = Query(None, ge=1, le=DEFAULT_PAGE),
     skiptoken: str | None = Query(None, alias="$skiptoken"),
     vault: str = Depends(vault_name),
     actor: Actor = Depends(vault_actor),

@@ -77,9 +77,10 @@ def get_vault(name: str, request: Request, actor: Actor = Depends(admin_actor)) 
 
 @router.delete("/vaults/{name}")
 def delete_vault(
-    name: str, request: Request, actor: Actor = Depends(admin_actor)
+    name: str, request: Request, force: bool = False, actor: Actor = Depends(admin_actor)
 ) -> dict[str, Any]:
-    return _vault(request, api(request).runtime.vault.delete_vault(actor, name))
+    """409 Conflict while a key of the vault protects data, unless ``?force=true``."""
+    return _vault(request, api(request).runtime.vault.delete_vault(actor, name, force=force))
 
 
 @router.post("/vaults/{name}/recover")

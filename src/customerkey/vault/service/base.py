@@ -24,7 +24,13 @@ from sqlalchemy.orm import Session
 from customerkey.audit.log import AuditLog
 from customerkey.clock import Clock
 from customerkey.crypto.key_material import PrivateMaterial, material_from_bytes
-from customerkey.errors import Forbidden, KeyIntegrityFailure, KeyNotFound, VaultNotFound
+from customerkey.errors import (
+    Forbidden,
+    KeyIntegrityFailure,
+    KeyNotFound,
+    StillProtectsData,
+    VaultNotFound,
+)
 from customerkey.identity import authorize as authz
 from customerkey.rng import Rng
 from customerkey.storage import revocations
@@ -100,6 +106,7 @@ class ServiceBase:
         self._private_keys = _PrivateKeyCache()
         self._binding = PublicKeyBinding(master_key)
         self._listeners: list[Callable[[str, str, str], None]] = []
+        self._deletion_guards: list[Callable[[Session, str, str | None], str | None]] = []
 
     # ------------------------------------------------------------------ plumbing
 
@@ -108,6 +115,23 @@ class ServiceBase:
         process drop what they hold at once. Other processes learn of it from the revocation
         log each change also writes (``_revoking``, ``storage.revocations``)."""
         self._listeners.append(listener)
+
+    def add_deletion_guard(self, guard: Callable[[Session, str, str | None], str | None]) -> None:
+        """Asked, inside the deleting transaction, with (vault, key or None for the whole
+        vault) before a key or a vault is deleted; answers what still needs it, in words, or
+        None. The service above the vault that knows what root keys protect registers one."""
+        self._deletion_guards.append(guard)
+
+    def _refuse_if_needed(
+        self, session: Session, vault: str, key: str | None, *, force: bool
+    ) -> str | None:
+        """Raise ``StillProtectsData`` while a guard names something (unless ``force``);
+        returns what it named, so a forced deletion can audit it."""
+        needed = [n for g in self._deletion_guards if (n := g(session, vault, key)) is not None]
+        if needed and not force:
+            what = f"Key '{key}'" if key is not None else f"Vault '{vault}'"
+            raise StillProtectsData(f"{what} still protects data: {' '.join(needed)}")
+        return " ".join(needed) or None
 
     def _notify(self, vault: str, key: str, change: str) -> None:
         for listener in list(self._listeners):

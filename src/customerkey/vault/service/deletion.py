@@ -1,5 +1,6 @@
-"""Soft delete of keys: delete (kept for the vault's retention days), read and list deleted
-keys, recover one, or purge it early (refused while the vault's purge protection holds it)."""
+"""Soft delete of keys: delete (kept for the vault's retention days; refused while the key
+protects data, unless forced), read and list deleted keys, recover one, or purge it early
+(refused while the vault's purge protection holds it)."""
 
 from __future__ import annotations
 
@@ -32,15 +33,33 @@ class DeletionMixin(ServiceBase):
             raise KeyNotFound(f"Deleted Key not found: {name}")
         return row
 
-    def delete_key(self, actor: Actor, vault: str, name: str) -> DeletedKeyBundle:
+    def authorize_key_delete(self, actor: Actor, vault: str, name: str) -> None:
+        """Refuse what ``delete_key`` would refuse first (no such vault or key, no permission),
+        changing nothing: a front end asks this before it asks for a confirmation."""
+
+        def work(session: Session) -> None:
+            row = self._vault_row(session, vault)
+            self._require(session, actor, row, "delete")
+            self._key_row(session, row, name)
+
+        self._run(actor, "KeyDelete", work, vault=vault.lower(), key=name, read_only=True)
+
+    def delete_key(
+        self, actor: Actor, vault: str, name: str, *, force: bool = False
+    ) -> DeletedKeyBundle:
+        """Soft-delete a key with all its versions. Refused (``StillProtectsData``) while it
+        protects data, unless ``force``: then the audit record names what it protected."""
+
         def work(session: Session) -> DeletedKeyBundle:
             row = self._vault_row(session, vault)
             self._require(session, actor, row, "delete")
             key = self._key_row(session, row, name)
+            forced = self._refuse_if_needed(session, row.name, key.name, force=force)
             now = self._clock.now()
             key.deleted_at = now
             key.scheduled_purge_at = now + timedelta(days=row.retention_days)
-            self._record(session, actor, "KeyDelete", vault=row, key=key.name)
+            details = {"forced": True, "protected": forced} if forced else None
+            self._record(session, actor, "KeyDelete", vault=row, key=key.name, details=details)
             return self._deleted_bundle(session, row, key)
 
         result = self._run(

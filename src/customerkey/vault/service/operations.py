@@ -7,7 +7,7 @@ the start-up backfill of public key tags (``vault.binding``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -208,6 +208,9 @@ class OperationsMixin(ServiceBase):
         _check_usable(enabled, not_before, expires, key_ops, operation, self._clock.now())
         return _Checked((vault_name, vault_id, tenant), key_name, version_id, row[7], opened)
 
+    # Told (operation, the error or None) after every crypto call: the server counts them.
+    operation_observer: Callable[[str, BaseException | None], None] | None = None
+
     def crypto(
         self,
         actor: Actor,
@@ -225,6 +228,33 @@ class OperationsMixin(ServiceBase):
     ) -> CryptoResult:
         """encrypt / decrypt / wrapKey / unwrapKey / sign / verify (see ``vault.key_types``).
         For sign and verify ``value`` is the digest; verify checks ``signature``."""
+        observer = self.operation_observer
+        try:
+            result = self._crypto(
+                actor, operation, vault, name, version, algorithm, value, iv, aad, tag, signature
+            )
+        except BaseException as exc:
+            if observer is not None:
+                observer(operation if operation in _CRYPTO_OPS else "unknown", exc)
+            raise
+        if observer is not None:
+            observer(operation, None)
+        return result
+
+    def _crypto(
+        self,
+        actor: Actor,
+        operation: str,
+        vault: str,
+        name: str,
+        version: str | None,
+        algorithm: str,
+        value: bytes,
+        iv: bytes | None,
+        aad: bytes | None,
+        tag: bytes | None,
+        signature: bytes | None,
+    ) -> CryptoResult:
         if operation not in _CRYPTO_OPS:
             raise BadParameter(f"Unknown key operation '{operation}'.")
         request = CryptoRequest(operation, algorithm, value, iv, aad, tag, signature)

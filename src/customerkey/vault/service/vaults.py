@@ -133,14 +133,28 @@ class VaultsMixin(ServiceBase):
             ]
             return [self._vault_view(session, r, actor) for r in visible]
 
-    def delete_vault(self, actor: Actor, name: str) -> Vault:
+    def authorize_vault_delete(self, actor: Actor, name: str) -> None:
+        """Refuse what ``delete_vault`` would refuse first (no such vault, caller not allowed),
+        changing nothing: a front end asks this before it asks for a confirmation."""
+
+        def work(session: Session) -> None:
+            self._require_manager(actor, self._vault_row(session, name))
+
+        self._run(actor, "VaultDelete", work, vault=name.lower(), read_only=True)
+
+    def delete_vault(self, actor: Actor, name: str, *, force: bool = False) -> Vault:
+        """Soft-delete a vault. Refused (``StillProtectsData``) while a key of it protects
+        data, unless ``force``: then the audit record names what it protected."""
+
         def work(session: Session) -> Vault:
             row = self._vault_row(session, name)
             self._require_manager(actor, row)
+            forced = self._refuse_if_needed(session, row.name, None, force=force)
             now = self._clock.now()
             row.deleted_at = now
             row.scheduled_purge_at = now + timedelta(days=row.retention_days)
-            self._record(session, actor, "VaultDelete", vault=row)
+            details = {"forced": True, "protected": forced} if forced else None
+            self._record(session, actor, "VaultDelete", vault=row, details=details)
             return self._vault_view(session, row)
 
         result = self._run(
