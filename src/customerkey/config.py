@@ -78,6 +78,30 @@ class Settings(BaseSettings):
     port: int = Field(default=8443, ge=1, le=65535)
     dek_cache_ttl_seconds: int = Field(default=900, ge=0)
     max_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # The server's exposure (``customerkey.server``; README "Operating the server"). URLs the
+    # server hands out (key ids, recovery ids, next links, token audiences) name the configured
+    # domain and ``public_port`` (default: ``port``; behind a load balancer, the port clients
+    # reach); a request whose Host header names another host or port is refused. The bare
+    # host answers as localhost, 127.0.0.1, [::1], the domain and each of ``public_hosts``.
+    public_port: int | None = Field(default=None, ge=1, le=65535)
+    public_hosts: list[str] = Field(default_factory=list)
+    # Each connection gets ``header_timeout_seconds`` for its TLS handshake and for each
+    # request head; an idle keep-alive connection is closed after ``keep_alive_seconds``; a
+    # server process holds at most ``max_connections``, and answers 503 to more.
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    keep_alive_seconds: int = Field(default=5, ge=1, le=3600)
+    max_connections: int = Field(default=1000, ge=1)
+    # /metrics: "token" (a bearer token read from ``metrics_token_file``, default
+    # <home>/metrics.token, made on first start), "loopback" (plain HTTP on
+    # 127.0.0.1:``metrics_port`` only), "public" or "off". /openapi.json and /docs: "off" or
+    # "public".
+    metrics: str = Field(default="token", pattern="^(token|loopback|public|off)$")
+    metrics_port: int = Field(default=9464, ge=1, le=65535)
+    metrics_token_file: Path | None = None
+    openapi: str = Field(default="off", pattern="^(off|public)$")
+    # What the server writes on stderr: "json" (one object per line), "text", or "auto" (text
+    # on a terminal, JSON otherwise).
+    log_format: str = Field(default="auto", pattern="^(auto|json|text)$")
     token_lifetime_seconds: int = Field(default=3600, ge=60)
     job_lease_seconds: int = Field(default=60, ge=5)
     # Items re-encrypted per transaction by a mailbox re-key (move, DEP change), and mailbox
@@ -92,6 +116,12 @@ class Settings(BaseSettings):
     # A writer stores a blob before it commits the row naming it: the sweep leaves
     # unreferenced blobs younger than this alone, so it must exceed any write's duration.
     blob_sweep_grace_seconds: int = Field(default=3600, ge=60)
+    # Out of storage (disk full, quota; ``storage.exhaustion``): writes are refused with 503
+    # and ``Retry-After: storage_retry_after_seconds``; while this process last saw the
+    # storage full, /healthz writes a probe file of ``storage_probe_bytes`` into each local
+    # storage folder (the SQLite database's and the blob folder) to see whether it recovered.
+    storage_retry_after_seconds: int = Field(default=30, ge=1, le=3600)
+    storage_probe_bytes: int = Field(default=1 << 20, ge=0)
     # The token endpoint checks client secrets (scrypt, ~50 ms of CPU each) on this many
     # dedicated threads per server process, never on the event loop; at most
     # ``token_hash_queue`` more requests wait for a thread, beyond that the endpoint answers
@@ -110,6 +140,24 @@ class Settings(BaseSettings):
     # client asks for one token per credential an hour.
     token_source_request_burst: int = Field(default=0, ge=0)
     token_source_requests_per_minute: float = Field(default=600.0, gt=0)
+    # The audit log's signed checkpoints (``customerkey.audit``; docs/SECURITY.md) go to every
+    # sink set here: always the file ``audit_checkpoint_file`` (default
+    # <home>/audit-checkpoints.jsonl, JSON lines, 0600); syslog at ``audit_syslog``
+    # ("udp://host:port", "tcp://host:port" or a unix socket path such as /dev/log; RFC 5424);
+    # a webhook at ``audit_webhook_url`` (POST of the checkpoint's JSON, with
+    # "Authorization: Bearer <audit_webhook_token>" when set, trusting
+    # ``audit_webhook_ca_file`` when set). The server and workers publish one every
+    # ``audit_checkpoint_seconds`` when the log has grown (0: only on demand, 'customerkey
+    # audit checkpoint'). While a sink cannot be written, operations that use or hand out key
+    # material fail closed with 503 AuditSinkUnavailable; with ``audit_fail_closed`` off they
+    # go on and a warning is logged.
+    audit_checkpoint_file: Path | None = None
+    audit_syslog: str | None = None
+    audit_webhook_url: str | None = None
+    audit_webhook_token: str | None = None
+    audit_webhook_ca_file: str | None = None
+    audit_checkpoint_seconds: float = Field(default=300.0, ge=0)
+    audit_fail_closed: bool = True
     # Secure key release: the attestation authorities whose tokens may release exportable keys
     # (none by default: every release is then refused).
     release_authorities: list[ReleaseAuthority] = Field(default_factory=list)

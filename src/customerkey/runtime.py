@@ -12,10 +12,15 @@ one-shot commands do not need it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from customerkey.audit.chain import ChainKey
+from customerkey.audit.checkpoints import CheckpointSigner
 from customerkey.audit.log import AuditLog
+from customerkey.audit.publisher import CheckpointPublisher, health_for, sinks_from_settings
 from customerkey.audit.reader import AuditService
 from customerkey.clock import Clock, SystemClock
 from customerkey.config import RemoteVault, Settings, load_settings
@@ -26,7 +31,7 @@ from customerkey.identity.tenants import TenantService
 from customerkey.identity.workload_principals import SERVICE_TENANT, WORKLOAD_PRINCIPALS
 from customerkey.jobs.blob_sweep import BlobSweeper
 from customerkey.jobs.queue import JobQueue
-from customerkey.jobs.registry import JobRegistry
+from customerkey.jobs.registry import JobKind, JobRegistry
 from customerkey.jobs.worker import Handler, Worker
 from customerkey.keyprovider.base import KeyProvider
 from customerkey.keyprovider.local import InProcessKeyProvider
@@ -84,6 +89,7 @@ class Runtime:
     usage: KeyUsageService
     files: FilesService
     blob_sweeper: BlobSweeper
+    checkpoints: CheckpointPublisher
     routers: dict[str, KeyProviderRouter] = field(default_factory=dict)
 
     @classmethod
@@ -101,11 +107,24 @@ class Runtime:
         home = Home(settings.home)
         home.init(rng=rng)
         db = Database(settings.resolved_database_url())
+        db.storage.retry_after = settings.storage_retry_after_seconds
         if migrate:
             db.migrate()
         master_key = home.master_key()
         master_key_id = home.master_key_id()
-        audit = AuditLog(clock)
+        # The audit chain is keyed under the master key; key operations wait on the sinks of
+        # its signed checkpoints (fail closed, ``audit.sinks``).
+        sink_health = health_for(settings, home.path)
+        audit = AuditLog(clock, chain_key=ChainKey(master_key), gate=sink_health.check)
+        checkpoints = CheckpointPublisher(
+            db,
+            audit,
+            CheckpointSigner(master_key, master_key_id),
+            sinks_from_settings(settings, home.path),
+            sink_health,
+            clock,
+            interval=timedelta(seconds=settings.audit_checkpoint_seconds),
+        )
         vault = KeyVaultService(
             db,
             protector=SoftwareKeyProtector(master_key, master_key_id),
@@ -198,7 +217,7 @@ class Runtime:
             audit=audit,
             vault=vault,
             principals=principals,
-            audit_log=AuditService(db, audit),
+            audit_log=AuditService(db, audit, checkpoints),
             tenants=TenantService(db, clock=clock, audit=audit),
             policies=policies,
             mail=mail,
@@ -215,20 +234,31 @@ class Runtime:
                 audit=audit,
                 owners=[MailBlobs(), FilesBlobs()],
             ),
+            checkpoints=checkpoints,
             routers=routers,
         )
 
-    def job_handlers(self) -> dict[str, Handler]:
+    def job_kinds(self) -> dict[str, JobKind]:
         """Every workload's job kinds, collected through one registry."""
         registry = JobRegistry()
         registry.register_all(self.mail.job_handlers())
         registry.register_all(self.files.job_handlers())
-        return registry.handlers()
+        return registry.kinds()
+
+    def job_handlers(self) -> dict[str, Handler]:
+        return {kind: entry.handler for kind, entry in self.job_kinds().items()}
 
     def worker(self, **kwargs: object) -> Worker:
-        kwargs.setdefault("while_running", self.revocations.running)
+        kwargs.setdefault("while_running", self._background)
         return Worker(self.jobs, self.job_handlers(), **kwargs)  # type: ignore[arg-type]
 
+    @contextmanager
+    def _background(self) -> Iterator[None]:
+        """What a long-running worker keeps going: the revocation relay, audit checkpoints."""
+        with self.revocations.running(), self.checkpoints.running():
+            yield
+
     def close(self) -> None:
+        self.checkpoints.stop(all_users=True)
         self.revocations.close()
         self.db.dispose()

@@ -3,31 +3,37 @@
 Every error leaves in the Key Vault shape ``{"error": {"code", "message"}}`` with the status
 its ``CustomerKeyError`` class carries; validation problems are 400 ``BadParameter``; an
 unexpected exception is a 500 ``InternalError`` that names the request id and is logged with
-its traceback (that is a bug, never a way to reject input).
+its traceback (that is a bug, never a way to reject input). Storage with no room left (a full
+disk, from the database or a blob write) is not a bug: 503 ``InsufficientStorage`` with
+``Retry-After``, and ``/healthz`` says ``"storage": "full"`` until it takes writes again
+(``storage.exhaustion``).
+
+What the app exposes besides the APIs follows the settings: ``/metrics`` (``api.metrics``: a
+bearer token by default, or public, or off here when served on a loopback port) and
+``/openapi.json`` with ``/docs`` and ``/redoc`` (``openapi``: off by default, or public).
+Requests for a host or port this server does not answer as are refused first (``api.hosts``).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from customerkey import __version__
 from customerkey.api.deps import ApiContext, AuthChallenge, request_id
-from customerkey.api.middleware import AccessLogMiddleware, BodySizeLimitMiddleware
+from customerkey.api.hosts import HostPolicy
+from customerkey.api.metrics import MetricsMiddleware, ServerMetrics, read_token, token_matches
+from customerkey.api.middleware import (
+    AccessLogMiddleware,
+    BodySizeLimitMiddleware,
+    HostCheckMiddleware,
+)
 from customerkey.api.routers import (
     arm,
     audit,
@@ -42,7 +48,8 @@ from customerkey.api.routers import (
     tenants,
     vaults,
 )
-from customerkey.errors import CustomerKeyError
+from customerkey.errors import CustomerKeyError, StorageFull
+from customerkey.storage.exhaustion import is_storage_full, local_folders, storage_full_error
 
 log = logging.getLogger("customerkey.api")
 access_log = logging.getLogger("customerkey.access")
@@ -64,48 +71,9 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "The request is invalid: " + "; ".join(problems) + "."
 
 
-class MetricsMiddleware:
-    """Counts requests and their latency by route template (not raw path, to bound labels)."""
-
-    def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
-        self.app = app
-        self.requests = Counter(
-            "customerkey_http_requests",
-            "HTTP requests",
-            ["method", "route", "status"],
-            registry=registry,
-        )
-        self.latency = Histogram(
-            "customerkey_http_request_duration_seconds",
-            "HTTP request latency",
-            ["route"],
-            registry=registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            route = scope.get("route")
-            label = getattr(route, "path", "unmatched")
-            self.requests.labels(scope.get("method", ""), label, str(status)).inc()
-            self.latency.labels(label).observe(time.perf_counter() - start)
-
-
 def create_app(context: ApiContext, *, max_request_bytes: int | None = None) -> FastAPI:
+    settings = context.runtime.settings
+    openapi = settings.openapi == "public"
     app = FastAPI(
         title="customerkey",
         version=__version__,
@@ -114,16 +82,24 @@ def create_app(context: ApiContext, *, max_request_bytes: int | None = None) -> 
             "and the OAuth2 token endpoint (on the bare host)."
         ),
         redirect_slashes=False,
+        openapi_url="/openapi.json" if openapi else None,
+        docs_url="/docs" if openapi else None,
+        redoc_url="/redoc" if openapi else None,
     )
     app.state.api = context
-    app.state.token_guard = auth.TokenGuard(context.runtime.settings)  # hash pool, limits
-    registry = CollectorRegistry()
+    app.state.token_guard = auth.TokenGuard(settings)  # hash pool, limits
+    metrics = ServerMetrics(context.runtime.jobs)
+    app.state.metrics = metrics  # a loopback listener serves the same registry
+    context.runtime.vault.operation_observer = metrics.key_operation
+    context.runtime.key_cache.observer = metrics.cache_lookup
 
     @app.exception_handler(CustomerKeyError)
     async def _ours(request: Request, exc: CustomerKeyError) -> JSONResponse:
         headers = {}
         if isinstance(exc, AuthChallenge):
             headers["WWW-Authenticate"] = exc.challenge
+        if isinstance(exc, StorageFull):
+            headers["Retry-After"] = str(exc.retry_after)
         return _error(exc.status, exc.code, exc.message, **headers)
 
     @app.exception_handler(RequestValidationError)
@@ -145,14 +121,44 @@ def create_app(context: ApiContext, *, max_request_bytes: int | None = None) -> 
         )
         return _error(500, "InternalError", f"An unexpected error occurred (request id {rid}).")
 
-    @app.get("/healthz", tags=["operations"])
-    def healthz() -> dict[str, Any]:
-        context.runtime.db.current_revision()  # proves the database answers
-        return {"status": "ok", "version": __version__}
+    storage = context.runtime.db.storage
 
-    @app.get("/metrics", tags=["operations"], include_in_schema=False)
-    def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, exc: OSError) -> JSONResponse:
+        # A blob or spool file written on a full disk: the 503 of a full database (whose
+        # errors leave its transactions as StorageFull already).
+        if not is_storage_full(exc):
+            return await _bug(request, exc)
+        storage.record_full()
+        return await _ours(request, storage_full_error(storage.retry_after))
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz(response: Response) -> dict[str, Any]:
+        context.runtime.db.current_revision()  # proves the database answers
+        folders = local_folders(context.runtime.db.url, context.runtime.home.blobs_dir)
+        sqlite = context.runtime.db.dialect == "sqlite"
+        if not storage.writable(folders, settings.storage_probe_bytes, probes_database=sqlite):
+            response.status_code = 503
+            response.headers["Retry-After"] = str(storage.retry_after)
+            return {"status": "degraded", "version": __version__, "storage": "full"}
+        return {"status": "ok", "version": __version__, "storage": "ok"}
+
+    if settings.metrics in ("token", "public"):
+        # Read once: a new token (delete the file, restart) takes effect at the next start.
+        token = read_token(settings) if settings.metrics == "token" else None
+
+        @app.get("/metrics", tags=["operations"], include_in_schema=False)
+        def metrics_endpoint(request: Request) -> Response:
+            if settings.metrics == "token" and not token_matches(
+                token, request.headers.get("authorization")
+            ):
+                return _error(
+                    401,
+                    "Unauthorized",
+                    "The metrics need the bearer token of the metrics_token_file setting.",
+                    **{"WWW-Authenticate": 'Bearer realm="metrics"'},
+                )
+            return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(auth.router)
     # The keys API right after the token endpoint: routes are tried in order, and the keys
@@ -168,10 +174,11 @@ def create_app(context: ApiContext, *, max_request_bytes: int | None = None) -> 
     for admin in (vaults, principals, audit, tenants, policies, mailboxes, jobs, files):
         app.include_router(admin.router)
 
-    app.add_middleware(MetricsMiddleware, registry=registry)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(
         BodySizeLimitMiddleware,
-        max_bytes=max_request_bytes or context.runtime.settings.max_request_bytes,
+        max_bytes=max_request_bytes or settings.max_request_bytes,
     )
+    app.add_middleware(HostCheckMiddleware, policy=HostPolicy.from_settings(settings))
     app.add_middleware(AccessLogMiddleware, logger=access_log)
     return app

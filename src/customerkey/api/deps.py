@@ -3,7 +3,9 @@ check, and who the caller is (bearer token -> principal -> ``Actor``).
 
 The vault is chosen by the Host header, as in Key Vault: ``contoso-a1.vault.localhost:8443``
 is vault ``contoso-a1`` when the server's domain is ``vault.localhost``. Any other host is the
-bare host, where the admin API, the token endpoint, ``/healthz`` and ``/metrics`` live.
+bare host, where the admin API, the token endpoint, ``/healthz`` and ``/metrics`` live. A Host
+naming neither never reaches a route (``api.hosts``); the URLs handed out are built from the
+settings (``ApiContext.vault_url``, ``url_for``).
 """
 
 from __future__ import annotations
@@ -130,6 +132,15 @@ class ApiContext:
     def _port_suffix(self) -> str:
         return "" if self.port == 443 else f":{self.port}"
 
+    def vault_url(self, vault: str) -> str:
+        """``https://<vault>.<domain>[:port]``: built from the settings, never the Host header
+        (``port`` is the public port)."""
+        return f"https://{vault.lower()}.{self.domain}{self._port_suffix}"
+
+    def url_for(self, host_name: str) -> str:
+        """``https://<host_name>[:port]`` for a host name ``api.hosts`` accepted."""
+        return f"https://{host_name}{self._port_suffix}"
+
 
 def api(request: Request) -> ApiContext:
     context = request.app.state.api
@@ -147,6 +158,13 @@ def request_id(request: Request) -> str:
 
 def host_of(request: Request) -> str:
     return request.headers.get("host", "").strip()
+
+
+def vault_base_url(request: Request) -> str:
+    """The URL of the vault a request on a vault host is addressed to (for key ids, recovery
+    ids and next links)."""
+    context = api(request)
+    return context.vault_url(vault_label(host_of(request), context.domain) or "")
 
 
 def vault_label(host: str, domain: str) -> str | None:

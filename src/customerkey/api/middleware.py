@@ -7,9 +7,13 @@ Owns two cross-cutting behaviours, written against the raw ASGI interface (not S
   (``{"error": {"code": "RequestTooLarge", "message": ...}}``) when a request declares a
   ``Content-Length`` above the limit, without reading it, and when a body sent without one
   (chunked) grows past the limit while the app reads it.
-- ``AccessLogMiddleware`` writes one JSON line per request and adds an ``x-ms-request-id``
+- ``AccessLogMiddleware`` writes one JSON line per request (its fields also in the record's
+  ``access`` attribute) and adds an ``x-ms-request-id``
   response header (a uuid4) when the app did not set one. Query values are logged only for
   parameters known to be harmless; every other value is replaced by ``***``.
+
+- ``HostCheckMiddleware`` refuses a request whose Host header does not name this server
+  (``api.hosts``), before any route can build a URL from it.
 
 Put ``AccessLogMiddleware`` outermost so requests refused by the size limit are logged too.
 """
@@ -26,6 +30,7 @@ from urllib.parse import parse_qsl, quote
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from customerkey.api.hosts import HostPolicy
 from customerkey.clock import Clock, SystemClock
 from customerkey.errors import PayloadTooLarge
 from customerkey.rng import Rng, SystemRng
@@ -112,6 +117,42 @@ class BodySizeLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
+# Answered whatever the Host header says: a load balancer's probe names the backend's address.
+HOST_CHECK_EXEMPT = frozenset({"/healthz"})
+
+
+class HostCheckMiddleware:
+    """Answer 400/404 in the Key Vault error shape to a request for another host or port."""
+
+    def __init__(self, app: ASGIApp, policy: HostPolicy) -> None:
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in HOST_CHECK_EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        headers: list[tuple[bytes, bytes]] = list(scope.get("headers", []))
+        hosts = [value for key, value in headers if key.lower() == b"host"]
+        refusal = self.policy.refusal(hosts[0].decode("latin-1") if len(hosts) == 1 else None)
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        status, code, message = refusal
+        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
 class AccessLogMiddleware:
     """Log one JSON line per HTTP request to ``logger`` at INFO, and set ``x-ms-request-id``.
 
@@ -176,20 +217,17 @@ class AccessLogMiddleware:
                 status = 500
             raise
         finally:
-            self.logger.info(
-                json.dumps(
-                    self._record(
-                        scope,
-                        when=when.isoformat(timespec="milliseconds"),
-                        status=status,
-                        duration_ms=round((self._timer() - started) * 1000, 3),
-                        bytes_in=bytes_in,
-                        bytes_out=bytes_out,
-                        request_id=request_id,
-                    ),
-                    separators=(",", ":"),
-                )
+            record = self._record(
+                scope,
+                when=when.isoformat(timespec="milliseconds"),
+                status=status,
+                duration_ms=round((self._timer() - started) * 1000, 3),
+                bytes_in=bytes_in,
+                bytes_out=bytes_out,
+                request_id=request_id,
             )
+            # The fields go along too, so a log format can lay them out (``server.logs``).
+            self.logger.info(json.dumps(record, separators=(",", ":")), extra={"access": record})
 
     @staticmethod
     def _record(

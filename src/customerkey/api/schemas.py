@@ -25,6 +25,7 @@ from customerkey.vault.models import DeletedKeyBundle, KeyBundle, RotationPolicy
 from customerkey.vault.rotation import policy_to_json
 
 __all__ = [
+    "DB_INT_MAX",
     "JsonWebKeyIn",
     "KeyAttributesIn",
     "KeyCreateBody",
@@ -51,6 +52,11 @@ __all__ = [
     "release_policy_json",
     "rotation_policy_json",
 ]
+
+# The largest integer a database column holds (SQLite and PostgreSQL store 64-bit integers; a
+# larger one is an OverflowError in the driver, never an empty result). Query and path
+# parameters that reach a query are declared within it, so they are a 400 before they get there.
+DB_INT_MAX = 2**63 - 1
 
 
 def _reject_lone_surrogates(value: Any) -> None:

@@ -3,28 +3,29 @@ its scheduler and an in-process job worker running in the background.
 
 The command reads its options and opens the platform; running it (one process, or a supervisor
 forking ``--workers`` server processes) is ``customerkey.server.supervisor``'s, which also says
-how revocations reach every process's caches.
+how revocations reach every process's caches. Everything the server writes goes through
+``server.logs`` in one format (``log_format``), the banner and next steps included.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import typer
 
 from customerkey.cli.context import cli_context
-from customerkey.cli.output import err_console
 from customerkey.config import load_settings
 from customerkey.errors import BadParameter
+from customerkey.home import Home
 from customerkey.runtime import Runtime
 from customerkey.server import supervisor
+from customerkey.server.logs import configure_logging
 from customerkey.storage.revocations import POLL_SECONDS
 
 
 def _say(text: str) -> None:
-    err_console.print(text, markup=False)
+    logging.getLogger("customerkey.serve").info(text)
 
 
 def serve(
@@ -65,7 +66,8 @@ def serve(
     settings = load_settings(**{**base.model_dump(), **overrides})
     if (cert is None) != (key is None):
         raise BadParameter("Give both --cert and --key, or neither.")
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    configure_logging(settings.log_format)
+    first_start = not Home(settings.home).exists()
     runtime = Runtime.open(settings)
     c._runtime = runtime  # closed with the CLI context
     runtime.revocations.poll_seconds = revocation_poll
@@ -80,6 +82,7 @@ def serve(
         workers=workers,
         scheduler_interval=scheduler_interval,
         say=_say,
+        first_start=first_start,
     )
     if code:
         raise typer.Exit(code)

@@ -20,7 +20,7 @@ but the decision is made here. The rules:
   own grant, nothing else.
 - A user opens its own mailbox: the owner's object id, resolved by the caller in the
   mailbox's tenant.
-- A job is seen by whoever started it (by object id).
+- A job is seen, and cancelled, by whoever started it (by object id).
 - A purge approver reads its tenant's policies (what it signs off).
 - A purge is approved by a principal of the policy's tenant other than the requester,
   holding ``purge-approver`` since before the request was made.
@@ -55,6 +55,7 @@ class Action(StrEnum):
     AUDIT_VERIFY = "audit.verify"  # the whole chain
     PURGE_APPROVE = "purge.approve"
     JOB_READ = "job.read"
+    JOB_CANCEL = "job.cancel"  # whoever may see a job may cancel it
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ def allowed(actor: Actor, action: Action, resource: Resource) -> bool:
             )
         case Action.AUDIT_READ, AuditEntry() as entry:
             return _may_read_audit(actor, entry)
-        case Action.JOB_READ, Job(created_by_id=owner):
+        case Action.JOB_READ | Action.JOB_CANCEL, Job(created_by_id=owner):
             return owner is not None and bool(actor.object_id) and owner == actor.object_id
     return False
 

@@ -8,6 +8,7 @@ our own vault) drops them at once. Time comes from the injected clock.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -30,6 +31,8 @@ class DepKeyCache:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        # Told True for each hit and False for each miss: the server counts them.
+        self.observer: Callable[[bool], None] | None = None
 
     def get(self, generation_id: str) -> bytes | None:
         now = self._clock.now()
@@ -39,9 +42,13 @@ class DepKeyCache:
                 if entry is not None:
                     del self._entries[generation_id]
                 self.misses += 1
-                return None
-            self.hits += 1
-            return entry.key
+                key = None
+            else:
+                self.hits += 1
+                key = entry.key
+        if self.observer is not None:
+            self.observer(key is not None)
+        return key
 
     def peek(self, generation_id: str) -> bytes | None:
         """Like ``get``, but a miss is not counted (for a caller that goes on to a lookup that
@@ -52,7 +59,9 @@ class DepKeyCache:
             if entry is None or entry.expires <= now:
                 return None
             self.hits += 1
-            return entry.key
+        if self.observer is not None:
+            self.observer(True)
+        return entry.key
 
     def put(self, generation_id: str, key: bytes, *, vaults: set[str], policy_id: str) -> None:
         if self._ttl <= timedelta(0):

@@ -20,7 +20,14 @@ another host) clears its cache within a poll interval. The principal cache of ``
 bounded by its TTL in each process.
 
 What the operator is told goes through ``say`` (one line or block of text); the front end
-decides where it is printed.
+decides where it is printed (``server.logs``: the same stream and format as every log line).
+On the first start of a new home the banner adds the next steps (back up the master key,
+trust the CA, create a tenant, an admin and a vault).
+
+Metrics (``api.metrics``): with ``--workers`` > 1 the supervisor switches prometheus_client to
+its multiprocess mode (a folder ``<home>/run/metrics``, emptied at each start) before it forks,
+so a scrape answered by any worker sums them all. The ``loopback`` listener runs in the one
+process, or in worker 0.
 """
 
 from __future__ import annotations
@@ -33,19 +40,25 @@ import socket
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from customerkey.api import metrics as api_metrics
 from customerkey.api.app import create_app
 from customerkey.api.deps import ApiContext
 from customerkey.api.tokens import TokenSigner
 from customerkey.config import Settings
-from customerkey.errors import BadParameter
+from customerkey.errors import BadParameter, StorageFull
 from customerkey.jobs.blob_sweep import SweepReport
 from customerkey.runtime import Runtime
-from customerkey.server.https import bind_listener, run_https
-from customerkey.server.tls import TlsFiles, ensure_server_certificate, load_operator_certificate
+from customerkey.server.https import ConnectionLimits, bind_listener, run_https
+from customerkey.server.tls import (
+    CA_CERT_FILE,
+    TlsFiles,
+    ensure_server_certificate,
+    expiry_warning,
+    load_operator_certificate,
+)
 from customerkey.vault.models import OPERATOR
 
 Say = Callable[[str], None]
@@ -65,15 +78,66 @@ def open_tls(
     """
     if operator is not None:
         try:
-            return load_operator_certificate(*operator)
+            tls = load_operator_certificate(*operator)
         except ValueError as exc:
             raise BadParameter(str(exc)) from None
-    tls, created = ensure_server_certificate(
-        runtime.home.tls_dir, settings.domain, clock=runtime.clock
-    )
-    if created:
-        say(f"Created a local CA and server certificate in {tls.ca_cert.parent}")
+    else:
+        had_ca = (runtime.home.tls_dir / CA_CERT_FILE).exists()
+        tls, created = ensure_server_certificate(
+            runtime.home.tls_dir,
+            settings.domain,
+            clock=runtime.clock,
+            extra_hosts=tls_hosts(settings),
+        )
+        if created and not had_ca:
+            say(f"Created a local CA and server certificate in {tls.ca_cert.parent}")
+        elif created:
+            say(f"Issued a new server certificate (same CA): {tls.cert}")
+    warning = expiry_warning(tls.cert, runtime.clock.now())
+    if warning is not None:
+        logging.getLogger("customerkey.serve").warning(warning)
     return tls
+
+
+def tls_hosts(settings: Settings) -> list[str]:
+    """The names the server certificate covers besides localhost and the domain."""
+    hosts = list(settings.public_hosts)
+    if settings.host.strip() not in ("0.0.0.0", "::", ""):
+        hosts.append(settings.host)
+    return hosts
+
+
+def limits(settings: Settings) -> ConnectionLimits:
+    return ConnectionLimits(
+        header_timeout=settings.header_timeout_seconds,
+        keep_alive_timeout=settings.keep_alive_seconds,
+        max_connections=settings.max_connections,
+    )
+
+
+def api_context(runtime: Runtime, settings: Settings, signer: TokenSigner) -> ApiContext:
+    # URLs handed out name the public port (a load balancer's), not the one listened on.
+    port = settings.public_port or settings.port
+    return ApiContext(runtime=runtime, signer=signer, domain=settings.domain, port=port)
+
+
+def prepare_metrics(runtime: Runtime, settings: Settings, workers: int) -> None:
+    """Before any app exists: the metrics token file, and multiprocess mode for workers."""
+    if settings.metrics == "token":
+        api_metrics.ensure_token(settings, runtime.rng)
+    if workers > 1:
+        api_metrics.enable_multiprocess(runtime.home.path / "run" / "metrics")
+
+
+def start_loopback_metrics(
+    settings: Settings, metrics: api_metrics.ServerMetrics
+) -> api_metrics.LoopbackListener | None:
+    if settings.metrics != "loopback":
+        return None
+    try:
+        return api_metrics.LoopbackListener(metrics, settings.metrics_port)
+    except OSError as exc:
+        raise BadParameter(str(exc)) from None
 
 
 def open_signer(runtime: Runtime, settings: Settings) -> TokenSigner:
@@ -94,49 +158,121 @@ def serve(
     workers: int,
     scheduler_interval: float,
     say: Say,
+    first_start: bool = False,
 ) -> int:
-    """Serve until SIGTERM/SIGINT; returns the exit status (1 when a worker process failed)."""
+    """Serve until SIGTERM/SIGINT; returns the exit status (1 when a worker process failed).
+    ``first_start``: the home was made by this start (the banner then adds the next steps)."""
+    prepare_metrics(runtime, settings, workers)
     if workers > 1:
-        return supervise(runtime, settings, tls, signer, workers, scheduler_interval, say=say)
-    context = ApiContext(runtime=runtime, signer=signer, domain=settings.domain, port=settings.port)
-    app = create_app(context)
+        return supervise(
+            runtime,
+            settings,
+            tls,
+            signer,
+            workers,
+            scheduler_interval,
+            say=say,
+            first_start=first_start,
+        )
+    app = create_app(api_context(runtime, settings, signer))
     stop = threading.Event()
 
     def started() -> None:
-        say(started_banner(settings, tls))
+        say(started_banner(settings, tls, home=runtime.home.path, first_start=first_start))
 
+    listener = start_loopback_metrics(settings, app.state.metrics)
     runtime.revocations.start()  # before the first request can fill the cache
-    worker_thread = start_background(runtime, stop, scheduler_interval)
+    worker_thread = start_background(runtime, stop, scheduler_interval, tls)
     try:
-        run_https(app, host=settings.host, port=settings.port, tls=tls, on_started=started)
+        run_https(
+            app,
+            host=settings.host,
+            port=settings.port,
+            tls=tls,
+            on_started=started,
+            limits=limits(settings),
+        )
     except RuntimeError as exc:
         raise BadParameter(str(exc)) from None
     finally:
         stop.set()
         worker_thread.join(timeout=30)
         runtime.revocations.stop()
+        if listener is not None:
+            listener.close()
     return 0
 
 
-def started_banner(settings: Settings, tls: TlsFiles, workers: int = 1) -> str:
-    suffix = "" if settings.port == 443 else f":{settings.port}"
+def started_banner(
+    settings: Settings,
+    tls: TlsFiles,
+    workers: int = 1,
+    *,
+    home: Path | None = None,
+    first_start: bool = False,
+) -> str:
+    port = settings.public_port or settings.port
+    suffix = "" if port == 443 else f":{port}"
+    listen = "" if settings.port == 443 else f":{settings.port}"
     processes = f" ({workers} worker processes)" if workers > 1 else ""
-    return (
-        f"customerkey listening on https://{settings.host}{suffix}{processes}\n"
+    openapi = " (OpenAPI at /docs)" if settings.openapi == "public" else ""
+    metrics = {
+        "token": f"https://localhost{suffix}/metrics (bearer token in the metrics token file)",
+        "loopback": f"http://127.0.0.1:{settings.metrics_port}/metrics (this machine only)",
+        "public": f"https://localhost{suffix}/metrics",
+        "off": "off",
+    }[settings.metrics]
+    banner = (
+        f"customerkey listening on https://{settings.host}{listen}{processes}\n"
         f"  vaults:    https://<vault>.{settings.domain}{suffix}/\n"
-        f"  admin API: https://localhost{suffix}/api/v1 (OpenAPI at /docs)\n"
+        f"  admin API: https://localhost{suffix}/api/v1{openapi}\n"
         f"  token:     https://localhost{suffix}/<tenant>/oauth2/v2.0/token\n"
+        f"  metrics:   {metrics}\n"
         f"  CA file:   {tls.ca_cert}  (trust it: REQUESTS_CA_BUNDLE / SSL_CERT_FILE)"
+    )
+    if first_start and home is not None:
+        banner += "\n" + next_steps(home, tls)
+    return banner
+
+
+def next_steps(home: Path, tls: TlsFiles) -> str:
+    """What to do after the first start of a new installation."""
+    cli = f"customerkey --home {home}"
+    return (
+        "This is a new installation. Next steps:\n"
+        f"  1. Back up {home / 'master.key'} now, and keep it apart from the data: every key "
+        "in every vault is sealed under it; without it nothing can be recovered.\n"
+        f"  2. Trust the CA on each client: export REQUESTS_CA_BUNDLE={tls.ca_cert}\n"
+        "  3. Create a tenant and its admin (the admin's client secret is printed once):\n"
+        f"       {cli} tenant create contoso --mail-domain contoso.com\n"
+        f"       {cli} principal create admin@contoso.com --tenant contoso "
+        "--roles tenant-admin\n"
+        "  4. Create a vault and a key:\n"
+        f"       {cli} vault create contoso-vault-1 --subscription contoso-sub "
+        "--region eastus --tenant contoso\n"
+        f"       {cli} key create contoso-vault-1 root-key-1"
     )
 
 
-def scheduler_loop(runtime: Runtime, stop: threading.Event, interval: float) -> None:
+def scheduler_loop(
+    runtime: Runtime, stop: threading.Event, interval: float, tls: TlsFiles | None = None
+) -> None:
     log = logging.getLogger("customerkey.scheduler")
+    warned_on: object = None
     while not stop.wait(interval):
+        if tls is not None:
+            # The certificate served was loaded at start: say so once a day as it nears expiry.
+            now = runtime.clock.now()
+            warning = expiry_warning(tls.cert, now)
+            if warning is not None and warned_on != now.date():
+                warned_on = now.date()
+                log.warning(warning)
         try:
             report = runtime.vault.tick(OPERATOR)
             if any((report.purged_keys, report.purged_vaults, report.rotated_keys)):
                 log.info("scheduler: %s", report)
+        except StorageFull:
+            pass  # logged once by the database; the next tick retries
         except Exception:  # keep ticking; the next tick retries
             log.exception("scheduler tick failed")
 
@@ -162,12 +298,12 @@ def startup_sweep(runtime: Runtime) -> SweepReport | None:
 
 
 def start_background(
-    runtime: Runtime, stop: threading.Event, scheduler_interval: float
+    runtime: Runtime, stop: threading.Event, scheduler_interval: float, tls: TlsFiles | None = None
 ) -> threading.Thread:
     """Start the scheduler and the job worker threads; returns the job worker's thread."""
     ticker = threading.Thread(
         target=scheduler_loop,
-        args=(runtime, stop, scheduler_interval),
+        args=(runtime, stop, scheduler_interval, tls),
         daemon=True,
         name="customerkey-scheduler",
     )
@@ -192,6 +328,7 @@ def supervise(
     scheduler_interval: float,
     *,
     say: Say,
+    first_start: bool = False,
 ) -> int:
     """Fork ``workers`` HTTP server processes, keep them running, stop them on a signal.
 
@@ -205,6 +342,14 @@ def supervise(
         reserved = bind_listener(settings.host, settings.port, reuse_port=True)
     except OSError as exc:
         raise BadParameter(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
+    if settings.metrics == "loopback":
+        try:  # taken by another program: fail here, not in worker 0
+            bind_listener("127.0.0.1", settings.metrics_port).close()
+        except OSError as exc:
+            reserved.close()
+            raise BadParameter(
+                f"cannot serve metrics on 127.0.0.1:{settings.metrics_port}: {exc}"
+            ) from None
     runtime.db.dispose()  # no connection may be shared with the children
     children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, start time)
     stopping = False
@@ -225,7 +370,7 @@ def supervise(
                         index, runtime, settings, tls, signer, scheduler_interval, say=say
                     )
                 except BaseException:
-                    traceback.print_exc()
+                    log.exception("worker %d failed", index)
                 finally:
                     sys.stdout.flush()
                     sys.stderr.flush()
@@ -246,7 +391,7 @@ def supervise(
     try:
         for index in range(workers):
             spawn(index)
-        say(started_banner(settings, tls, workers))
+        say(started_banner(settings, tls, workers, home=runtime.home.path, first_start=first_start))
         while children:
             try:
                 pid, status = os.wait()
@@ -283,16 +428,27 @@ def worker_process(
 ) -> int:
     """One forked HTTP server process; returns its exit status."""
     runtime.db.engine.dispose(close=False)  # the parent's pool, if any, is not ours
-    context = ApiContext(runtime=runtime, signer=signer, domain=settings.domain, port=settings.port)
-    app = create_app(context)
+    app = create_app(api_context(runtime, settings, signer))
     stop = threading.Event()
     runtime.revocations.start()  # this process's own follower, before any request
     threads = []
+    listener = None
     if index == 0:
-        threads.append(start_background(runtime, stop, scheduler_interval))
+        threads.append(start_background(runtime, stop, scheduler_interval, tls))
+        try:
+            listener = start_loopback_metrics(settings, app.state.metrics)
+        except BadParameter as exc:  # the port was taken after the supervisor's check
+            logging.getLogger("customerkey.serve").error("worker 0: %s", exc.message)
     sock = bind_listener(settings.host, settings.port, reuse_port=True)
     try:
-        run_https(app, host=settings.host, port=settings.port, tls=tls, sockets=[sock])
+        run_https(
+            app,
+            host=settings.host,
+            port=settings.port,
+            tls=tls,
+            sockets=[sock],
+            limits=limits(settings),
+        )
     except RuntimeError as exc:
         say(f"worker {index}: {exc}")
         return 1
@@ -300,6 +456,8 @@ def worker_process(
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
+        if listener is not None:
+            listener.close()
         sock.close()
         runtime.close()  # stops the revocation relay too
     return 0

@@ -13,6 +13,11 @@ certificate an operator brings instead. Layout of the TLS folder (0700):
 
 Keys are ECDSA P-256, which Python's ``ssl``, httpx and the requests transport of the Azure SDK
 all accept. The CA is constrained to ``pathlen 0`` so it can sign only end-entity certificates.
+
+The server certificate lasts a year. ``renew_server_certificate`` (``customerkey tls renew``)
+issues a new one under the same CA at any time, so clients that trust ``ca.pem`` go on trusting
+the server; ``expiry_warning`` is what ``serve`` says when the certificate it serves (its own or
+an operator's) expires within ``RENEW_BEFORE``.
 """
 
 from __future__ import annotations
@@ -107,6 +112,81 @@ def ensure_server_certificate(
             write_private_file(files.cert, cert_pem, mode=0o644)
             created = True
     return files, created
+
+
+def renew_server_certificate(
+    tls_dir: Path, domain: str, *, clock: Clock, extra_hosts: Sequence[str] = ()
+) -> TlsFiles:
+    """Issue a new server certificate and key under the existing local CA, whatever the state of
+    the current one. Raises ``ValueError`` when there is no usable CA (``serve`` makes one on
+    first start; a CA near its own expiry is replaced there, which clients must trust anew)."""
+    base = _dns_name(domain, allow_wildcard=False).value
+    names = _server_names(base, extra_hosts)
+    files = TlsFiles(
+        ca_cert=tls_dir / CA_CERT_FILE,
+        cert=tls_dir / SERVER_CERT_FILE,
+        key=tls_dir / SERVER_KEY_FILE,
+    )
+    if not tls_dir.is_dir():
+        raise ValueError(f"There is no local CA in {tls_dir}; 'customerkey serve' makes one.")
+    with _locked(tls_dir):
+        now = clock.now()
+        ca = _load_ca(tls_dir, now)
+        if ca is None:
+            raise ValueError(
+                f"The local CA in {tls_dir} is missing, damaged or expires within "
+                f"{RENEW_BEFORE.days} days; 'customerkey serve' makes a new one."
+            )
+        cert, key = _issue_server(ca[0], ca[1], domain=base, names=names, now=now)
+        write_private_file(files.key, _private_pem(key))
+        write_private_file(files.cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    return files
+
+
+@dataclass(frozen=True)
+class CertificateInfo:
+    path: Path
+    subject: str
+    issuer: str
+    not_before: datetime
+    not_after: datetime
+    names: tuple[str, ...]
+
+
+def describe_certificate(path: Path) -> CertificateInfo:
+    """The first certificate of a PEM file; ``ValueError`` when there is none to read."""
+    cert = _read_certificates(path, what="certificate")[0]
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = tuple(str(getattr(name, "value", name)) for name in san)
+    except x509.ExtensionNotFound:
+        names = ()
+    return CertificateInfo(
+        path=path,
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        names=names,
+    )
+
+
+def expiry_warning(cert: Path, now: datetime) -> str | None:
+    """A warning when the certificate in ``cert`` has expired or expires within
+    ``RENEW_BEFORE``, else None."""
+    try:
+        info = describe_certificate(cert)
+    except ValueError:
+        return None
+    left = info.not_after - now
+    if left > RENEW_BEFORE:
+        return None
+    when = info.not_after.isoformat(timespec="seconds")
+    status = "expired on" if left <= timedelta(0) else f"expires in {left.days} days, on"
+    return (
+        f"The server certificate {cert} {status} {when}. Renew it ('customerkey tls renew' for "
+        "the local CA's, or your CA's process for your own) and restart the server."
+    )
 
 
 def load_operator_certificate(

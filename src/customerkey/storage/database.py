@@ -36,6 +36,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
+from customerkey.storage.exhaustion import StorageStatus
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: threads are still gated, processes not
@@ -190,6 +192,9 @@ class Database:
             self.engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
         )
         event.listen(self._read_sessions, "before_flush", _refuse_writes)
+        # Disk full: StorageFull out of every transaction, and whether the last write got in.
+        self.storage = StorageStatus()
+        self.storage.watch(self._sessions)
         self._gate: _WriteGate | None = None
         if self.engine.dialect.name == "sqlite":
             self._gate = _WriteGate(_write_gate_path(self.url))
@@ -202,7 +207,8 @@ class Database:
     def transaction(self) -> Iterator[Session]:
         """One transaction: commits when the block ends normally, rolls back on any error."""
         gate = self._gate.hold() if self._gate is not None else contextlib.nullcontext()
-        with gate, self._sessions() as session, session.begin():
+        with self.storage.guard() as used, gate, self._sessions() as session, session.begin():
+            used(session)
             yield session
 
     @contextmanager
@@ -211,7 +217,7 @@ class Database:
         deferred ``BEGIN``, so it neither waits for writers nor holds them up. Flushing a
         change in it raises ``RuntimeError``; use ``transaction()`` for anything that writes,
         and for reads whose result a write in the same transaction depends on."""
-        with self._read_sessions() as session, session.begin():
+        with self.storage.guard(), self._read_sessions() as session, session.begin():
             yield session
 
     def migrate(self) -> list[str]:

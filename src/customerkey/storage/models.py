@@ -19,6 +19,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -208,6 +209,9 @@ class AuditRow(Base):
     vault_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     actor_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     subject_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # How ``hash`` was made (``audit.chain``): 0, plain SHA-256 (records written before
+    # migration 0010); 1, HMAC-SHA256 under a key derived from the master key.
+    chain: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
 
 
 class TenantRow(Base):

@@ -99,7 +99,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "Id": job.id,
         "Kind": job.kind,
         "Target": job.target,
-        "State": job.state,
+        "State": job.shown_state,  # "interrupted" when its holder is gone
         "Done": job.progress_done,
         "Total": job.progress_total,
         "PercentComplete": round(job.percent, 1),
@@ -124,8 +124,11 @@ def generation_usage_view(usage: GenerationUsage) -> dict[str, Any]:
 _MOVE_STATUS = {
     "queued": "Queued",
     "running": "InProgress",
+    "cancelling": "InProgress",
     "succeeded": "Completed",
     "failed": "Failed",
+    # Stopped part-way, every item readable; moving the mailbox again finishes it.
+    "cancelled": "Suspended",
 }
 
 

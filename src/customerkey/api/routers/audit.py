@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from customerkey.api.deps import admin_actor, api
+from customerkey.api.schemas import DB_INT_MAX
+from customerkey.audit.reader import MAX_PAGE
 from customerkey.vault.models import Actor
 from customerkey.views.vault import audit_view
 
@@ -21,8 +23,8 @@ def audit_records(
     request: Request,
     vault: str | None = None,
     operation: str | None = None,
-    since: int = 0,
-    limit: int = 100,
+    since: int = Query(0, ge=0, le=DB_INT_MAX),
+    limit: int = Query(100, ge=1, le=MAX_PAGE),
     actor: Actor = Depends(admin_actor),
 ) -> dict[str, Any]:
     records = api(request).runtime.audit_log.page(

@@ -16,8 +16,8 @@ OpenID configuration before their first token request, take the token endpoint f
                                                             credentials are supported
 ==========================================================  ==================================
 
-The documents name this server as the caller reached it (``https://`` + the Host header, when
-that is a plain ``host[:port]``; the configured authority otherwise). The issuer is
+The documents name this server as the caller reached it (``https://`` + the host name of the
+Host header, which ``api.hosts`` checked, and the configured public port). The issuer is
 ``https://<host>/<tenant>/v2.0`` (v1: ``https://<host>/<tenant>/``); for ``common`` and
 ``organizations`` it is ``https://<host>/{tenantid}/v2.0`` with the literal placeholder, as
 Entra ID answers. The discovery documents do not say whether a tenant exists (service
@@ -38,13 +38,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from customerkey.api.deps import api, host_of
+from customerkey.api.hosts import parse_host
 
 router = APIRouter(tags=["auth"])
 
 # A tenant path segment: a name or GUID (what Entra ID accepts, and what is safe to echo).
 TENANT_SEGMENT = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,99}$")
-# A Host header value usable in the URLs we hand out: hostname or [IPv6], optional port.
-_HOST = re.compile(r"^(?:[0-9A-Za-z.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?$")
 # Tenants whose documents carry the issuer placeholder instead of their own name.
 MULTI_TENANT = ("common", "organizations", "consumers")
 ISSUER_PLACEHOLDER = "{tenantid}"
@@ -56,11 +55,12 @@ _CACHE = {"Cache-Control": "max-age=86400, private"}
 
 
 def authority_of(request: Request) -> str:
-    """``https://host[:port]`` of this server as the caller addressed it."""
-    host = host_of(request)
-    if _HOST.match(host):
-        return "https://" + host.lower()
-    return api(request).authority
+    """``https://host[:port]`` of this server as the caller addressed it: the host name the
+    caller used (one ``api.hosts`` accepts), the configured public port."""
+    parsed = parse_host(host_of(request))
+    if parsed is None:
+        return api(request).authority
+    return api(request).url_for(parsed.name)
 
 
 def openid_configuration(authority: str, tenant: str, *, v1: bool = False) -> dict[str, Any]:

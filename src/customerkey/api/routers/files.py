@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from customerkey.api.deps import admin_actor, api
+from customerkey.api.schemas import DB_INT_MAX
 from customerkey.vault.models import Actor
 from customerkey.views.files import (
     file_view,
@@ -215,7 +216,7 @@ def download_file(
     site: str,
     path: str,
     request: Request,
-    version: int | None = Query(None, ge=1),
+    version: int | None = Query(None, ge=1, le=DB_INT_MAX),
     actor: Actor = Depends(admin_actor),
 ) -> StreamingResponse:
     found, chunks = api(request).runtime.files.iter_download(actor, site, path, version=version)
