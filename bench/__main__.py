@@ -17,7 +17,15 @@ from typing import Any
 from bench._common import Row, fmt_number, machine
 
 # In the order they run; files last (it needs the files workload).
-BENCHMARKS = ("envelope", "mail_import", "refresh", "vault_unwrap", "read_cache", "files")
+BENCHMARKS = (
+    "envelope",
+    "mail_import",
+    "refresh",
+    "vault_unwrap",
+    "read_cache",
+    "files",
+    "cli_startup",
+)
 DEFAULT_JSON = Path(__file__).parent / "results" / "latest.json"
 
 

@@ -2,7 +2,8 @@
 against a real home folder (master key, SQLite database) under ``tmp_path``.
 
 ``cli.ok(...)`` expects exit 0, ``cli.json(...)`` also parses stdout as JSON, ``cli.fail(...)``
-expects a failure and checks that stderr is one ``Error (Code): message`` line.
+expects a failure and checks that stderr is one ``Error (Code): message`` line (with
+``--json``: that stdout is ``{"error": {"code", "message"}}``).
 """
 
 from __future__ import annotations
@@ -73,6 +74,12 @@ class Cli:
         """Run a command that must fail; returns its one-line error message."""
         result = self.run(*args, as_principal=as_principal)
         assert result.code == code, f"{args} exited {result.code}, expected {code}: {result}"
+        options = args[: args.index("--")] if "--" in args else args
+        if "--json" in options:  # the error is JSON on stdout: {"error": {"code", "message"}}
+            body = result.data()
+            assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+            assert error is None or body["error"]["code"] == error, body
+            return f"Error ({body['error']['code']}): {body['error']['message']}"
         if code == 1:
             lines = result.err.strip().splitlines()
             assert len(lines) == 1, f"expected one error line, got: {result.err!r}"

@@ -176,7 +176,13 @@ def test_audit_verify_detects_an_edited_record(cli: Cli, key: Any, home: Path) -
     assert count >= 3  # (init may record built-in principals too)
     intact = cli.ok("audit", "verify")
     assert intact.out.strip() == f"Audit log intact: {count} records, chain verified."
-    assert cli.json("audit", "verify") == {"ok": True, "records": count, "problems": []}
+    verified = cli.json("audit", "verify")
+    assert {k: verified[k] for k in ("Ok", "Records", "Problems")} == {
+        "Ok": True,
+        "Records": count,
+        "Problems": [],
+    }
+    assert (verified["Legacy"], verified["KeyedFrom"]) == (0, 1)
 
     with sqlite3.connect(home / "customerkey.db") as conn:
         conn.execute("UPDATE audit_records SET principal='mallory' WHERE seq=2")
@@ -186,8 +192,8 @@ def test_audit_verify_detects_an_edited_record(cli: Cli, key: Any, home: Path) -
     as_json = cli.run("--json", "audit", "verify")
     assert as_json.code == 1
     report = json.loads(as_json.out)
-    assert report["ok"] is False and report["records"] == count
-    assert report["problems"] == ["record 2: contents do not match its hash"]
+    assert report["Ok"] is False and report["Records"] == count
+    assert report["Problems"] == ["record 2: contents do not match its hash"]
 
 
 def test_audit_verify_detects_a_deleted_record(cli: Cli, key: Any, home: Path) -> None:

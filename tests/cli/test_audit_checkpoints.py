@@ -72,8 +72,8 @@ def test_an_edited_record_is_found_though_the_chain_was_rebuilt_with_sha256(
 ) -> None:
     _grow(cli)
     code, before = _verify(cli)
-    assert code == 0 and before["ok"] and before["keyed_from"] == 1 and before["legacy"] == 0
-    count = before["records"]
+    assert code == 0 and before["Ok"] and before["KeyedFrom"] == 1 and before["Legacy"] == 0
+    count = before["Records"]
 
     def forge(row: Any) -> None:
         row.principal = "mallory"
@@ -82,8 +82,8 @@ def test_an_edited_record_is_found_though_the_chain_was_rebuilt_with_sha256(
     # a plain-SHA-256 chain verified before the chain was keyed.
     rebuild_plain(_db(home), from_seq=count - 1, edit=forge, keep_chain_version=keep_version)
     code, after = _verify(cli)
-    assert code == 1 and not after["ok"]
-    problems = " | ".join(after["problems"])
+    assert code == 1 and not after["Ok"]
+    problems = " | ".join(after["Problems"])
     if keep_version:
         assert f"record {count - 1}: contents do not match its hash" in problems
     else:
@@ -100,13 +100,13 @@ def test_a_checkpoint_finds_records_cut_off_the_end(cli: Cli, key: Any, home: Pa
     cut_tail(_db(home), keep=checkpoint["seq"] - 2)
     # The chain that is left is whole: alone, it cannot tell that its end is missing.
     code, alone = _verify(cli)
-    assert code == 0 and alone["ok"]
+    assert code == 0 and alone["Ok"]
     code, checked = _verify(cli, "--checkpoint", str(_checkpoint_file(home)))
-    assert code == 1 and not checked["ok"]
+    assert code == 1 and not checked["Ok"]
     assert any(
         f"ends at record {checkpoint['seq'] - 2}" in p and "cut off" in p
-        for p in checked["problems"]
-    ), checked["problems"]
+        for p in checked["Problems"]
+    ), checked["Problems"]
 
 
 def test_a_checkpoint_finds_a_chain_rewritten_whole_as_plain_sha256(
@@ -117,7 +117,7 @@ def test_a_checkpoint_finds_a_chain_rewritten_whole_as_plain_sha256(
     _grow(cli, 1)
     second = cli.json("audit", "checkpoint")
     code, ok = _verify(cli, "--checkpoint", str(_checkpoint_file(home)))
-    assert code == 0 and ok["ok"] and ok["checkpoints_matched"] == 2, ok
+    assert code == 0 and ok["Ok"] and ok["CheckpointsMatched"] == 2, ok
 
     def forge(row: Any) -> None:
         row.principal = "mallory"
@@ -125,11 +125,11 @@ def test_a_checkpoint_finds_a_chain_rewritten_whole_as_plain_sha256(
     # Turn every record back into a "legacy" one: the chain then looks as if never keyed.
     rebuild_plain(_db(home), from_seq=1, edit=forge)
     code, alone = _verify(cli)
-    assert code == 0 and alone["legacy"] == alone["records"]
+    assert code == 0 and alone["Legacy"] == alone["Records"]
     code, checked = _verify(cli, "--checkpoint", str(_checkpoint_file(home)))
     assert code == 1
     for seq in (first["seq"], second["seq"]):
-        assert any(f"record {seq}: its hash is not the head" in p for p in checked["problems"])
+        assert any(f"record {seq}: its hash is not the head" in p for p in checked["Problems"])
 
 
 def test_forged_and_foreign_checkpoints_are_refused(

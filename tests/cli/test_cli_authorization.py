@@ -7,10 +7,11 @@ say), another tenant's admin, the tenant admin (manages vaults, DEPs and mailbox
 key permission: Key Vault separates the management plane from key use), a principal with the
 operator role, and the local operator (no ``--as``).
 
-Every refusal is one ``Error (Code): message`` line on stderr, nothing on stdout, and changes
-nothing (the state the action would change is read back); every success prints what was asked
-for. Tenants see only their own: contoso's and fabrikam's admins each read their own audit
-records, DEPs, vaults and mailboxes, and nothing of the other's.
+Every refusal (the commands run with ``--json``) is ``{"error": {"code", "message"}}`` on
+stdout and nothing on stderr, and changes nothing (the state the action would change is read
+back); every success prints what was asked for. Tenants see only their own: contoso's and
+fabrikam's admins each read their own audit records, DEPs, vaults and mailboxes, and nothing
+of the other's.
 """
 
 from __future__ import annotations
@@ -162,6 +163,15 @@ class Action:
 
 def _json(result: Result) -> Any:
     return json.loads(result.out)
+
+
+def _refused(result: Result) -> str:
+    """A ``--json`` refusal as ``Error (Code): message``: stdout must hold exactly the error
+    object, and stderr nothing."""
+    body = json.loads(result.out)
+    assert result.err == "" and set(body) == {"error"}, result
+    assert set(body["error"]) == {"code", "message"}, body
+    return f"Error ({body['error']['code']}): {body['error']['message']}"
 
 
 def _visible_vaults(caller: str) -> set[str] | None:
@@ -447,9 +457,7 @@ def test_cli_matrix(home: Home, action: str, caller: str) -> None:
         spec.check(home, args, result, caller)
         return
     assert result.code == 1, (action, caller, result)
-    lines = result.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"Error ({expected}): "), (action, caller)
-    assert result.out == "", (action, caller, result.out)
+    assert _refused(result).startswith(f"Error ({expected}): "), (action, caller, result)
     if "--out" in args or action == "file get":
         assert not _output_file(args).exists()  # nothing written, not even a partial file
     if spec.state is not None:
@@ -462,7 +470,7 @@ def test_the_workload_principal_only_reads_key_and_vault_properties(home: Home) 
     # what it does use its grant for, it can only do through the keys API; through the CLI
     # as elsewhere it cannot list, create, back up or read anything
     listing = home.run("--json", "key", "list", VAULT_A, as_principal=EXCHANGE.app_id)
-    assert listing.code == 1 and listing.err.startswith("Error (Forbidden): ")
+    assert listing.code == 1 and _refused(listing).startswith("Error (Forbidden): ")
     # reading the vault shows it its own access policy, not who else has access
     everyone = json.loads(home.run("--json", "vault", "access", "show", VAULT_A).out)
     assert len(everyone) > 1
@@ -519,10 +527,9 @@ def test_nobody_reads_another_tenants_data(home: Home) -> None:
             refusal = (
                 "MailboxNotFound" if args[0] == "mailbox" and args[1] != "list" else "Forbidden"
             )
-            assert result.code == 1 and result.err.startswith(f"Error ({refusal}): "), (
+            assert result.code == 1 and _refused(result).startswith(f"Error ({refusal}): "), (
                 admin,
                 args,
                 result,
             )
-            assert result.out == ""
         assert not (home.work / "stolen").exists() and not (home.work / "stolen.mbox").exists()

@@ -94,7 +94,7 @@ def test_sites_files_register_roll_and_recycle_bin(cli: Cli, tenant: None, tmp_p
     out = tmp_path / "out"
     out.mkdir()
     got = cli.json("file", "get", SITE, "Shared Documents/big.bin", str(out))
-    assert got["size"] == big.stat().st_size and _digest(out / "big.bin") == _digest(big)
+    assert got["Size"] == big.stat().st_size and _digest(out / "big.bin") == _digest(big)
     cli.json("file", "get", SITE, "Shared Documents/budget.xlsx", str(out / "v1"), "--version", "1")
     assert (out / "v1").read_bytes() == b"budget v1"
     cli.fail(
@@ -122,7 +122,7 @@ def test_sites_files_register_roll_and_recycle_bin(cli: Cli, tenant: None, tmp_p
     assert (out / "x").read_bytes() == b"budget v2"
     assert cli.json("file", "restore", SITE, "Shared Documents/budget.xlsx")["State"] == "Active"
     cli.json("file", "delete", SITE, "Shared Documents/budget.xlsx")
-    assert cli.json("file", "purge", SITE)["purged"] == 1
+    assert cli.json("file", "purge", SITE)["Purged"] == 1
     assert cli.json("file", "list", SITE, "--recycle-bin") == []
 
 

@@ -1147,8 +1147,8 @@ def test_get_command_and_get_help(cli: Cli) -> None:
     assert "Get-AzKeyVaultKey [-VaultName] <String> [-Name] <String> -IncludeVersions" in key_help
 
 
-def test_shell_help_says_remote_mode_is_not_there_yet(cli: Cli) -> None:
+def test_shell_help_names_the_home_folder_and_no_missing_option(cli: Cli) -> None:
     for command in ("ps", "shell"):
         text = " ".join(cli.run(command, "--help").out.split())
-        assert "remote mode (--server URL) is not available yet" in text
-        assert "local home folder" in text
+        assert "--server" not in text  # there is no such option (issue 17, item 8)
+        assert "against the home folder given by --home (or CUSTOMERKEY_HOME)" in text

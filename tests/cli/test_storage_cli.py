@@ -71,7 +71,7 @@ def test_operator_sweeps_with_a_dry_run_first(cli: Cli, home: Path) -> None:
 
     (record,) = cli.json("audit", "show", "--operation", "BlobSweep")
     assert record["Principal"] == "operator" and record["Result"] == "success"
-    assert cli.json("audit", "verify")["ok"] is True
+    assert cli.json("audit", "verify")["Ok"] is True
 
 
 def test_a_tenant_admin_is_refused_and_nothing_is_removed(cli: Cli, home: Path) -> None:

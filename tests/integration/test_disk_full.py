@@ -254,4 +254,4 @@ def test_a_full_disk_is_a_503_with_retry_after_and_nothing_is_lost(
     assert _run_job(inst)["State"] == "succeeded"
     inst.server.stop()
     verified = inst.server.cli_json("audit", "verify")
-    assert verified["ok"] is True, verified
+    assert verified["Ok"] is True, verified

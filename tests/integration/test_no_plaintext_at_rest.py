@@ -969,7 +969,7 @@ def test_no_plaintext_at_rest(
             exported.close()
         for vault, key in ((VAULT_A, KEY_A), (VAULT_B, KEY_B)):
             cli("key", "backup", vault, key, "--out", str(outside / "backups" / f"{key}.backup"))
-        assert cli("audit", "verify")["ok"] is True
+        assert cli("audit", "verify")["Ok"] is True
         records = cli("audit", "show", "--limit", "100000")
         assert {"KeyImport", "KeyBackup", "KeyUnwrap"} <= {r["Operation"] for r in records}
         assert rt.audit_log.verify(OPERATOR).ok

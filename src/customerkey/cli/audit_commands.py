@@ -61,15 +61,15 @@ def audit_verify(
     if c.as_json:
         emit_object(
             {
-                "ok": result.ok,
-                "records": result.records,
-                "problems": list(result.problems),
-                "legacy": result.legacy,
-                "keyed_from": result.keyed_from,
-                "checkpoints": result.checkpoints,
-                "checkpoints_matched": result.checkpoints_matched,
-                "head_seq": result.head_seq,
-                "head": result.head,
+                "Ok": result.ok,
+                "Records": result.records,
+                "Problems": list(result.problems),
+                "Legacy": result.legacy,
+                "KeyedFrom": result.keyed_from,
+                "Checkpoints": result.checkpoints,
+                "CheckpointsMatched": result.checkpoints_matched,
+                "HeadSeq": result.head_seq,
+                "Head": result.head,
             },
             as_json=True,
         )

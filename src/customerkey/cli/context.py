@@ -1,18 +1,24 @@
-"""What every command gets: the settings, a lazily opened runtime, who is acting, output mode."""
+"""What every command gets: the settings, a lazily opened runtime, who is acting, output mode.
+
+The entry point imports this module before knowing which command runs, so the settings and
+the runtime (pydantic, SQLAlchemy, the services) are imported only when a command asks.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import typer
-
-from customerkey.config import Settings, load_settings
+from customerkey.actor import OPERATOR, Actor
 from customerkey.errors import BadParameter, NotFound
-from customerkey.home import Home
-from customerkey.runtime import Runtime
-from customerkey.vault.models import OPERATOR, Actor
+
+if TYPE_CHECKING:
+    import typer
+
+    from customerkey.config import Settings
+    from customerkey.runtime import Runtime
 
 
 class NoInstallation(NotFound):
@@ -33,11 +39,16 @@ class CliContext:
     _runtime: Runtime | None = field(default=None, repr=False)
 
     def settings(self) -> Settings:
+        from customerkey.config import load_settings
+
         return load_settings(home=self.home) if self.home else load_settings()
 
     @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
+            from customerkey.home import Home
+            from customerkey.runtime import Runtime
+
             settings = self.settings()
             if not self.may_create and not Home(settings.home).exists():
                 raise NoInstallation(

@@ -6,9 +6,6 @@ from pathlib import Path
 
 import typer
 
-from customerkey.cli.output import console
-from customerkey.demo.guided import play, prepare_home
-
 
 def demo(
     home: Path | None = typer.Option(
@@ -23,7 +20,12 @@ def demo(
         "and data are destroyed).",
     ),
 ) -> None:
-    """Play the Customer Key story of Microsoft's documentation in a fresh home folder: every
-    cmdlet line runs through the cmdlet shell, and every step checks its documented effect."""
+    """Play Microsoft's Customer Key story in a fresh home folder, checking every step.
+
+    Every cmdlet line of Microsoft's documentation runs through the cmdlet shell, and every
+    step checks its documented effect."""
+    from customerkey.cli.output import console
+    from customerkey.demo.guided import play, prepare_home
+
     if not play(prepare_home(home, force), console):
         raise typer.Exit(1)

@@ -128,7 +128,7 @@ def file_get(
     emit_message(
         f"Wrote version {got.number} of {path} ({got.size:,} bytes) to {target}.",
         as_json=c.as_json,
-        data={"path": str(target), "version": got.number, "size": got.size},
+        data={"Path": str(target), "Version": got.number, "Size": got.size},
     )
 
 
@@ -136,9 +136,12 @@ def file_get(
 def file_list(
     ctx: typer.Context,
     site: str,
-    folder: str | None = typer.Option(None, "--folder"),
+    folder: str | None = typer.Option(
+        None, "--folder", help="Only files under this folder, e.g. 'Shared Documents'."
+    ),
     recycle_bin: bool = typer.Option(False, "--recycle-bin", help="The site's recycle bin."),
 ) -> None:
+    """The files of a site (or of its recycle bin), with their current version."""
     c = cli_context(ctx)
     found = c.runtime.files.list_files(c.actor, site, folder=folder, recycle_bin=recycle_bin)
     columns = RECYCLED_COLUMNS if recycle_bin else FILE_COLUMNS
@@ -147,12 +150,14 @@ def file_list(
 
 @app.command("show")
 def file_show(ctx: typer.Context, site: str, path: str) -> None:
+    """One file: size, current version, how many versions, when it changed."""
     c = cli_context(ctx)
     emit_object(file_view(c.runtime.files.get_file(c.actor, site, path)), as_json=c.as_json)
 
 
 @app.command("versions")
 def file_versions(ctx: typer.Context, site: str, path: str) -> None:
+    """Every version of a file, the current one marked."""
     c = cli_context(ctx)
     found = c.runtime.files.versions(c.actor, site, path)
     emit_list([version_view(v) for v in found], VERSION_COLUMNS, as_json=c.as_json)
@@ -188,5 +193,5 @@ def file_purge(
     emit_message(
         f"Removed {count} file(s) from the recycle bin of {site}.",
         as_json=c.as_json,
-        data={"purged": count},
+        data={"Purged": count},
     )

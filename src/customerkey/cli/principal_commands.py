@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from customerkey.cli.confirm import YES, confirm_destruction
 from customerkey.cli.context import cli_context, split_list
 from customerkey.cli.output import console, emit_list, emit_object
 from customerkey.errors import BadParameter
@@ -51,6 +52,7 @@ def principal_create(
 
 @app.command("list")
 def principal_list(ctx: typer.Context, tenant: str | None = typer.Option(None, "--tenant")) -> None:
+    """The principals you may see: every tenant's for the operator, your own tenant's otherwise."""
     c = cli_context(ctx)
     views = [
         principal_view(p) for p in c.runtime.principals.list_principals(c.actor, tenant=tenant)
@@ -98,15 +100,18 @@ def principal_enable(ctx: typer.Context, principal_id: str) -> None:
 def principal_delete(
     ctx: typer.Context,
     principal_id: str,
-    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+    yes: bool = YES,
 ) -> None:
     """Delete a principal and every vault access policy naming it; its tokens stop working."""
     c = cli_context(ctx)
     principal = c.runtime.principals.show(c.actor, principal_id)
-    if not yes and not typer.confirm(
-        f"Delete '{principal.id}' and remove its access to every vault?", default=False
-    ):
-        raise typer.Exit(1)
+    confirm_destruction(
+        c,
+        f"Deleting principal '{principal.id}'",
+        principal.id,
+        yes=yes,
+        consequence="its access to every vault is removed and its tokens stop working",
+    )
     gone = c.runtime.principals.delete(c.actor, principal_id)
     emit_object(principal_view(gone), as_json=c.as_json)
 

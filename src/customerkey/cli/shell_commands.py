@@ -25,14 +25,16 @@ def _session(c: CliContext) -> Session:
 def ps(
     ctx: typer.Context,
     line: list[str] = typer.Argument(
-        ..., help='A PowerShell line, e.g. "Get-AzKeyVault -VaultName contoso-a1".'
+        ...,
+        metavar="LINE",
+        help='A PowerShell line, e.g. "Get-AzKeyVault -VaultName contoso-a1".',
     ),
 ) -> None:
     """Run one PowerShell line (Az.KeyVault, Exchange and SharePoint Customer Key cmdlets).
 
     Give the line as one quoted argument; several arguments are joined with blanks (as
-    pwsh -Command does). The lines run against the local home folder (--home); remote mode
-    (--server URL) is not available yet."""
+    pwsh -Command does). The line runs against the home folder given by --home (or
+    CUSTOMERKEY_HOME); put -- before a line that holds --json, --as or --home of its own."""
     c = cli_context(ctx)
     source = " ".join(line)
     if not _session(c).run(source):
@@ -42,14 +44,16 @@ def ps(
 def shell(
     ctx: typer.Context,
     script: Path | None = typer.Argument(
-        None, help="A .ps1 script to run ('-' for standard input).", show_default=False
+        None,
+        metavar="SCRIPT",
+        help="A .ps1 script to run ('-' for standard input).",
+        show_default=False,
     ),
 ) -> None:
     """An interactive PowerShell-like prompt, or run a script from a file or standard input.
 
     History is kept in the home folder; Tab completes cmdlet and parameter names. The lines
-    run against the local home folder (--home); remote mode (--server URL) is not available
-    yet."""
+    run against the home folder given by --home (or CUSTOMERKEY_HOME)."""
     c = cli_context(ctx)
     session = _session(c)
     if script is not None and str(script) != "-":

@@ -18,7 +18,7 @@ _TENANT = typer.Option(None, "--tenant")
 def site_create(
     ctx: typer.Context,
     url: str,
-    title: str | None = typer.Option(None, "--title"),
+    title: str | None = typer.Option(None, "--title", help="Default: the site's name."),
 ) -> None:
     """A new site; under the tenant's TIK when a files policy is registered."""
     c = cli_context(ctx)
@@ -29,6 +29,7 @@ def site_create(
 
 @app.command("list")
 def site_list(ctx: typer.Context, tenant: str | None = _TENANT) -> None:
+    """The tenant's sites and how each is encrypted."""
     c = cli_context(ctx)
     found = c.runtime.files.list_sites(c.actor, tenant_of(c, tenant))
     emit_list([site_view(s) for s in found], SITE_COLUMNS, as_json=c.as_json)
@@ -36,6 +37,7 @@ def site_list(ctx: typer.Context, tenant: str | None = _TENANT) -> None:
 
 @app.command("show")
 def site_show(ctx: typer.Context, url: str) -> None:
+    """One site: title, template, file count, encryption and key generation."""
     c = cli_context(ctx)
     emit_object(site_view(c.runtime.files.get_site(c.actor, url)), as_json=c.as_json)
 

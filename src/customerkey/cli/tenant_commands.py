@@ -18,6 +18,7 @@ def tenant_create(
     mail_domain: str = typer.Option(..., "--mail-domain", help="e.g. contoso.com"),
     display_name: str | None = typer.Option(None, "--display-name"),
 ) -> None:
+    """Create a tenant whose users' UPNs and mailboxes are in its mail domain."""
     c = cli_context(ctx)
     tenant = c.runtime.tenants.create(
         c.actor, name, mail_domain=mail_domain, display_name=display_name
@@ -27,12 +28,14 @@ def tenant_create(
 
 @app.command("show")
 def tenant_show(ctx: typer.Context, name: str) -> None:
+    """One tenant: its name, display name and mail domain."""
     c = cli_context(ctx)
     emit_object(tenant_view(c.runtime.tenants.get(name)), as_json=c.as_json)
 
 
 @app.command("list")
 def tenant_list(ctx: typer.Context) -> None:
+    """The tenants you may see: every one for the operator, your own otherwise."""
     c = cli_context(ctx)
     emit_list(
         [tenant_view(t) for t in c.runtime.tenants.visible(c.actor)],
