@@ -116,9 +116,10 @@ class ChainFields(Protocol):
     def subject_id(self) -> str | None: ...
 
 
-def canonical(record: ChainFields, chain: int) -> bytes:
-    """The bytes a record's hash covers, in chain version ``chain``."""
-    body: dict[str, Any] = {
+def fields(record: ChainFields) -> dict[str, Any]:
+    """Every field a record's hash may cover, by name (scope fields None when unset): what
+    ``canonical`` hashes and what an export writes, so a line can be re-hashed on its own."""
+    return {
         "seq": record.seq,
         "time": record.time.isoformat(timespec="microseconds"),
         "principal": record.principal,
@@ -128,12 +129,15 @@ def canonical(record: ChainFields, chain: int) -> bytes:
         "key": record.key,
         "version": record.version,
         "request_id": record.request_id,
-        "details": record.details,
+        "details": dict(record.details),
+        **{name: getattr(record, name) for name in _SCOPE},
     }
-    for name in _SCOPE:
-        value = getattr(record, name)
-        if value is not None:
-            body[name] = value
+
+
+def canonical(record: ChainFields, chain: int) -> bytes:
+    """The bytes a record's hash covers, in chain version ``chain``: scope fields only when
+    set (records written before scopes existed hash without them)."""
+    body = {k: v for k, v in fields(record).items() if k not in _SCOPE or v is not None}
     if chain != PLAIN:
         body["chain"] = chain
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

@@ -9,10 +9,11 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import typer
 
+from customerkey.audit.chain import fields
 from customerkey.audit.log import AuditRecord
 from customerkey.cli.context import cli_context
 from customerkey.cli.output import console, emit_json, emit_list, emit_object
@@ -119,26 +120,9 @@ def audit_public_key(ctx: typer.Context) -> None:
 
 
 def _line(record: AuditRecord) -> str:
-    fields: dict[str, Any] = {
-        "seq": record.seq,
-        "time": record.time.isoformat(timespec="microseconds"),
-        "principal": record.principal,
-        "operation": record.operation,
-        "result": record.result,
-        "vault": record.vault,
-        "key": record.key,
-        "version": record.version,
-        "request_id": record.request_id,
-        "details": dict(record.details),
-        "tenant": record.tenant,
-        "vault_id": record.vault_id,
-        "actor_id": record.actor_id,
-        "subject_id": record.subject_id,
-        "chain": record.chain,
-        "prev_hash": record.prev_hash,
-        "hash": record.hash,
-    }
-    return json.dumps(fields, ensure_ascii=False, separators=(",", ":")) + "\n"
+    line = {**fields(record), "chain": record.chain, "prev_hash": record.prev_hash}
+    line["hash"] = record.hash
+    return json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 @contextlib.contextmanager
