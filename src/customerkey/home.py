@@ -20,8 +20,10 @@ import hashlib
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from customerkey.errors import CustomerKeyError
 from customerkey.rng import Rng, SystemRng
@@ -103,19 +105,21 @@ class Home:
         return hashlib.sha256(b"customerkey/master-key-id" + self.master_key()).hexdigest()[:16]
 
 
-def write_private_file(path: Path, data: bytes, *, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` atomically, with ``mode`` (0600 unless told) from the first byte.
+@contextlib.contextmanager
+def private_file(path: Path, *, mode: int = 0o600) -> Iterator[BinaryIO]:
+    """A handle whose bytes become ``path`` atomically, with ``mode`` (0600 unless told) from
+    the first byte, when the block ends without an error.
 
     The bytes go to a temporary file in the same folder (created 0600), which is given ``mode``,
     written, fsynced and renamed over ``path``: a reader never sees half a file, a crash leaves
     the old file or the new one, and the file is never readable by others on the way, whatever
-    ``path`` was before. On failure the temporary file is removed and the ``OSError`` raised.
+    ``path`` was before. On failure the temporary file is removed and the error raised.
     """
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)
@@ -123,3 +127,9 @@ def write_private_file(path: Path, data: bytes, *, mode: int = 0o600) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
+
+
+def write_private_file(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` atomically, with ``mode`` (see ``private_file``)."""
+    with private_file(path, mode=mode) as handle:
+        handle.write(data)

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import typer
 
@@ -17,6 +12,7 @@ from customerkey.audit.chain import fields
 from customerkey.audit.log import AuditRecord
 from customerkey.cli.context import cli_context
 from customerkey.cli.output import console, emit_json, emit_list, emit_object
+from customerkey.home import private_file
 from customerkey.views.vault import audit_view
 
 app = typer.Typer(help="The chained audit log: show, verify, checkpoint, export.")
@@ -125,22 +121,6 @@ def _line(record: AuditRecord) -> str:
     return json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
-@contextlib.contextmanager
-def _private_output(path: Path) -> Iterator[IO[str]]:
-    """``path`` written whole or not at all (a temporary file renamed over it), 0600."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-
-
 @app.command("export")
 def audit_export(
     ctx: typer.Context,
@@ -160,9 +140,9 @@ def audit_export(
         sys.stdout.flush()
         return
     count = 0
-    with _private_output(output) as handle:
+    with private_file(output) as handle:
         for record in records:
-            handle.write(_line(record))
+            handle.write(_line(record).encode())
             count += 1
     if c.as_json:
         emit_json({"Records": count, "Path": str(output)})
