@@ -35,8 +35,6 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-import httpx
-
 from customerkey.audit.checkpoints import Checkpoint
 from customerkey.errors import BadParameter, ServiceUnavailable
 from customerkey.home import write_private_file
@@ -179,6 +177,8 @@ class WebhookSink:
         return f"webhook {parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}{parts.path}"
 
     def write(self, checkpoint: Checkpoint) -> None:
+        import httpx  # only a webhook needs it; every CLI command would pay for its import
+
         headers = {"Content-Type": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
