@@ -159,6 +159,30 @@ def test_vault_create_show_list_delete_recover_purge(live: LiveServer) -> None:
     assert live.create_vault("adm-life")["AccessPolicies"][0]["PrincipalName"] == ADMIN  # free
 
 
+def test_vault_delete_is_refused_while_its_key_protects_a_mailbox(live: LiveServer) -> None:
+    exchange = "00000002-0000-0ff1-ce00-000000000000"
+    vaults, key = ("adm-dep-a", "adm-dep-b"), "root"
+    for vault in vaults:
+        live.create_vault(vault)
+        live.cli("key", "create", vault, key, "--protection", "hsm")
+        live.cli(
+            "vault", "access", "set", vault, "--spn", exchange,
+            "--key-permissions", "wrapKey,unwrapKey,get",
+        )  # fmt: skip
+    uris = [arg for v in vaults for arg in ("--key", f"https://{v}.vault.azure.net/keys/{key}")]
+    live.cli("dep", "create", "adm-dep", "--tenant", "contoso", *uris)
+    live.cli("mailbox", "create", "adm-dep-box@contoso.com", "--dep", "adm-dep")
+
+    refused = live.admin("DELETE", f"/vaults/{vaults[0]}")
+    message = kv_error(refused, 409, "Conflict")
+    assert "adm-dep" in message  # names the DEP that keeps data under the vault's key
+    assert live.admin("GET", f"/vaults/{vaults[0]}").status_code == 200  # nothing changed
+
+    forced = live.admin("DELETE", f"/vaults/{vaults[0]}", params={"force": "true"})
+    assert forced.status_code == 200, forced.text
+    assert live.admin("GET", f"/vaults/{vaults[0]}").status_code == 404
+
+
 def test_purge_protection_refuses_purging_a_vault(live: LiveServer) -> None:
     vault = live.create_vault("adm-guarded", purge_protection=True, retention_days=7)
     assert vault["EnablePurgeProtection"] is True
