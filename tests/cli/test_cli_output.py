@@ -61,7 +61,7 @@ def test_every_json_object_is_pascal_case(cli: Cli, contoso: None, tmp_path: Pat
         "file list": cli.json("file", "list", SITE),
         "file versions": cli.json("file", "versions", SITE, "Shared Documents/a.txt"),
         "file delete": cli.json("file", "delete", SITE, "Shared Documents/a.txt"),
-        "file purge": cli.json("file", "purge", SITE),
+        "file purge": cli.json("file", "purge", SITE, "--yes"),
         "storage sweep": cli.json("storage", "sweep", "--dry-run"),
         "tick": cli.json("tick"),
         "audit verify": cli.json("audit", "verify"),

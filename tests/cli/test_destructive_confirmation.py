@@ -15,11 +15,13 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from customerkey.identity.workload_principals import EXCHANGE
+from tests.support.mailfixtures import write_mbox
 
 if TYPE_CHECKING:
     from tests.cli.conftest import Cli
@@ -105,6 +107,26 @@ def test_without_yes_and_without_a_terminal_nothing_is_destroyed(cli: Cli) -> No
     assert cli.vault_names(deleted=True) == ["scratch-vault"]
     cli.json("vault", "purge", "scratch-vault", "--yes")
     assert cli.vault_names(deleted=True) == []
+
+
+def test_deleting_a_mail_item_asks_first(cli: Cli, tmp_path: Path) -> None:
+    cli.ok("init")
+    cli.ok("tenant", "create", TENANT, "--mail-domain", "contoso.com")
+    cli.ok("mailbox", "create", MAILBOX)
+    write_mbox(tmp_path / "in.mbox", 2)
+    cli.json("mailbox", "import", MAILBOX, str(tmp_path / "in.mbox"))
+
+    message = _refused(cli, "mailbox", "delete-item", MAILBOX, "1")
+    assert f"Deleting item 1 of {MAILBOX} {NEEDS_YES}" in message
+    assert cli.json("mailbox", "stats", MAILBOX)["ItemCount"] == 2
+    with terminal("2\n"):  # the wrong item typed: cancelled
+        result = cli.run("mailbox", "delete-item", MAILBOX, "1")
+    assert result.code == 1 and "cancelled: '1' was not typed" in result.err, result
+    assert cli.json("mailbox", "stats", MAILBOX)["ItemCount"] == 2
+    with terminal("1\n"):
+        result = cli.run("mailbox", "delete-item", MAILBOX, "1")
+    assert result.code == 0, result
+    assert cli.json("mailbox", "stats", MAILBOX)["ItemCount"] == 1
 
 
 def test_typing_the_name_confirms_anything_else_cancels(cli: Cli) -> None:

@@ -122,7 +122,11 @@ def test_sites_files_register_roll_and_recycle_bin(cli: Cli, tenant: None, tmp_p
     assert (out / "x").read_bytes() == b"budget v2"
     assert cli.json("file", "restore", SITE, "Shared Documents/budget.xlsx")["State"] == "Active"
     cli.json("file", "delete", SITE, "Shared Documents/budget.xlsx")
-    assert cli.json("file", "purge", SITE)["Purged"] == 1
+    # emptying the recycle bin destroys keys and content: without --yes (no terminal) refused
+    refused = cli.fail("file", "purge", SITE, error="BadParameter")
+    assert refused.endswith("is destructive; pass --yes to confirm.")
+    assert len(cli.json("file", "list", SITE, "--recycle-bin")) == 1
+    assert cli.json("file", "purge", SITE, "--yes")["Purged"] == 1
     assert cli.json("file", "list", SITE, "--recycle-bin") == []
 
 

@@ -18,6 +18,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from customerkey.cli.confirm import YES, confirm_destruction
 from customerkey.cli.context import CliContext, cli_context
 from customerkey.cli.output import emit_list, emit_message, emit_object, err_console
 from customerkey.errors import BadParameter
@@ -186,9 +187,18 @@ def file_purge(
     ctx: typer.Context,
     site: str,
     path: str | None = typer.Argument(None, help="One recycled file (path or id); else all."),
+    yes: bool = YES,
 ) -> None:
     """Empty the site's recycle bin: its files' keys and content are destroyed."""
     c = cli_context(ctx)
+    what = f"recycled file '{path}'" if path else f"every recycled file of {site}"
+    confirm_destruction(
+        c,
+        f"Purging {what}",
+        path or site,
+        yes=yes,
+        consequence="their keys and content are destroyed, with no way back",
+    )
     count = c.runtime.files.purge_recycled(c.actor, site, path)
     emit_message(
         f"Removed {count} file(s) from the recycle bin of {site}.",

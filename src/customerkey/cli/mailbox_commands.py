@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from customerkey.cli.confirm import YES, confirm_destruction
 from customerkey.cli.context import cli_context, tenant_for_upn, tenant_of
 from customerkey.cli.job_commands import finish_or_report
 from customerkey.cli.output import count_bar, emit_list, emit_message, emit_object, err_console
@@ -286,8 +287,12 @@ def mailbox_delete_item(
     ctx: typer.Context,
     identity: str = typer.Argument(..., help=IDENTITY_HELP),
     item: str = typer.Argument(..., help="Item id or sequence number."),
+    yes: bool = YES,
 ) -> None:
     """Delete one item (its encrypted blob too)."""
     c = cli_context(ctx)
+    confirm_destruction(
+        c, f"Deleting item {item} of {identity}", item, yes=yes, consequence="it cannot be restored"
+    )
     c.runtime.mail.delete_item(c.actor, identity, item)
     emit_message(f"Deleted item {item} from {identity}.", as_json=c.as_json, data={"Item": item})
