@@ -414,8 +414,8 @@ def test_audit_records_are_readable_and_filtered(live: LiveServer, operator_toke
 
     verified = live.admin("GET", "/audit/verify", token=operator_token)
     assert verified.status_code == 200, verified.text
-    assert verified.json()["ok"] is True and verified.json()["problems"] == []
-    assert verified.json()["records"] >= len(records)
+    assert verified.json()["Ok"] is True and verified.json()["Problems"] == []
+    assert verified.json()["Records"] >= len(records)
     assert live.admin("POST", "/vaults/adm-audited/recover").status_code == 200
 
 

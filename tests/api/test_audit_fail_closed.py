@@ -79,7 +79,7 @@ def test_wrap_fails_closed_while_the_webhook_cannot_be_written(tmp_path: Path) -
             verified = server.cli_json(
                 "audit", "verify", "--checkpoint", str(home / "audit-checkpoints.jsonl")
             )
-            assert verified["ok"] and verified["checkpoints_matched"] >= 2, verified
+            assert verified["Ok"] and verified["CheckpointsMatched"] >= 2, verified
         finally:
             uninstall_loopback_resolver(DOMAIN)
             status = server.stop()

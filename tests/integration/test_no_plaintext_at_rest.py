@@ -817,7 +817,7 @@ def exercise_server(
     got = http.get(f"{api}/sites/{site['SiteId']}/files/Shared Documents/api.bin", headers=admin)
     assert got.status_code == 200 and got.content == content
     operator = {"Authorization": f"Bearer {tokens['ops@platform.example']}"}
-    assert http.get(f"{api}/audit/verify", headers=operator).json()["ok"] is True
+    assert http.get(f"{api}/audit/verify", headers=operator).json()["Ok"] is True
 
 
 def test_no_plaintext_at_rest(

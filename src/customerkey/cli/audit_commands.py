@@ -13,7 +13,7 @@ from customerkey.audit.log import AuditRecord
 from customerkey.cli.context import cli_context
 from customerkey.cli.output import console, emit_json, emit_list, emit_object
 from customerkey.home import private_file
-from customerkey.views.vault import audit_view
+from customerkey.views.vault import audit_view, verification_view
 
 app = typer.Typer(help="The chained audit log: show, verify, checkpoint, export.")
 
@@ -56,20 +56,7 @@ def audit_verify(
     c = cli_context(ctx)
     result = c.runtime.audit_log.verify(c.actor, checkpoint_file=checkpoint)
     if c.as_json:
-        emit_object(
-            {
-                "Ok": result.ok,
-                "Records": result.records,
-                "Problems": list(result.problems),
-                "Legacy": result.legacy,
-                "KeyedFrom": result.keyed_from,
-                "Checkpoints": result.checkpoints,
-                "CheckpointsMatched": result.checkpoints_matched,
-                "HeadSeq": result.head_seq,
-                "Head": result.head,
-            },
-            as_json=True,
-        )
+        emit_object(verification_view(result), as_json=True)
     elif result.ok:
         console.print(f"Audit log intact: {result.records} records, chain verified.")
         if result.legacy:

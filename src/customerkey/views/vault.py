@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from customerkey.audit.log import AuditRecord
+from customerkey.audit.log import AuditRecord, AuditVerification
 from customerkey.identity.directory import Principal
 from customerkey.vault.models import (
     DeletedKeyBundle,
@@ -144,6 +144,21 @@ def principal_view(principal: Principal) -> dict[str, Any]:
         "HasSecret": principal.has_secret,
         "BuiltIn": principal.builtin,
         "Created": iso(principal.created_at),
+    }
+
+
+def verification_view(result: AuditVerification) -> dict[str, Any]:
+    """What ``audit verify`` found, for the CLI's --json and GET /api/v1/audit/verify alike."""
+    return {
+        "Ok": result.ok,
+        "Records": result.records,
+        "Problems": list(result.problems),
+        "Legacy": result.legacy,
+        "KeyedFrom": result.keyed_from,
+        "Checkpoints": result.checkpoints,
+        "CheckpointsMatched": result.checkpoints_matched,
+        "HeadSeq": result.head_seq,
+        "Head": result.head,
     }
 
 

@@ -13,7 +13,7 @@ from customerkey.api.deps import admin_actor, api
 from customerkey.api.schemas import DB_INT_MAX
 from customerkey.audit.reader import MAX_PAGE
 from customerkey.vault.models import Actor
-from customerkey.views.vault import audit_view
+from customerkey.views.vault import audit_view, verification_view
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 
@@ -36,4 +36,4 @@ def audit_records(
 @router.get("/audit/verify")
 def audit_verify(request: Request, actor: Actor = Depends(admin_actor)) -> dict[str, Any]:
     result = api(request).runtime.audit_log.verify(actor)
-    return {"ok": result.ok, "records": result.records, "problems": list(result.problems)}
+    return verification_view(result)
