@@ -16,6 +16,7 @@ from customerkey.config import Settings
 from customerkey.rng import SystemRng
 from customerkey.runtime import Runtime
 from customerkey.storage.database import normalize_url
+from tests.support.softhsm import SoftHsm, session_token
 
 POSTGRES_URL = os.environ.get("CUSTOMERKEY_TEST_POSTGRES_URL")
 
@@ -54,6 +55,12 @@ def db_url(db_backend: str, tmp_path: Path) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def softhsm(tmp_path_factory: pytest.TempPathFactory) -> SoftHsm:
+    """This session's SoftHSM2 token (``tests.support.softhsm``); skips without SoftHSM2."""
+    return session_token(tmp_path_factory.mktemp("softhsm"))
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from customerkey.errors import BadParameter
@@ -161,6 +161,16 @@ class Settings(BaseSettings):
     # Secure key release: the attestation authorities whose tokens may release exportable keys
     # (none by default: every release is then refused).
     release_authorities: list[ReleaseAuthority] = Field(default_factory=list)
+    # An HSM through PKCS#11 (``customerkey.hsm``; README "Keys in an HSM"): the vendor's
+    # PKCS#11 library (``pkcs11_module``), the label of the token to use and the user PIN, read
+    # from ``pkcs11_pin_file`` (preferred: a file only the service account reads; one trailing
+    # newline is dropped) or else ``pkcs11_pin``. With a module set, RSA-HSM and EC-HSM keys
+    # are made and used inside the token; start-up fails if the token cannot be used. Without
+    # one, every key type is protected in software under the master key.
+    pkcs11_module: str | None = None
+    pkcs11_token_label: str | None = None
+    pkcs11_pin_file: Path | None = None
+    pkcs11_pin: SecretStr | None = None
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -149,3 +149,19 @@ class KeyProviderUnavailable(ServiceUnavailable):
     """A root key's vault could not be reached or answered with a server error."""
 
     code = "KeyVaultUnavailable"
+
+
+class HsmUnavailable(ServiceUnavailable):
+    """The HSM (the PKCS#11 token holding the ``-HSM`` keys) failed or stopped answering during
+    work: a system error, as a vault outage is; never answered from software instead."""
+
+    code = "HsmUnavailable"
+
+
+class HsmNotReady(CustomerKeyError):
+    """The PKCS#11 settings do not give a usable token at start: the module does not load, no
+    token has the label, or the PIN is refused. The message names the setting to fix, never
+    the PIN."""
+
+    status = 503
+    code = "HsmNotReady"

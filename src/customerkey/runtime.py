@@ -26,6 +26,7 @@ from customerkey.clock import Clock, SystemClock
 from customerkey.config import RemoteVault, Settings, load_settings
 from customerkey.crypto.sealing import MasterSealer
 from customerkey.home import Home
+from customerkey.hsm import open_protector
 from customerkey.identity.directory import PrincipalService
 from customerkey.identity.tenants import TenantService
 from customerkey.identity.workload_principals import SERVICE_TENANT, WORKLOAD_PRINCIPALS
@@ -43,6 +44,7 @@ from customerkey.rng import Rng, SystemRng
 from customerkey.storage.blobs import LocalBlobStore
 from customerkey.storage.database import Database
 from customerkey.storage.revocations import KEEP, Revocation, RevocationRelay
+from customerkey.vault.hsm import HsmProtector
 from customerkey.vault.protection import SoftwareKeyProtector
 from customerkey.vault.service import KeyVaultService
 from customerkey.workloads.files.blobs import FilesBlobs
@@ -91,6 +93,8 @@ class Runtime:
     blob_sweeper: BlobSweeper
     checkpoints: CheckpointPublisher
     routers: dict[str, KeyProviderRouter] = field(default_factory=dict)
+    # The HSM holding RSA-HSM and EC-HSM keys (``customerkey.hsm``); None: all in software.
+    hsm: HsmProtector | None = None
 
     @classmethod
     def open(
@@ -125,6 +129,8 @@ class Runtime:
             clock,
             interval=timedelta(seconds=settings.audit_checkpoint_seconds),
         )
+        # Opened before anything else uses keys: a token that cannot be used stops the start.
+        hsm = open_protector(settings, master_key=master_key, rng=rng)
         vault = KeyVaultService(
             db,
             protector=SoftwareKeyProtector(master_key, master_key_id),
@@ -133,6 +139,7 @@ class Runtime:
             clock=clock,
             rng=rng,
             audit=audit,
+            hsm=hsm,
         )
         if migrate:
             # Versions made before public-key tags get theirs once checked (a no-op after).
@@ -236,6 +243,7 @@ class Runtime:
             ),
             checkpoints=checkpoints,
             routers=routers,
+            hsm=hsm,
         )
 
     def job_kinds(self) -> dict[str, JobKind]:
@@ -261,4 +269,6 @@ class Runtime:
     def close(self) -> None:
         self.checkpoints.stop(all_users=True)
         self.revocations.close()
+        if self.hsm is not None:
+            self.hsm.close()
         self.db.dispose()

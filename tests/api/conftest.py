@@ -34,6 +34,7 @@ import pytest
 from customerkey.azure import ClientSecretCredential
 from customerkey.azure.localdns import install_loopback_resolver, uninstall_loopback_resolver
 from tests.support.servers import clean_env, free_port
+from tests.support.softhsm import SoftHsm
 
 DOMAIN = "vault.localhost"
 TENANT = "contoso"
@@ -298,8 +299,20 @@ def start_server(
 
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    yield from _live_server(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def hsm_server(tmp_path_factory: pytest.TempPathFactory, softhsm: SoftHsm) -> Iterator[LiveServer]:
+    """``live_server`` keeping its RSA-HSM and EC-HSM keys in this session's SoftHSM2 token."""
+    yield from _live_server(tmp_path_factory, env=softhsm.env())
+
+
+def _live_server(
+    tmp_path_factory: pytest.TempPathFactory, env: dict[str, str] | None = None
+) -> Iterator[LiveServer]:
     home = tmp_path_factory.mktemp("serve") / "home"
-    server = start_server(home)
+    server = start_server(home, env=env)
     install_loopback_resolver(DOMAIN)
     try:
         # The tenant and its verified mail domain: its admin creates users of that domain.

@@ -414,7 +414,7 @@ ACTIONS: dict[str, Action] = {
             "operator": OK,
             "local": OK,
         },
-        check=_shows("ok", True),
+        check=_shows("Ok", True),
     ),
     "tenant create": Action(
         lambda h, c: [

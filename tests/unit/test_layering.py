@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "customerkey"
 LAYERS = {
     "errors": 0, "clock": 0, "rng": 0, "config": 0, "actor": 0, "home": 0,
     "crypto": 1, "storage": 1, "azure": 1,
-    "vault": 2, "keyprovider": 2, "identity": 2, "audit": 2,
+    "vault": 2, "keyprovider": 2, "identity": 2, "audit": 2, "hsm": 2,
     "keys": 3, "jobs": 3,
     "workloads": 4,
     "views": 5,

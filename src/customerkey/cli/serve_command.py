@@ -22,10 +22,22 @@ from customerkey.runtime import Runtime
 from customerkey.server import supervisor
 from customerkey.server.logs import configure_logging
 from customerkey.storage.revocations import POLL_SECONDS
+from customerkey.vault.key_types import KEY_TYPES
 
 
 def _say(text: str) -> None:
     logging.getLogger("customerkey.serve").info(text)
+
+
+def _protection(runtime: Runtime) -> list[str]:
+    """Which protector keeps which key types (and, for an HSM, by which mechanisms)."""
+    held = runtime.hsm.serves if runtime.hsm is not None else ()
+    software = ", ".join(kty for kty in KEY_TYPES if kty not in held)
+    lines = [f"Key protection: {software} in software, sealed under the master key"]
+    if runtime.hsm is not None:
+        first, *rest = runtime.hsm.describe()
+        lines += [f"Key protection: {first}", *rest]
+    return lines
 
 
 def serve(
@@ -66,10 +78,15 @@ def serve(
     settings = load_settings(**{**base.model_dump(), **overrides})
     if (cert is None) != (key is None):
         raise BadParameter("Give both --cert and --key, or neither.")
+    if settings.pkcs11_module and workers > 1:
+        # PKCS#11 sessions do not survive fork(); each process would need its own login.
+        raise BadParameter("--workers must be 1 with a PKCS#11 module (CUSTOMERKEY_PKCS11_MODULE).")
     configure_logging(settings.log_format)
     first_start = not Home(settings.home).exists()
     runtime = Runtime.open(settings)
     c._runtime = runtime  # closed with the CLI context
+    for line in _protection(runtime):
+        _say(line)
     runtime.revocations.poll_seconds = revocation_poll
     operator = (cert, key) if cert is not None and key is not None else None
     tls = supervisor.open_tls(runtime, settings, operator, say=_say)

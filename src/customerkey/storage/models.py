@@ -170,6 +170,9 @@ class KeyVersionRow(Base):
     # version is not exportable.
     release_policy: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     release_tag: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # A version held in an HSM (migration 0011, ``vault.hsm``): its token object's CKA_ID in
+    # hex; its ``sealed_private_key`` is then empty. NULL for software versions.
+    hsm_object_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class ReleaseSigningKeyRow(Base):

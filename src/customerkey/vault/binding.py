@@ -34,10 +34,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from sqlalchemy import CursorResult, and_, bindparam, select, update
 
-from customerkey.crypto.ec import coordinate_size, parse_curve
+from customerkey.crypto.ec import coordinate_size, ec_public_jwk_fields, parse_curve
 from customerkey.crypto.key_binding import (
     derive_tag_key,
     jwk_member_to_int,
@@ -167,6 +168,34 @@ class PublicKeyBinding:
             public_key=material.public_key(),
         )
 
+    def tag_for_public(
+        self,
+        *,
+        vault_id: str,
+        key_id: str,
+        version: str,
+        kty: str,
+        public_key: RSAPublicKey | EllipticCurvePublicKey,
+    ) -> bytes:
+        """The tag of a new version known by its public key only (one held in an HSM)."""
+        if isinstance(public_key, RSAPublicKey):
+            return self.tag_for(
+                vault_id=vault_id, key_id=key_id, version=version, kty=kty, public_key=public_key
+            )
+        fields = ec_public_jwk_fields(public_key)
+        return public_tag_members(
+            self._tag_key,
+            vault_id=vault_id,
+            key_id=key_id,
+            version=version,
+            kty=kty,
+            members={
+                "crv": fields["crv"].encode("utf-8"),
+                "x": b64url_decode(fields["x"]),
+                "y": b64url_decode(fields["y"]),
+            },
+        )
+
     def tag_for(
         self, *, vault_id: str, key_id: str, version: str, kty: str, public_key: RSAPublicKey
     ) -> bytes:
@@ -239,7 +268,7 @@ class PublicKeyBinding:
         e: str,
         tag: bytes | None,
         label: str,
-        private_key: Callable[[], PrivateMaterial],
+        private_key: Callable[[], object],
         crv: str | None = None,
         x: str | None = None,
         y: str | None = None,
@@ -278,7 +307,7 @@ class PublicKeyBinding:
             while len(self._verified) > self._capacity:
                 self._verified.popitem(last=False)
 
-    def _verify(self, fields: _Fields, private_key: Callable[[], PrivateMaterial]) -> bool:
+    def _verify(self, fields: _Fields, private_key: Callable[[], object]) -> bool:
         vault_id, key_id, version, kty, n_text, e_text, _crv, _x, _y, _size, tag = fields
         try:
             family = key_family(kty)

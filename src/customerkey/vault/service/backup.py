@@ -28,6 +28,11 @@ class BackupMixin(ReleaseMixin):
             key = self._key_row(session, row, name)
             versions = []
             for v in KeyRepository(session).versions(key.id):
+                if v.hsm_object_id is not None:
+                    raise BadParameter(
+                        f"Key {key.name} has versions held in the HSM, and backing up HSM "
+                        "keys is not supported yet: their private keys never leave the token."
+                    )
                 self._check_public(row, key, v)
                 policy = self._stored_release_policy(row, key, v)
                 der = self._protector.open_private_key(

@@ -23,9 +23,12 @@ from sqlalchemy.orm import Session
 
 from customerkey.audit.log import AuditLog
 from customerkey.clock import Clock
-from customerkey.crypto.key_material import PrivateMaterial, material_from_bytes
+from customerkey.crypto.ec import ec_public_key_from_jwk
+from customerkey.crypto.key_material import PrivateMaterial, key_family, material_from_bytes
+from customerkey.crypto.rsa import public_key_from_jwk
 from customerkey.errors import (
     Forbidden,
+    HsmUnavailable,
     KeyIntegrityFailure,
     KeyNotFound,
     StillProtectsData,
@@ -38,6 +41,7 @@ from customerkey.storage.database import Database
 from customerkey.storage.models import KeyRow, KeyVersionRow, VaultRow
 from customerkey.storage.repositories import KeyRepository, PrincipalRepository, VaultRepository
 from customerkey.vault.binding import PublicKeyBinding, integrity_message
+from customerkey.vault.hsm import HsmProtector, PublicKey, TokenKey
 from customerkey.vault.models import (
     AccessPolicy,
     Actor,
@@ -52,24 +56,27 @@ from customerkey.vault.names import validate_vault_name, validate_version
 from customerkey.vault.protection import KeyProtector
 
 T = TypeVar("T")
+# What a version's private operations run on: its opened software key, or its token key.
+VersionKey = PrivateMaterial | TokenKey
 
 
 class _PrivateKeyCache:
-    """Parsed private keys by version row id; parsing PKCS#8 costs more than the RSA op."""
+    """Parsed private keys (or token keys) by version row id; parsing PKCS#8 costs more than
+    the RSA op."""
 
     def __init__(self, capacity: int = 1024) -> None:
-        self._items: OrderedDict[str, PrivateMaterial] = OrderedDict()
+        self._items: OrderedDict[str, VersionKey] = OrderedDict()
         self._capacity = capacity
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> PrivateMaterial | None:
+    def get(self, key: str) -> VersionKey | None:
         with self._lock:
             value = self._items.get(key)
             if value is not None:
                 self._items.move_to_end(key)
             return value
 
-    def put(self, key: str, value: PrivateMaterial) -> None:
+    def put(self, key: str, value: VersionKey) -> None:
         with self._lock:
             self._items[key] = value
             self._items.move_to_end(key)
@@ -95,9 +102,12 @@ class ServiceBase:
         clock: Clock,
         rng: Rng,
         audit: AuditLog | None = None,
+        hsm: HsmProtector | None = None,
     ) -> None:
         self.db = db
         self._protector = protector
+        # With an HSM, the key types it serves are made and used in it (``vault.hsm``).
+        self._hsm = hsm
         self._master_key = master_key
         self._master_key_id = master_key_id
         self._clock = clock
@@ -376,12 +386,16 @@ class ServiceBase:
 
     # ------------------------------------------------------------------ private keys
 
-    def _private_key(self, vault: VaultRow, key: KeyRow, version: KeyVersionRow) -> PrivateMaterial:
+    def _private_key(self, vault: VaultRow, key: KeyRow, version: KeyVersionRow) -> VersionKey:
         """The version's private key (or AES key), opened from its sealed form once and then
-        cached."""
+        cached; for a version held in the HSM, its token key."""
         cached = self._private_keys.get(version.id)
         if cached is not None:
             return cached
+        if version.hsm_object_id is not None:
+            token_key = self._token_key(vault, key, version, version.hsm_object_id)
+            self._private_keys.put(version.id, token_key)
+            return token_key
         der = self._protector.open_private_key(
             version.sealed_private_key, vault_id=vault.id, key_id=key.id, version=version.version
         )
@@ -395,6 +409,29 @@ class ServiceBase:
             ) from None
         self._private_keys.put(version.id, private_key)
         return private_key
+
+    def _token_key(
+        self, vault: VaultRow, key: KeyRow, version: KeyVersionRow, object_id: str
+    ) -> TokenKey:
+        label = f"{vault.name}/{key.name}/{version.version}"
+        if self._hsm is None:
+            raise HsmUnavailable(
+                f"Key version '{label}' is held in an HSM, and this installation has no "
+                "PKCS#11 module configured (CUSTOMERKEY_PKCS11_MODULE)."
+            )
+        public: PublicKey
+        try:
+            if key_family(version.kty) == "EC":
+                public = ec_public_key_from_jwk(
+                    {"kty": "EC", "crv": version.crv, "x": version.public_x, "y": version.public_y}
+                )
+            else:
+                public = public_key_from_jwk(
+                    {"kty": "RSA", "n": version.public_n, "e": version.public_e}
+                )
+        except ValueError:
+            raise KeyIntegrityFailure(integrity_message(label)) from None
+        return self._hsm.key(object_id, version.kty, public)
 
     @staticmethod
     def _version_ids_of_vault(session: Session, row: VaultRow) -> list[str]:

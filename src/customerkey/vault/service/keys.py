@@ -26,6 +26,7 @@ from customerkey.errors import BadParameter, Conflict
 from customerkey.rng import new_hex_id
 from customerkey.storage.models import KeyRow, KeyVersionRow, VaultRow
 from customerkey.storage.repositories import KeyRepository
+from customerkey.vault.hsm import GeneratedKey, public_fields
 from customerkey.vault.key_types import (
     KEY_OPS_BY_FAMILY,
     KEY_TYPES,
@@ -108,7 +109,18 @@ class KeysMixin(ReleaseMixin):
             raise BadParameter("The key's expiry must be after its not-before time.")
         return normalized, shape, ops
 
-    def _new_material(self, kty: str, shape: int | str, public_exponent: int) -> PrivateMaterial:
+    def _held_in_hsm(self, kty: str) -> bool:
+        return self._hsm is not None and kty in self._hsm.serves
+
+    def _new_material(
+        self, kty: str, shape: int | str, public_exponent: int, *, label: str
+    ) -> PrivateMaterial | GeneratedKey:
+        """A new version's key: made in the HSM for the key types it serves (``label`` names
+        the token object), else in software."""
+        if self._hsm is not None and kty in self._hsm.serves:
+            if public_exponent != 65537:
+                raise BadParameter("A key made in the HSM has the public exponent 65537.")
+            return self._hsm.generate(kty, shape, label=label)
         family = family_of(kty)
         if family == "EC":
             return generate_ec_key(str(shape))
@@ -134,7 +146,7 @@ class KeysMixin(ReleaseMixin):
         actor: Actor,
         vault: VaultRow,
         name: str,
-        private_key: PrivateMaterial,
+        private_key: PrivateMaterial | GeneratedKey,
         *,
         kty: str,
         key_ops: tuple[str, ...],
@@ -168,14 +180,33 @@ class KeysMixin(ReleaseMixin):
         if expires is None and policy is not None:
             expires = expiry_for_new_version(policy, now)
         version = new_hex_id(self._rng)
-        fields = public_members(private_key)
+        if isinstance(private_key, GeneratedKey):
+            # Held in the HSM: the row names the token object and seals nothing.
+            fields, key_size = public_fields(private_key.public)
+            sealed, object_id = b"", private_key.object_id
+            tag = self._binding.tag_for_public(
+                vault_id=vault.id,
+                key_id=key.id,
+                version=version,
+                kty=kty,
+                public_key=private_key.public,
+            )
+        else:
+            fields, key_size = public_members(private_key), key_size_of(private_key)
+            object_id = None
+            sealed = self._protector.seal_private_key(
+                material_to_bytes(private_key), vault_id=vault.id, key_id=key.id, version=version
+            )
+            tag = self._binding.tag_for_material(
+                vault_id=vault.id, key_id=key.id, version=version, kty=kty, material=private_key
+            )
         row = KeyVersionRow(
             id=new_hex_id(self._rng),
             key_id=key.id,
             version=version,
             seq=keys.next_seq(key.id),
             kty=kty,
-            key_size=key_size_of(private_key),
+            key_size=key_size,
             key_ops=list(key_ops),
             enabled=enabled,
             not_before=not_before,
@@ -190,16 +221,9 @@ class KeysMixin(ReleaseMixin):
             crv=fields.get("crv"),
             public_x=fields.get("x"),
             public_y=fields.get("y"),
-            sealed_private_key=self._protector.seal_private_key(
-                material_to_bytes(private_key), vault_id=vault.id, key_id=key.id, version=version
-            ),
-            public_tag=self._binding.tag_for_material(
-                vault_id=vault.id,
-                key_id=key.id,
-                version=version,
-                kty=kty,
-                material=private_key,
-            ),
+            sealed_private_key=sealed,
+            public_tag=tag,
+            hsm_object_id=object_id,
         )
         self._set_release(
             row, vault_id=vault.id, key_id=key.id, exportable=exportable, policy=release_policy
@@ -248,7 +272,14 @@ class KeysMixin(ReleaseMixin):
         clean_tags = self._validate_tags(tags)
         if public_exponent not in (3, 65537):
             raise BadParameter("The public exponent must be 65537 (or 3).")
-        private_key = self._new_material(normalized, shape, public_exponent)
+        if exportable and self._held_in_hsm(normalized):
+            raise BadParameter(
+                f"{normalized} keys are made in this installation's HSM, where they are not "
+                "extractable; an exportable key cannot be made."
+            )
+        private_key = self._new_material(
+            normalized, shape, public_exponent, label=f"customerkey {vault.lower()}/{name}"
+        )
 
         def work(session: Session) -> KeyBundle:
             row = self._vault_row(session, vault)
@@ -337,6 +368,12 @@ class KeysMixin(ReleaseMixin):
     ) -> KeyBundle:
         validate_key_name(name)
         final_kty, private_key = self._material_from_jwk(jwk, hsm)
+        if self._held_in_hsm(final_kty):
+            raise BadParameter(
+                f"{final_kty} keys are kept in this installation's HSM, and importing key "
+                "material into it is not supported yet; import the key as a software key "
+                "type (RSA or EC) instead."
+            )
         policy = self._release_settings(final_kty, exportable, release_policy)
         raw_ops = jwk.get("key_ops")
         if raw_ops is not None and not (
@@ -495,7 +532,10 @@ class KeysMixin(ReleaseMixin):
             vault,
             key.name,
             self._new_material(
-                newest.kty, newest.crv if newest.crv is not None else newest.key_size, 65537
+                newest.kty,
+                newest.crv if newest.crv is not None else newest.key_size,
+                65537,
+                label=f"customerkey {vault.name}/{key.name}",
             ),
             kty=newest.kty,
             key_ops=tuple(newest.key_ops),

@@ -14,12 +14,13 @@ from datetime import datetime
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from customerkey.crypto.key_material import PrivateMaterial
 from customerkey.errors import BadParameter, DecryptionFailed, Forbidden, KeyNotUsable
 from customerkey.identity import authorize as authz
 from customerkey.storage.models import AccessPolicyRow, KeyRow, KeyVersionRow, VaultRow
 from customerkey.storage.repositories import KeyRepository
 from customerkey.vault.binding import BackfillReport
+from customerkey.vault.hsm import TokenKey, TokenOutput
+from customerkey.vault.hsm import perform as perform_in_token
 from customerkey.vault.key_types import (
     CryptoOutput,
     CryptoRequest,
@@ -28,7 +29,7 @@ from customerkey.vault.key_types import (
     perform,
 )
 from customerkey.vault.models import Actor, KeyId
-from customerkey.vault.service.base import ServiceBase
+from customerkey.vault.service.base import ServiceBase, VersionKey
 
 # Which permission and key operation each crypto call needs.
 _CRYPTO_OPS = {
@@ -108,7 +109,7 @@ class _Checked:
     key_name: str
     version_id: str
     version: str
-    material: PrivateMaterial
+    material: VersionKey
 
 
 def _check_usable(
@@ -289,7 +290,11 @@ class OperationsMixin(ServiceBase):
 
         checked = self._run(actor, audit_name, check, vault=vault.lower(), key=name, read_only=True)
         try:
-            output: CryptoOutput = perform(request, checked.material, self._rng)
+            output: CryptoOutput | TokenOutput
+            if isinstance(checked.material, TokenKey):
+                output = perform_in_token(operation, algorithm, value, signature, checked.material)
+            else:
+                output = perform(request, checked.material, self._rng)
         except ValueError as exc:
             raise BadParameter(str(exc)) from None
         except DecryptionFailed:
@@ -307,6 +312,12 @@ class OperationsMixin(ServiceBase):
                 key=checked.key_name,
                 version=checked.version,
                 details=details,
+            )
+        if isinstance(output, TokenOutput):
+            return CryptoResult(
+                KeyId(checked.vault_scope[0], checked.key_name, checked.version),
+                output.value,
+                verified=output.verified,
             )
         return CryptoResult(
             KeyId(checked.vault_scope[0], checked.key_name, checked.version),

@@ -77,6 +77,7 @@ from customerkey.storage.models import KeyRow, KeyVersionRow, ReleaseSigningKeyR
 from customerkey.storage.repositories import KeyRepository
 from customerkey.vault.attestation import TrustedAuthorities, runtime_encryption_key
 from customerkey.vault.binding import integrity_message
+from customerkey.vault.hsm import TokenKey
 from customerkey.vault.key_documents import key_attributes_json, key_json, release_policy_json
 from customerkey.vault.models import Actor, KeyBundle, KeyReleasePolicy
 from customerkey.vault.release_policy import canonical_content_type, evaluate, parse_policy
@@ -329,6 +330,8 @@ class ReleaseMixin(ServiceBase):
             material = self._private_key(row, key, target_row)
             self._check_public(row, key, target_row)
             label = f"Key {key.name} version {target_row.version}"
+            if isinstance(material, TokenKey):
+                raise KeyNotUsable(f"{label} is held in the HSM; it cannot be released.")
             if not target_row.exportable:
                 raise KeyNotUsable(
                     f"{label} is not exportable; only keys created or imported as exportable, "

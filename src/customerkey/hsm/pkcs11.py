@@ -1,0 +1,423 @@
+"""The PKCS#11 key protector: RSA-HSM and EC-HSM keys made and used inside a token
+(``vault.hsm.HsmProtector``; the failure contract is written there).
+
+``open_pkcs11`` loads the vendor module, finds the token by label, logs in with the user PIN
+and asks the token which mechanisms it has (``C_GetMechanismList``), then probes what the list
+does not say (which OAEP and PSS parameters it takes) on a throw-away session key. Keys are
+generated as ``CKA_TOKEN``, ``CKA_PRIVATE``, ``CKA_SENSITIVE``, non-``CKA_EXTRACTABLE``
+objects with a random 16-byte ``CKA_ID`` (stored in the key version row) and a ``CKA_LABEL``
+naming the vault key.
+
+How each private operation runs (``describe`` lists what this token got):
+
+- RSA-OAEP (SHA-1): ``CKM_RSA_PKCS_OAEP``. RSA-OAEP-256: ``CKM_RSA_PKCS_OAEP`` with SHA-256
+  when the token takes it, else ``CKM_RSA_X_509`` (raw RSA) in the token and the OAEP
+  decoding in software (``crypto.rsa_padding``; Debian's SoftHSM 2.6 is such a token).
+- RSA1_5: ``CKM_RSA_X_509`` and PKCS#1 v1.5 decoding with implicit rejection in software, so
+  that the token's own padding check cannot become an oracle; refused without raw RSA.
+- RS256/384/512: ``CKM_RSA_PKCS`` over the ``DigestInfo``; PS256/384/512:
+  ``CKM_RSA_PKCS_PSS`` (salt = digest length), refused when the token lacks it;
+  ES*: ``CKM_ECDSA`` over the digest (PKCS#11 answers ``r || s``, as Key Vault does).
+
+Sessions are pooled (one per concurrent operation); a session that fails is closed and not
+reused, so a token that comes back is used again without a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any, TypeVar
+
+import pkcs11
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11 import exceptions as p11
+
+from customerkey.crypto.ec import coordinate_size
+from customerkey.crypto.rsa_padding import digest_info, oaep_decode, pkcs1v15_decode
+from customerkey.crypto.signatures import signature_info
+from customerkey.errors import BadParameter, DecryptionFailed, HsmNotReady, HsmUnavailable
+from customerkey.rng import Rng
+from customerkey.vault.hsm import GeneratedKey, PublicKey, TokenKey
+
+__all__ = ["Pkcs11Protector", "open_pkcs11"]
+
+T = TypeVar("T")
+
+_CURVES = {
+    "P-256": ("secp256r1", ec.SECP256R1()),
+    "P-384": ("secp384r1", ec.SECP384R1()),
+    "P-521": ("secp521r1", ec.SECP521R1()),
+    "P-256K": ("secp256k1", ec.SECP256K1()),
+}
+_PSS_HASH = {
+    "SHA-256": (Mechanism.SHA256, pkcs11.MGF.SHA256),
+    "SHA-384": (Mechanism.SHA384, pkcs11.MGF.SHA384),
+    "SHA-512": (Mechanism.SHA512, pkcs11.MGF.SHA512),
+}
+# Errors that say the input does not decrypt, not that the token failed.
+_BAD_CIPHERTEXT = (p11.EncryptedDataInvalid, p11.EncryptedDataLenRange)
+_PARAMS_REFUSED = (p11.MechanismParamInvalid, p11.ArgumentsBad, p11.MechanismInvalid)
+
+
+def open_pkcs11(
+    module: str, token_label: str | None, pin: str, *, rejection_key: bytes, rng: Rng
+) -> Pkcs11Protector:
+    """The protector for ``token_label`` in ``module``, logged in; ``HsmNotReady`` naming the
+    setting at fault (the PIN is never in a message)."""
+    try:
+        library = pkcs11.lib(module)
+    except p11.PKCS11Error:
+        raise HsmNotReady(
+            f"The PKCS#11 module could not be loaded: check CUSTOMERKEY_PKCS11_MODULE "
+            f"({module!r} must be the path of the HSM vendor's PKCS#11 library)."
+        ) from None
+    if not token_label:
+        raise HsmNotReady(
+            "CUSTOMERKEY_PKCS11_TOKEN_LABEL is not set: name the token that holds the keys."
+        )
+    try:
+        token = library.get_token(token_label=token_label)
+    except (p11.NoSuchToken, p11.MultipleTokensReturned, p11.TokenNotPresent):
+        raise HsmNotReady(
+            f"No single PKCS#11 token labelled {token_label!r} is present: check "
+            "CUSTOMERKEY_PKCS11_TOKEN_LABEL and that the token is initialised and inserted."
+        ) from None
+    except p11.PKCS11Error as exc:
+        raise HsmNotReady(
+            f"The PKCS#11 module did not list its tokens ({type(exc).__name__}): check "
+            "CUSTOMERKEY_PKCS11_MODULE and the HSM."
+        ) from None
+    protector = Pkcs11Protector(token, pin, rejection_key=rejection_key, rng=rng)
+    try:
+        protector.start()
+    except (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange, p11.PinLocked, p11.PinExpired):
+        raise HsmNotReady(
+            f"The PKCS#11 token {token_label!r} refused the user PIN: check "
+            "CUSTOMERKEY_PKCS11_PIN_FILE (or CUSTOMERKEY_PKCS11_PIN)."
+        ) from None
+    except p11.PKCS11Error as exc:
+        raise HsmNotReady(
+            f"The PKCS#11 token {token_label!r} could not be used ({type(exc).__name__}): "
+            "check the HSM and CUSTOMERKEY_PKCS11_MODULE."
+        ) from None
+    return protector
+
+
+class _Pkcs11Key:
+    """A token key version (``vault.hsm.TokenKey``)."""
+
+    def __init__(
+        self, protector: Pkcs11Protector, object_id: str, kty: str, public: PublicKey
+    ) -> None:
+        self._protector = protector
+        self._object_id = object_id
+        self._kty = kty
+        self._public = public
+
+    @property
+    def object_id(self) -> str:
+        return self._object_id
+
+    def public_key(self) -> PublicKey:
+        return self._public
+
+    def decrypt(self, ciphertext: bytes, alg: str) -> bytes:
+        if not isinstance(self._public, rsa.RSAPublicKey):
+            raise BadParameter(f"An {self._kty} key does not decrypt.")
+        k = (self._public.key_size + 7) // 8
+        if len(ciphertext) != k:
+            raise DecryptionFailed()
+        return self._protector.rsa_decrypt(self._object_id, bytes(ciphertext), alg, k)
+
+    def sign(self, digest: bytes, alg: str) -> bytes:
+        return self._protector.sign(self._object_id, bytes(digest), alg)
+
+
+class Pkcs11Protector:
+    def __init__(self, token: Any, pin: str, *, rejection_key: bytes, rng: Rng) -> None:
+        self._token = token
+        self._pin = pin
+        self._rejection_key = rejection_key
+        self._rng = rng
+        self._lock = threading.Lock()
+        self._idle: list[Any] = []
+        self._mechanisms: frozenset[Mechanism] = frozenset()
+        self._oaep256_native = False
+        self._pss = False
+
+    # ------------------------------------------------------------------ start and sessions
+
+    def start(self) -> None:
+        """Log in, read the mechanism list and probe OAEP and PSS parameters."""
+        self._mechanisms = frozenset(self._token.slot.get_mechanisms())
+        with self._session() as session:
+            if Mechanism.RSA_PKCS_KEY_PAIR_GEN in self._mechanisms:
+                self._probe_rsa(session)
+
+    def _probe_rsa(self, session: Any) -> None:
+        public, private = session.generate_keypair(
+            KeyType.RSA, 2048, store=False, private_template={Attribute.TOKEN: False}
+        )
+        key = rsa.RSAPublicNumbers(
+            int.from_bytes(public[Attribute.PUBLIC_EXPONENT], "big"),
+            int.from_bytes(public[Attribute.MODULUS], "big"),
+        ).public_key()
+        probe = b"customerkey probe"
+        sha256 = hashes.SHA256()
+        if Mechanism.RSA_PKCS_OAEP in self._mechanisms:
+            ciphertext = key.encrypt(
+                probe, padding.OAEP(mgf=padding.MGF1(sha256), algorithm=sha256, label=None)
+            )
+            try:
+                opened = private.decrypt(
+                    ciphertext,
+                    mechanism=Mechanism.RSA_PKCS_OAEP,
+                    mechanism_param=(Mechanism.SHA256, pkcs11.MGF.SHA256, None),
+                )
+                self._oaep256_native = opened == probe
+            except _PARAMS_REFUSED:
+                self._oaep256_native = False
+        if Mechanism.RSA_PKCS_PSS in self._mechanisms:
+            try:
+                private.sign(
+                    bytes(32),
+                    mechanism=Mechanism.RSA_PKCS_PSS,
+                    mechanism_param=(Mechanism.SHA256, pkcs11.MGF.SHA256, 32),
+                )
+                self._pss = True
+            except _PARAMS_REFUSED:
+                self._pss = False
+
+    def _open_session(self) -> Any:
+        try:
+            return self._token.open(rw=True, user_pin=self._pin)
+        except p11.UserAlreadyLoggedIn:
+            # Login is per application: this process already logged in (another runtime).
+            return self._token.open(rw=True)
+
+    @contextmanager
+    def _session(self) -> Iterator[Any]:
+        with self._lock:
+            session = self._idle.pop() if self._idle else None
+        if session is None:
+            session = self._open_session()
+        try:
+            yield session
+        except BaseException as exc:
+            if isinstance(exc, p11.PKCS11Error) and not isinstance(exc, _BAD_CIPHERTEXT):
+                # The session may be gone with the token: never reuse it.
+                with suppress(p11.PKCS11Error):
+                    session.close()
+            else:
+                with self._lock:
+                    self._idle.append(session)
+            raise
+        with self._lock:
+            self._idle.append(session)
+
+    def _run(self, what: str, fn: Callable[[Any], T]) -> T:
+        """``fn(session)``, with every token failure as ``HsmUnavailable``."""
+        try:
+            with self._session() as session:
+                return fn(session)
+        except _BAD_CIPHERTEXT:
+            raise DecryptionFailed() from None
+        except p11.NoSuchKey:
+            raise HsmUnavailable(
+                f"The HSM no longer holds the token object of this key ({what})."
+            ) from None
+        except p11.PKCS11Error as exc:
+            raise HsmUnavailable(
+                f"The HSM did not complete the operation ({what}: {type(exc).__name__})."
+            ) from None
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for session in idle:
+            with suppress(p11.PKCS11Error):
+                session.close()
+
+    # ------------------------------------------------------------------ HsmProtector
+
+    @property
+    def serves(self) -> tuple[str, ...]:
+        kinds = []
+        if {Mechanism.RSA_PKCS_KEY_PAIR_GEN, Mechanism.RSA_PKCS} <= self._mechanisms:
+            kinds.append("RSA-HSM")
+        if {Mechanism.EC_KEY_PAIR_GEN, Mechanism.ECDSA} <= self._mechanisms:
+            kinds.append("EC-HSM")
+        return tuple(kinds)
+
+    def describe(self) -> list[str]:
+        info = self._token
+        lines = [
+            f"PKCS#11 token {info.label!r} ({info.manufacturer_id} {info.model}): "
+            + (", ".join(self.serves) or "no key types")
+        ]
+        if "RSA-HSM" in self.serves:
+            raw = Mechanism.RSA_X_509 in self._mechanisms
+            oaep256 = (
+                "CKM_RSA_PKCS_OAEP"
+                if self._oaep256_native
+                else "CKM_RSA_X_509 + OAEP decoding in software"
+                if raw
+                else "refused (no mechanism)"
+            )
+            lines.append(f"  RSA-OAEP-256: {oaep256}")
+            lines.append(
+                "  RSA1_5: " + ("CKM_RSA_X_509 + implicit-rejection decoding" if raw else "refused")
+            )
+            lines.append(
+                "  RS*: CKM_RSA_PKCS over DigestInfo; PS*: "
+                + ("CKM_RSA_PKCS_PSS" if self._pss else "refused")
+            )
+        if "EC-HSM" in self.serves:
+            lines.append("  ES*: CKM_ECDSA")
+        return lines
+
+    def generate(self, kty: str, shape: int | str, *, label: str) -> GeneratedKey:
+        if kty not in self.serves:
+            raise BadParameter(f"The HSM token cannot make {kty} keys.")
+        object_id = self._rng.token_bytes(16)
+        private = {
+            Attribute.TOKEN: True,
+            Attribute.PRIVATE: True,
+            Attribute.SENSITIVE: True,
+            Attribute.EXTRACTABLE: False,
+        }
+
+        def make(session: Any) -> PublicKey:
+            if kty == "RSA-HSM":
+                public, _ = session.generate_keypair(
+                    KeyType.RSA,
+                    int(shape),
+                    id=object_id,
+                    label=label,
+                    store=True,
+                    public_template={
+                        Attribute.TOKEN: True,
+                        Attribute.PUBLIC_EXPONENT: b"\x01\x00\x01",
+                    },
+                    private_template={**private, Attribute.DECRYPT: True, Attribute.SIGN: True},
+                )
+                return rsa.RSAPublicNumbers(
+                    int.from_bytes(public[Attribute.PUBLIC_EXPONENT], "big"),
+                    int.from_bytes(public[Attribute.MODULUS], "big"),
+                ).public_key()
+            name, curve = _CURVES[str(shape)]
+            from pkcs11.util.ec import encode_named_curve_parameters
+
+            try:
+                params = session.create_domain_parameters(
+                    KeyType.EC,
+                    {Attribute.EC_PARAMS: encode_named_curve_parameters(name)},
+                    local=True,
+                )
+                public, _ = params.generate_keypair(
+                    id=object_id,
+                    label=label,
+                    store=True,
+                    public_template={Attribute.TOKEN: True},
+                    private_template={**private, Attribute.SIGN: True},
+                )
+            except (p11.DomainParamsInvalid, p11.AttributeValueInvalid):
+                raise BadParameter(f"The HSM token does not support curve {shape}.") from None
+            point = _ec_point(public[Attribute.EC_POINT], coordinate_size(str(shape)))
+            return ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
+
+        public = self._run(f"generate {kty}", make)
+        return GeneratedKey(object_id=object_id.hex(), public=public)
+
+    def key(self, object_id: str, kty: str, public: PublicKey) -> TokenKey:
+        return _Pkcs11Key(self, object_id, kty, public)
+
+    # ------------------------------------------------------------------ operations
+
+    @staticmethod
+    def _private(session: Any, object_id: str) -> Any:
+        return session.get_key(object_class=ObjectClass.PRIVATE_KEY, id=bytes.fromhex(object_id))
+
+    def rsa_decrypt(self, object_id: str, ciphertext: bytes, alg: str, k: int) -> bytes:
+        raw = Mechanism.RSA_X_509 in self._mechanisms
+        if alg == "RSA-OAEP" or (alg == "RSA-OAEP-256" and self._oaep256_native):
+            hash_mechanism, mgf = (
+                (Mechanism.SHA_1, pkcs11.MGF.SHA1)
+                if alg == "RSA-OAEP"
+                else (Mechanism.SHA256, pkcs11.MGF.SHA256)
+            )
+            return self._run(
+                alg,
+                lambda s: bytes(
+                    self._private(s, object_id).decrypt(
+                        ciphertext,
+                        mechanism=Mechanism.RSA_PKCS_OAEP,
+                        mechanism_param=(hash_mechanism, mgf, None),
+                    )
+                ),
+            )
+        if not raw:
+            raise BadParameter(f"The HSM token offers no mechanism for {alg}.")
+        em = self._run(
+            alg,
+            lambda s: bytes(
+                self._private(s, object_id).decrypt(ciphertext, mechanism=Mechanism.RSA_X_509)
+            ),
+        )
+        em = em.rjust(k, b"\x00")  # some tokens drop the leading zero byte
+        if alg == "RSA-OAEP-256":
+            return oaep_decode(em, k, "SHA-256")
+        key = hmac.new(self._rejection_key, bytes.fromhex(object_id), hashlib.sha256).digest()
+        return pkcs1v15_decode(em, k, rejection_key=key, ciphertext=ciphertext)
+
+    def sign(self, object_id: str, digest: bytes, alg: str) -> bytes:
+        info = signature_info(alg)
+        if info.scheme == "ECDSA":
+            return self._run(
+                alg,
+                lambda s: bytes(
+                    self._private(s, object_id).sign(digest, mechanism=Mechanism.ECDSA)
+                ),
+            )
+        if info.scheme == "RSA-PSS":
+            if not self._pss:
+                raise BadParameter(f"The HSM token offers no mechanism for {alg}.")
+            hash_mechanism, mgf = _PSS_HASH[info.hash_name]
+            return self._run(
+                alg,
+                lambda s: bytes(
+                    self._private(s, object_id).sign(
+                        digest,
+                        mechanism=Mechanism.RSA_PKCS_PSS,
+                        mechanism_param=(hash_mechanism, mgf, info.digest_size),
+                    )
+                ),
+            )
+        data = digest_info(info.hash_name, digest)
+        return self._run(
+            alg,
+            lambda s: bytes(self._private(s, object_id).sign(data, mechanism=Mechanism.RSA_PKCS)),
+        )
+
+
+def _ec_point(value: bytes, size: int) -> bytes:
+    """The uncompressed point of ``CKA_EC_POINT``: DER ``OCTET STRING`` as the standard says,
+    or the bare point as some tokens give it."""
+    value = bytes(value)
+    if len(value) == 2 * size + 1 and value[0] == 4:
+        return value
+    if value[:1] == b"\x04" and len(value) > 2:
+        length, offset = value[1], 2
+        if length & 0x80:
+            count = length & 0x7F
+            length, offset = int.from_bytes(value[2 : 2 + count], "big"), 2 + count
+        point = value[offset : offset + length]
+        if len(point) == 2 * size + 1 and point[0] == 4:
+            return point
+    raise HsmUnavailable("The HSM answered an EC public key this version cannot read.")

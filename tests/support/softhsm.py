@@ -1,0 +1,83 @@
+"""A private SoftHSM2 token per test session, for the PKCS#11 key protector's tests.
+
+``session_token`` writes a ``softhsm2.conf`` whose ``directories.tokendir`` is a temporary
+folder, points ``SOFTHSM2_CONF`` at it (SoftHSM reads it when the module is first loaded in a
+process, so one token folder serves the whole session), and initialises a token with
+``softhsm2-util --init-token --free``. Without SoftHSM2 (the Debian package ``softhsm2``) the
+tests that need it skip, or fail when ``CUSTOMERKEY_REQUIRE_SOFTHSM=1`` (CI sets it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+LABEL = "customerkey-test"
+PIN = "4711-user-pin"
+SO_PIN = "0815-so-pin"
+
+
+@dataclass(frozen=True)
+class SoftHsm:
+    conf: Path
+    pin_file: Path
+    module: str = MODULE
+    label: str = LABEL
+    pin: str = PIN
+
+    def env(self) -> dict[str, str]:
+        """What a ``customerkey`` process needs to keep its HSM keys in this token."""
+        return {
+            "SOFTHSM2_CONF": str(self.conf),
+            "CUSTOMERKEY_PKCS11_MODULE": self.module,
+            "CUSTOMERKEY_PKCS11_TOKEN_LABEL": self.label,
+            "CUSTOMERKEY_PKCS11_PIN_FILE": str(self.pin_file),
+        }
+
+
+def require_softhsm() -> None:
+    util = shutil.which("softhsm2-util")
+    missing = util is None or not Path(MODULE).exists()
+    if missing:
+        reason = "SoftHSM2 is not installed (apt-get install softhsm2)"
+        if os.environ.get("CUSTOMERKEY_REQUIRE_SOFTHSM") == "1":
+            pytest.fail(reason + ", and CUSTOMERKEY_REQUIRE_SOFTHSM=1")
+        pytest.skip(reason)
+
+
+def session_token(folder: Path) -> SoftHsm:
+    """A fresh token in ``folder``; sets ``SOFTHSM2_CONF`` for this process."""
+    require_softhsm()
+    tokens = folder / "tokens"
+    tokens.mkdir(parents=True)
+    conf = folder / "softhsm2.conf"
+    conf.write_text(
+        f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n"
+    )
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    subprocess.run(
+        [
+            "softhsm2-util",
+            "--init-token",
+            "--free",
+            "--label",
+            LABEL,
+            "--pin",
+            PIN,
+            "--so-pin",
+            SO_PIN,
+        ],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "SOFTHSM2_CONF": str(conf)},
+    )
+    pin_file = folder / "pin"
+    pin_file.write_text(PIN + "\n")
+    pin_file.chmod(0o600)
+    return SoftHsm(conf=conf, pin_file=pin_file)
