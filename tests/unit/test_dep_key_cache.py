@@ -70,6 +70,19 @@ def test_hits_and_misses_are_counted() -> None:
     assert (cache.hits, cache.misses) == (2, 1)
 
 
+def test_the_observer_is_told_each_hit_and_miss_as_counted() -> None:
+    _, cache = _cache()
+    told: list[bool] = []
+    cache.observer = told.append
+    cache.get("nothing")
+    cache.peek("nothing")  # not counted, so not told
+    cache.put("gen-a", KEY_A, vaults={"vault-a"}, policy_id="policy-1")
+    cache.get("gen-a")
+    cache.peek("gen-a")
+    assert told == [False, True, True]
+    assert (cache.hits, cache.misses) == (told.count(True), told.count(False))
+
+
 def test_put_again_replaces_the_key_and_restarts_the_ttl() -> None:
     clock, cache = _cache()
     cache.put("gen-a", KEY_A, vaults={"vault-a"}, policy_id="policy-1")
