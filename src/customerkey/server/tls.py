@@ -88,11 +88,7 @@ def ensure_server_certificate(
     names = _server_names(base, extra_hosts)
     tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(tls_dir, 0o700)
-    files = TlsFiles(
-        ca_cert=tls_dir / CA_CERT_FILE,
-        cert=tls_dir / SERVER_CERT_FILE,
-        key=tls_dir / SERVER_KEY_FILE,
-    )
+    files = _files(tls_dir)
     with _locked(tls_dir):
         now = clock.now()
         created = False
@@ -106,10 +102,7 @@ def ensure_server_certificate(
             created = True
         ca_cert, ca_key = ca
         if created or not _server_is_current(files, ca_cert, names, now):
-            cert, key = _issue_server(ca_cert, ca_key, domain=base, names=names, now=now)
-            write_private_file(files.key, _private_pem(key))
-            cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-            write_private_file(files.cert, cert_pem, mode=0o644)
+            _write_server(files, ca_cert, ca_key, domain=base, names=names, now=now)
             created = True
     return files, created
 
@@ -122,11 +115,7 @@ def renew_server_certificate(
     first start; a CA near its own expiry is replaced there, which clients must trust anew)."""
     base = _dns_name(domain, allow_wildcard=False).value
     names = _server_names(base, extra_hosts)
-    files = TlsFiles(
-        ca_cert=tls_dir / CA_CERT_FILE,
-        cert=tls_dir / SERVER_CERT_FILE,
-        key=tls_dir / SERVER_KEY_FILE,
-    )
+    files = _files(tls_dir)
     if not tls_dir.is_dir():
         raise ValueError(f"There is no local CA in {tls_dir}; 'customerkey serve' makes one.")
     with _locked(tls_dir):
@@ -137,10 +126,32 @@ def renew_server_certificate(
                 f"The local CA in {tls_dir} is missing, damaged or expires within "
                 f"{RENEW_BEFORE.days} days; 'customerkey serve' makes a new one."
             )
-        cert, key = _issue_server(ca[0], ca[1], domain=base, names=names, now=now)
-        write_private_file(files.key, _private_pem(key))
-        write_private_file(files.cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+        _write_server(files, ca[0], ca[1], domain=base, names=names, now=now)
     return files
+
+
+def _files(tls_dir: Path) -> TlsFiles:
+    return TlsFiles(
+        ca_cert=tls_dir / CA_CERT_FILE,
+        cert=tls_dir / SERVER_CERT_FILE,
+        key=tls_dir / SERVER_KEY_FILE,
+    )
+
+
+def _write_server(
+    files: TlsFiles,
+    ca_cert: x509.Certificate,
+    ca_key: _IssuerKey,
+    *,
+    domain: str,
+    names: list[_HostName],
+    now: datetime,
+) -> None:
+    """Issue a server certificate under the CA and write it (public) and its key (0600)."""
+    cert, key = _issue_server(ca_cert, ca_key, domain=domain, names=names, now=now)
+    write_private_file(files.key, _private_pem(key))
+    # The certificate is public: clients may read it.
+    write_private_file(files.cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
 
 
 @dataclass(frozen=True)
