@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -299,19 +300,21 @@ def start_server(
 
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    yield from _live_server(tmp_path_factory)
+    with contoso_server(tmp_path_factory.mktemp("serve") / "home") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def hsm_server(tmp_path_factory: pytest.TempPathFactory, softhsm: SoftHsm) -> Iterator[LiveServer]:
     """``live_server`` keeping its RSA-HSM and EC-HSM keys in this session's SoftHSM2 token."""
-    yield from _live_server(tmp_path_factory, env=softhsm.env())
+    with contoso_server(tmp_path_factory.mktemp("serve") / "home", env=softhsm.env()) as server:
+        yield server
 
 
-def _live_server(
-    tmp_path_factory: pytest.TempPathFactory, env: dict[str, str] | None = None
-) -> Iterator[LiveServer]:
-    home = tmp_path_factory.mktemp("serve") / "home"
+@contextmanager
+def contoso_server(home: Path, env: dict[str, str] | None = None) -> Iterator[LiveServer]:
+    """A server (``env`` added) with the tenant contoso and its admin, vault names resolving to
+    loopback; on the way out it must stop cleanly on SIGTERM, having logged no unhandled error."""
     server = start_server(home, env=env)
     install_loopback_resolver(DOMAIN)
     try:

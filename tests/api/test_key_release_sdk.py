@@ -39,9 +39,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
-from customerkey.azure.localdns import install_loopback_resolver, uninstall_loopback_resolver
 from customerkey.crypto.signatures import ecdsa_raw_to_der
-from tests.api.conftest import ADMIN, DOMAIN, TENANT, start_server
+from tests.api.conftest import TENANT, contoso_server
 from tests.support.attestation import (
     AUTHORITY,
     CVM_CLAIMS,
@@ -101,16 +100,8 @@ def skr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Skr]:
     authority = Authority()
     jwks = authority.write_jwks(root / "attestation-jwks.json")
     trusted = [{"authority": AUTHORITY, "jwks_file": str(jwks)}]
-    server = start_server(
-        root / "home", env={"CUSTOMERKEY_RELEASE_AUTHORITIES": json.dumps(trusted)}
-    )
-    install_loopback_resolver(DOMAIN)
-    try:
-        server.cli("tenant", "create", TENANT, "--mail-domain", "contoso.com")
-        server.admin_view = server.cli_json(
-            "principal", "create", ADMIN, "--tenant", TENANT, "--roles", "tenant-admin"
-        )
-        server.admin_secret = server.admin_view["ClientSecret"]
+    env = {"CUSTOMERKEY_RELEASE_AUTHORITIES": json.dumps(trusted)}
+    with contoso_server(root / "home", env=env) as server:
         server.create_vault(VAULT)
         secrets = {
             APP: server.create_principal(APP),
@@ -121,12 +112,6 @@ def skr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Skr]:
         server.grant(VAULT, CVM, ["release", "sign", "unwrapKey"])
         server.grant(VAULT, OTHER, ALL_BUT_RELEASE)
         yield Skr(server, authority, new_rsa_key(), secrets)
-    finally:
-        uninstall_loopback_resolver(DOMAIN)
-        status = server.stop()
-        bugs = server.bugs()
-    assert status == 0, f"customerkey serve exited {status} on SIGTERM:\n{server.log()[-4000:]}"
-    assert not bugs, "the server logged unhandled errors:\n" + "\n".join(bugs)
 
 
 @pytest.fixture
