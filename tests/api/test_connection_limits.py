@@ -13,7 +13,7 @@ import select
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -113,19 +113,13 @@ def _healthy(server: LiveServer) -> bool:
     return httpx.get(f"{server.url}/healthz", verify=server.ssl_context()).status_code == 200
 
 
-def test_clients_that_never_start_tls_are_disconnected(strict: LiveServer) -> None:
-    silent = [_tcp(strict) for _ in range(30)]
-    try:
-        assert _healthy(strict)
-        assert _all_closed(silent)
-    finally:
-        for sock in silent:
-            sock.close()
-    assert _healthy(strict)
-
-
-def test_clients_that_send_no_request_are_disconnected(strict: LiveServer) -> None:
-    silent = [_tls(strict) for _ in range(30)]
+@pytest.mark.parametrize(
+    "connect", [_tcp, _tls], ids=["clients that never start TLS", "clients that send no request"]
+)
+def test_silent_clients_are_disconnected(
+    strict: LiveServer, connect: Callable[[LiveServer], socket.socket]
+) -> None:
+    silent = [connect(strict) for _ in range(30)]
     try:
         assert _healthy(strict)
         assert _all_closed(silent)
