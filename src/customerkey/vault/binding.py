@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -182,18 +182,13 @@ class PublicKeyBinding:
             return self.tag_for(
                 vault_id=vault_id, key_id=key_id, version=version, kty=kty, public_key=public_key
             )
-        fields = ec_public_jwk_fields(public_key)
         return public_tag_members(
             self._tag_key,
             vault_id=vault_id,
             key_id=key_id,
             version=version,
             kty=kty,
-            members={
-                "crv": fields["crv"].encode("utf-8"),
-                "x": b64url_decode(fields["x"]),
-                "y": b64url_decode(fields["y"]),
-            },
+            members=_ec_members(ec_public_jwk_fields(public_key)),
         )
 
     def tag_for(
@@ -442,6 +437,11 @@ def _material_members(material: PrivateMaterial) -> dict[str, bytes]:
     fields = public_members(material)
     if "crv" not in fields:
         raise ValueError("an RSA key has no format-2 members")
+    return _ec_members(fields)
+
+
+def _ec_members(fields: Mapping[str, str]) -> dict[str, bytes]:
+    """The format-2 members of an EC key, from its public JWK fields (crv, x, y)."""
     return {
         "crv": fields["crv"].encode("utf-8"),
         "x": b64url_decode(fields["x"]),
