@@ -148,19 +148,31 @@ class Pkcs11Protector:
         self._lock = threading.Lock()
         self._idle: list[Any] = []
         self._mechanisms: frozenset[Mechanism] = frozenset()
-        self._oaep256_native = False
-        self._pss = False
+        # (RSA-OAEP-256 natively, RSA-PSS): probed on first need, not at every start (each
+        # probe generates a throw-away RSA key; a one-shot CLI command seldom needs it).
+        self._rsa_modes: tuple[bool, bool] | None = None
 
     # ------------------------------------------------------------------ start and sessions
 
     def start(self) -> None:
-        """Log in, read the mechanism list and probe OAEP and PSS parameters."""
+        """Log in (a wrong PIN fails here) and read the mechanism list."""
         self._mechanisms = frozenset(self._token.slot.get_mechanisms())
-        with self._session() as session:
-            if Mechanism.RSA_PKCS_KEY_PAIR_GEN in self._mechanisms:
-                self._probe_rsa(session)
+        with self._session():
+            pass
 
-    def _probe_rsa(self, session: Any) -> None:
+    def _modes(self) -> tuple[bool, bool]:
+        """Whether the token takes RSA-OAEP with SHA-256, and RSA-PSS (probed once)."""
+        with self._lock:
+            modes = self._rsa_modes
+        if modes is None:
+            modes = (False, False)
+            if Mechanism.RSA_PKCS_KEY_PAIR_GEN in self._mechanisms:
+                modes = self._run("probe", self._probe_rsa)
+            with self._lock:
+                self._rsa_modes = modes
+        return modes
+
+    def _probe_rsa(self, session: Any) -> tuple[bool, bool]:
         public, private = session.generate_keypair(
             KeyType.RSA, 2048, store=False, private_template={Attribute.TOKEN: False}
         )
@@ -170,6 +182,7 @@ class Pkcs11Protector:
         ).public_key()
         probe = b"customerkey probe"
         sha256 = hashes.SHA256()
+        oaep256_native = pss = False
         if Mechanism.RSA_PKCS_OAEP in self._mechanisms:
             ciphertext = key.encrypt(
                 probe, padding.OAEP(mgf=padding.MGF1(sha256), algorithm=sha256, label=None)
@@ -180,9 +193,9 @@ class Pkcs11Protector:
                     mechanism=Mechanism.RSA_PKCS_OAEP,
                     mechanism_param=(Mechanism.SHA256, pkcs11.MGF.SHA256, None),
                 )
-                self._oaep256_native = opened == probe
+                oaep256_native = opened == probe
             except _PARAMS_REFUSED:
-                self._oaep256_native = False
+                oaep256_native = False
         if Mechanism.RSA_PKCS_PSS in self._mechanisms:
             try:
                 private.sign(
@@ -190,9 +203,10 @@ class Pkcs11Protector:
                     mechanism=Mechanism.RSA_PKCS_PSS,
                     mechanism_param=(Mechanism.SHA256, pkcs11.MGF.SHA256, 32),
                 )
-                self._pss = True
+                pss = True
             except _PARAMS_REFUSED:
-                self._pss = False
+                pss = False
+        return oaep256_native, pss
 
     def _open_session(self) -> Any:
         try:
@@ -263,9 +277,10 @@ class Pkcs11Protector:
         ]
         if "RSA-HSM" in self.serves:
             raw = Mechanism.RSA_X_509 in self._mechanisms
+            oaep256_native, pss = self._modes()
             oaep256 = (
                 "CKM_RSA_PKCS_OAEP"
-                if self._oaep256_native
+                if oaep256_native
                 else "CKM_RSA_X_509 + OAEP decoding in software"
                 if raw
                 else "refused (no mechanism)"
@@ -276,7 +291,7 @@ class Pkcs11Protector:
             )
             lines.append(
                 "  RS*: CKM_RSA_PKCS over DigestInfo; PS*: "
-                + ("CKM_RSA_PKCS_PSS" if self._pss else "refused")
+                + ("CKM_RSA_PKCS_PSS" if pss else "refused")
             )
         if "EC-HSM" in self.serves:
             lines.append("  ES*: CKM_ECDSA")
@@ -346,7 +361,7 @@ class Pkcs11Protector:
 
     def rsa_decrypt(self, object_id: str, ciphertext: bytes, alg: str, k: int) -> bytes:
         raw = Mechanism.RSA_X_509 in self._mechanisms
-        if alg == "RSA-OAEP" or (alg == "RSA-OAEP-256" and self._oaep256_native):
+        if alg == "RSA-OAEP" or (alg == "RSA-OAEP-256" and self._modes()[0]):
             hash_mechanism, mgf = (
                 (Mechanism.SHA_1, pkcs11.MGF.SHA1)
                 if alg == "RSA-OAEP"
@@ -386,7 +401,7 @@ class Pkcs11Protector:
                 ),
             )
         if info.scheme == "RSA-PSS":
-            if not self._pss:
+            if not self._modes()[1]:
                 raise BadParameter(f"The HSM token offers no mechanism for {alg}.")
             hash_mechanism, mgf = _PSS_HASH[info.hash_name]
             return self._run(
