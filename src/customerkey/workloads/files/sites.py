@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from customerkey.crypto.wrap import aes_kwp_wrap
 from customerkey.errors import BadParameter, Conflict, NotFound
-from customerkey.keys.deps import current_generation_row
+from customerkey.keys.generations import current_generation_row
 from customerkey.storage.models import SiteKeyRow, SiteRow, TenantRow
 from customerkey.vault.models import Actor
 from customerkey.workloads.files.base import FilesServiceBase

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from customerkey.errors import Conflict, NotFound
 from customerkey.jobs.registry import payload_of
-from customerkey.keys.deps import current_generation_row
+from customerkey.keys.generations import current_generation_row
 from customerkey.storage.models import GenerationRow, SiteKeyRow, SiteRow, TenantRow
 from customerkey.vault.models import Actor
 from customerkey.workloads.files.base import FilesServiceBase
