@@ -231,8 +231,14 @@ def test_client_secret_basic_and_the_v1_endpoint_issue_working_tokens(
     assert body["resource"] == live.resource and body["token_type"] == "Bearer"
     assert int(body["expires_on"]) - int(body["not_before"]) == int(body["expires_in"])
     principal = live.admin("GET", f"/principals/{APP}").json()
-    for token in (basic.json()["access_token"], body["access_token"]):
+    documents = {
+        "v2": live.http.get(f"{live.url}/{TENANT}/v2.0/.well-known/openid-configuration").json(),
+        "v1": live.http.get(f"{live.url}/{TENANT}/.well-known/openid-configuration").json(),
+    }
+    for endpoint, token in (("v2", basic.json()["access_token"]), ("v1", body["access_token"])):
         claims = _claims(token)
+        # Each token's issuer is the one its endpoint's OpenID configuration names.
+        assert claims["iss"] == documents[endpoint]["issuer"]
         assert claims["tid"] == TENANT and claims["appid"] == APP and claims["azp"] == APP
         assert claims["oid"] == claims["sub"] == principal["ObjectId"]
         assert claims["aud"] == live.resource

@@ -65,7 +65,7 @@ def test_roundtrip_carries_every_claim(signer: TokenSigner, clock: FrozenClock) 
     raw = json.loads(_unb64(_segments(issued.access_token)[1]))
     assert set(raw) == {"iss", "sub", "tid", "aud", "roles", "iat", "nbf", "exp", "jti", "ck_gen"}
     assert raw["ck_gen"] == 0 and claims.generation == 0
-    assert raw["iss"] == signer.issuer
+    assert raw["iss"] == f"{signer.issuer}/contoso/v2.0"
     assert raw["exp"] - raw["iat"] == 3600
     assert raw["nbf"] == raw["iat"]
 
@@ -155,6 +155,24 @@ def test_wrong_issuer(keys_dir: Path, clock: FrozenClock) -> None:
     token = other.issue(subject="a", tenant="t", audience=AUDIENCE).access_token
     with pytest.raises(Unauthorized, match="not issued by this service"):
         ours.verify(token, audience=AUDIENCE)
+
+
+def test_the_issuer_names_the_tokens_own_tenant(signer: TokenSigner) -> None:
+    # As Entra ID's: the issuer of the tenant's OpenID configuration, v2.0 or v1.
+    v2 = signer.issue(subject="a", tenant="contoso", audience=AUDIENCE).access_token
+    v1 = signer.issue(subject="a", tenant="contoso", audience=AUDIENCE, v1=True).access_token
+    raw = json.loads(_unb64(_segments(v2)[1]))
+    assert raw["iss"] == f"{signer.issuer}/contoso/v2.0"
+    assert json.loads(_unb64(_segments(v1)[1]))["iss"] == f"{signer.issuer}/contoso/"
+    assert signer.verify(v1, audience=AUDIENCE).tenant == "contoso"
+    # Signed with our own key, but naming another tenant's issuer than its tid: refused.
+    key = signer._active_key_locked()
+    for iss in (f"{signer.issuer}/fabrikam/v2.0", signer.issuer, f"{signer.issuer}/contoso"):
+        forged = jwt.encode(
+            {**raw, "iss": iss}, key.private_key, algorithm="ES256", headers={"kid": key.kid}
+        )
+        with pytest.raises(Unauthorized, match="not issued by this service"):
+            signer.verify(forged, audience=AUDIENCE)
 
 
 @pytest.mark.parametrize(

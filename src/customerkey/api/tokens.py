@@ -168,6 +168,12 @@ class TokenSigner:
             self._set = self._read_set(strict=False, fallback=self._set)
             return self._prune_locked()
 
+    def issuer_for(self, tenant: str, *, v1: bool = False) -> str:
+        """The ``iss`` of ``tenant``'s tokens: the issuer its OpenID configuration names
+        (``api.routers.discovery``), ``<authority>/<tenant>/v2.0`` (v1: ``<authority>/<tenant>/``),
+        as Entra ID's tokens carry their tenant's issuer."""
+        return f"{self._issuer}/{tenant}/" if v1 else f"{self._issuer}/{tenant}/v2.0"
+
     def issue(
         self,
         *,
@@ -178,8 +184,10 @@ class TokenSigner:
         lifetime: timedelta = DEFAULT_LIFETIME,
         extra: Mapping[str, str] | None = None,
         generation: int = 0,
+        v1: bool = False,
     ) -> IssuedToken:
-        """Sign an access token for ``subject`` in ``tenant`` addressed to ``audience``.
+        """Sign an access token for ``subject`` in ``tenant`` addressed to ``audience``, with
+        the tenant's v2.0 issuer (``v1``: the v1 endpoint's).
 
         ``lifetime`` is whole seconds, at least one and at most ``max_lifetime``.
         """
@@ -201,7 +209,7 @@ class TokenSigner:
         issued_at = to_unix(self._clock.now())
         expires = issued_at + seconds
         claims: dict[str, Any] = {
-            "iss": self._issuer,
+            "iss": self.issuer_for(tenant, v1=v1),
             "sub": subject,
             "tid": tenant,
             "aud": audience,
@@ -303,7 +311,10 @@ class TokenSigner:
         roles = claims.get("roles", [])
         if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
             raise Unauthorized("The access token has no valid 'roles' claim.")
-        if claims["iss"] != self._issuer:
+        if claims["iss"] not in (
+            self.issuer_for(claims["tid"]),
+            self.issuer_for(claims["tid"], v1=True),
+        ):
             raise Unauthorized("The access token was not issued by this service.")
         moment = now.timestamp()
         expires_on = from_unix(claims["exp"])

@@ -221,6 +221,7 @@ async def _token(tenant: str, request: Request, *, v1: bool) -> JSONResponse | d
         lifetime=lifetime,
         extra={"oid": principal.object_id, "appid": principal.id, "azp": principal.id},
         generation=principal.token_generation,
+        v1=v1,
     )
     seconds = int(lifetime.total_seconds())
     if v1:
