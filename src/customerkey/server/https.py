@@ -270,7 +270,10 @@ def bind_listener(host: str, port: int, *, reuse_port: bool = False) -> socket.s
     does not do evenly. Raises ``OSError`` when the address is taken.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named: asyncio sets TCP_NODELAY on accepted connections only for a socket
+    # whose proto says TCP, and without it each answer's last TLS record waits for the
+    # client's delayed ACK (~40 ms a request).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
