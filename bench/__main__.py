@@ -22,6 +22,7 @@ BENCHMARKS = (
     "mail_import",
     "refresh",
     "vault_unwrap",
+    "hsm_unwrap",
     "read_cache",
     "files",
     "cli_startup",

@@ -15,7 +15,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from customerkey.errors import BadParameter
@@ -140,6 +147,11 @@ class Settings(BaseSettings):
     # client asks for one token per credential an hour.
     token_source_request_burst: int = Field(default=0, ge=0)
     token_source_requests_per_minute: float = Field(default=600.0, gt=0)
+    # Per-vault throttling of the keys API (``api.throttle``; docs/SECURITY.md "Throttling"):
+    # "keyvault" (Azure Key Vault's limits, answered with 429 Throttled and Retry-After),
+    # "keyvault*F" (those times F > 0) or "off". Off by default so a single-organisation
+    # install and the benchmarks run at full speed; "keyvault" is the multi-tenant setting.
+    throttle: str = Field(default="off", pattern=r"^(off|keyvault(\*[0-9]*\.?[0-9]+)?)$")
     # The audit log's signed checkpoints (``customerkey.audit``; docs/SECURITY.md) go to every
     # sink set here: always the file ``audit_checkpoint_file`` (default
     # <home>/audit-checkpoints.jsonl, JSON lines, 0600); syslog at ``audit_syslog``
@@ -171,6 +183,17 @@ class Settings(BaseSettings):
     pkcs11_token_label: str | None = None
     pkcs11_pin_file: Path | None = None
     pkcs11_pin: SecretStr | None = None
+    # The Security Officer PIN, read only by the commands that create or import the security
+    # domain (``customerkey hsm security-domain``; docs/HSM.md); never by the server.
+    pkcs11_so_pin_file: Path | None = None
+
+    @field_validator("throttle")
+    @classmethod
+    def _throttle_factor_positive(cls, value: str) -> str:
+        factor = value.partition("*")[2]
+        if factor and not float(factor) > 0:
+            raise ValueError("the factor after 'keyvault*' must be above 0")
+        return value
 
     def resolved_database_url(self) -> str:
         if self.database_url:

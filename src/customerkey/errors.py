@@ -91,8 +91,16 @@ class PayloadTooLarge(CustomerKeyError):
 
 
 class Throttled(CustomerKeyError):
+    """Too many requests for this vault right now (``api.throttle``): nothing was done; the
+    answer carries ``Retry-After`` (``retry_after`` whole seconds), which the Azure SDKs
+    honour before retrying."""
+
     status = 429
     code = "Throttled"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class DecryptionFailed(CustomerKeyError):
@@ -165,3 +173,25 @@ class HsmNotReady(CustomerKeyError):
 
     status = 503
     code = "HsmNotReady"
+
+
+class MasterKeyNotUnsealed(CustomerKeyError):
+    """``master.key.sealed`` did not open with the HSM's seal key (altered, truncated, or
+    sealed by another key). Deliberately says nothing about why."""
+
+    status = 503
+    code = "MasterKeyNotUnsealed"
+
+    def __init__(self, message: str = "The sealed master key did not open.") -> None:
+        super().__init__(message)
+
+
+class KeyNotBackupable(BadParameter):
+    """An HSM key version cannot leave its token even wrapped: it was made before the token held
+    a security domain (non-extractable), or the token has no security domain to wrap it under.
+    The message says which."""
+
+
+class SecurityDomainMismatch(BadParameter):
+    """A backup of HSM keys was wrapped under another security domain than the one this
+    installation's token holds (or the token holds none): nothing was restored."""

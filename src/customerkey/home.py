@@ -4,6 +4,10 @@ Layout (created by ``customerkey init`` or on first start, mode 0700)::
 
     master.key      32 random bytes (0600): seals every vault key's private material, the
                     availability keys and key backups. Lose it and the data is gone; guard it.
+    master.key.sealed
+                    instead of master.key once ``customerkey master-key seal`` ran: the master
+                    key encrypted inside the HSM (``hsm.master_seal``, which owns the format).
+                    Both files at once: a seal or unseal was interrupted; master.key is used.
     customerkey.db  the SQLite database (unless CUSTOMERKEY_DATABASE_URL points elsewhere)
     blobs/          sealed content (mail items, file chunks)
     tls/            the local CA and the server certificate
@@ -61,8 +65,30 @@ class Home:
     def token_keys_dir(self) -> Path:
         return self.path / "token-keys"
 
+    @property
+    def sealed_master_key_file(self) -> Path:
+        return self.path / "master.key.sealed"
+
     def exists(self) -> bool:
-        return self.master_key_file.exists()
+        return self.master_key_file.exists() or self.sealed_master_key_file.exists()
+
+    def master_key_form(self) -> str | None:
+        """How the master key is kept: "file", "sealed", "both" (a migration was interrupted;
+        master.key is the one used) or None (no installation)."""
+        plain, sealed = self.master_key_file.exists(), self.sealed_master_key_file.exists()
+        if plain and sealed:
+            return "both"
+        return "file" if plain else "sealed" if sealed else None
+
+    def is_sealed(self) -> bool:
+        """The master key must be unsealed by the HSM: master.key.sealed without master.key."""
+        return self.master_key_form() == "sealed"
+
+    def sealed_master_key(self) -> bytes:
+        """The bytes of master.key.sealed, refused when others may read it."""
+        path = self.sealed_master_key_file
+        self._check_private(path)
+        return path.read_bytes()
 
     def init(self, *, rng: Rng | None = None) -> bool:
         """Create the folder and master key if missing. Returns True when it created the key."""
@@ -74,6 +100,8 @@ class Home:
         if self.master_key_file.exists():
             self.master_key()  # validates size and mode
             return False
+        if self.sealed_master_key_file.exists():
+            return False  # the HSM holds it: never make a new one beside it
         tmp = self.path / ".master.key.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -85,8 +113,8 @@ class Home:
         tmp.unlink()
         return True
 
-    def master_key(self) -> bytes:
-        path = self.master_key_file
+    @staticmethod
+    def _check_private(path: Path) -> None:
         try:
             mode = stat.S_IMODE(path.stat().st_mode)
         except FileNotFoundError:
@@ -95,6 +123,10 @@ class Home:
             raise HomeError(
                 f"{path} is readable by others (mode {mode:o}); run 'chmod 600 {path}'."
             )
+
+    def master_key(self) -> bytes:
+        path = self.master_key_file
+        self._check_private(path)
         data = path.read_bytes()
         if len(data) != MASTER_KEY_BYTES:
             raise HomeError(f"{path} must hold {MASTER_KEY_BYTES} bytes, found {len(data)}.")
@@ -102,7 +134,20 @@ class Home:
 
     def master_key_id(self) -> str:
         """A short, non-secret fingerprint naming the master key in sealed headers."""
-        return hashlib.sha256(b"customerkey/master-key-id" + self.master_key()).hexdigest()[:16]
+        return master_key_id_of(self.master_key())
+
+    def sync(self) -> None:
+        """fsync the folder itself, so that a rename or removal in it survives a crash."""
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def master_key_id_of(master_key: bytes) -> str:
+    """``Home.master_key_id`` of a master key held in memory (one unsealed by the HSM)."""
+    return hashlib.sha256(b"customerkey/master-key-id" + master_key).hexdigest()[:16]
 
 
 @contextlib.contextmanager

@@ -1,13 +1,14 @@
 """The composition root: builds the platform's services from settings, for the CLI and the API.
 
 ``Runtime.open`` makes sure the home folder exists (creating it and the master key on first
-use), connects to the database and runs pending migrations, ensures the built-in workload
-principals, then wires the services with one clock and one source of randomness. Narrowing
-access through the vault clears this process's DEP-key cache at once (a vault change
-listener); ``revocations`` follows the revocation log so that changes made by any other
-process on the same database clear it too, within a poll interval. Long-running processes
-start it (``customerkey serve`` and each of its worker processes, ``Worker.run_forever``);
-one-shot commands do not need it.
+use), reads the master key (or, in a home whose master key is sealed by the HSM, has the token
+unseal it first: ``hsm.master_seal``; without the token the start fails), connects to the
+database and runs pending migrations, ensures the built-in workload principals, then wires the
+services with one clock and one source of randomness. Narrowing access through the vault clears
+this process's DEP-key cache at once (a vault change listener); ``revocations`` follows the
+revocation log so that changes made by any other process on the same database clear it too,
+within a poll interval. Long-running processes start it (``customerkey serve`` and each of its
+worker processes, ``Worker.run_forever``); one-shot commands do not need it.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from customerkey.audit.reader import AuditService
 from customerkey.clock import Clock, SystemClock
 from customerkey.config import RemoteVault, Settings, load_settings
 from customerkey.crypto.sealing import MasterSealer
-from customerkey.home import Home
+from customerkey.home import Home, master_key_id_of
 from customerkey.hsm import open_protector
+from customerkey.hsm.master_seal import unseal_master_key
 from customerkey.identity.directory import PrincipalService
 from customerkey.identity.tenants import TenantService
 from customerkey.identity.workload_principals import SERVICE_TENANT, WORKLOAD_PRINCIPALS
@@ -114,8 +116,11 @@ class Runtime:
         db.storage.retry_after = settings.storage_retry_after_seconds
         if migrate:
             db.migrate()
-        master_key = home.master_key()
-        master_key_id = home.master_key_id()
+        if home.is_sealed():
+            master_key = unseal_master_key(settings, home, rng)
+        else:
+            master_key = home.master_key()
+        master_key_id = master_key_id_of(master_key)
         # The audit chain is keyed under the master key; key operations wait on the sinks of
         # its signed checkpoints (fail closed, ``audit.sinks``).
         sink_health = health_for(settings, home.path)
@@ -265,6 +270,22 @@ class Runtime:
         """What a long-running worker keeps going: the revocation relay, audit checkpoints."""
         with self.revocations.running(), self.checkpoints.running():
             yield
+
+    def release_hsm_before_fork(self) -> None:
+        """Before ``os.fork()``: no PKCS#11 state may cross it (``reopen_hsm_after_fork``)."""
+        if self.hsm is not None and self.settings.pkcs11_module:
+            from customerkey.hsm.pkcs11 import Pkcs11Protector
+
+            if isinstance(self.hsm, Pkcs11Protector):
+                self.hsm.release_before_fork(self.settings.pkcs11_module)
+
+    def reopen_hsm_after_fork(self) -> None:
+        """In a forked process: its own PKCS#11 initialisation, login and sessions."""
+        if self.hsm is not None and self.settings.pkcs11_module:
+            from customerkey.hsm.pkcs11 import Pkcs11Protector
+
+            if isinstance(self.hsm, Pkcs11Protector):
+                self.hsm.reopen_after_fork(self.settings.pkcs11_module)
 
     def close(self) -> None:
         self.checkpoints.stop(all_users=True)

@@ -21,6 +21,9 @@ MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 LABEL = "customerkey-test"
 PIN = "4711-user-pin"
 SO_PIN = "0815-so-pin"
+# More tokens in the same folder, for tests of several installations (a process sees only the
+# tokens present when it first loads the module, so they are made with the first one).
+OTHER_LABELS = ("customerkey-dr-a", "customerkey-dr-b", "customerkey-dr-c", "customerkey-dr-sdk")
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,15 @@ class SoftHsm:
     module: str = MODULE
     label: str = LABEL
     pin: str = PIN
+
+    def other(self, label: str) -> SoftHsm:
+        """The token ``label`` (one of ``OTHER_LABELS``) of this session's folder."""
+        assert label in OTHER_LABELS
+        return SoftHsm(conf=self.conf, pin_file=self.pin_file, label=label)
+
+    @property
+    def so_pin_file(self) -> Path:
+        return self.pin_file.with_name("so-pin")
 
     def env(self) -> dict[str, str]:
         """What a ``customerkey`` process needs to keep its HSM keys in this token."""
@@ -77,7 +89,19 @@ def session_token(folder: Path) -> SoftHsm:
         capture_output=True,
         env={**os.environ, "SOFTHSM2_CONF": str(conf)},
     )
+    for label in OTHER_LABELS:
+        subprocess.run(
+            [
+                *("softhsm2-util", "--init-token", "--free", "--label", label),
+                *("--pin", PIN, "--so-pin", SO_PIN),
+            ],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "SOFTHSM2_CONF": str(conf)},
+        )
     pin_file = folder / "pin"
     pin_file.write_text(PIN + "\n")
     pin_file.chmod(0o600)
+    (folder / "so-pin").write_text(SO_PIN + "\n")
+    (folder / "so-pin").chmod(0o600)
     return SoftHsm(conf=conf, pin_file=pin_file)

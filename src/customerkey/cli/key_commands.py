@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from customerkey.cli.byok_command import byok_import, byok_wrap
 from customerkey.cli.confirm import YES, confirm_destruction
 from customerkey.cli.context import cli_context, parse_tags, parse_time, split_list
 from customerkey.cli.output import emit_list, emit_message, emit_object
@@ -17,6 +18,8 @@ from customerkey.home import write_private_file
 from customerkey.views.vault import deleted_key_view, key_view, rotation_policy_view, usage_view
 
 app = typer.Typer(help="Keys: versions, attributes, soft delete, backup and restore.")
+app.command("byok-wrap")(byok_wrap)
+app.command("byok-import")(byok_import)
 
 KEY_COLUMNS = ["Name", "Version", "KeyType", "KeySize", "Enabled", "NotBefore", "Expires", "KeyOps"]
 

@@ -130,6 +130,14 @@ COMMANDS: dict[str, Entry] = {
     ),
     "storage": Entry(_cli("storage_commands"), "app", "The blob store: sweep orphaned blobs."),
     "tls": Entry(_cli("tls_commands"), "app", "The local CA and server certificate: show, renew."),
+    "hsm": Entry(
+        _cli("hsm_commands"), "app", "The HSM: its security domain (backup, restore, recovery)."
+    ),
+    "master-key": Entry(
+        _cli("master_key_commands"),
+        "app",
+        "The master key: show its form, seal it in the HSM, unseal it.",
+    ),
 }
 
 

@@ -78,9 +78,6 @@ def serve(
     settings = load_settings(**{**base.model_dump(), **overrides})
     if (cert is None) != (key is None):
         raise BadParameter("Give both --cert and --key, or neither.")
-    if settings.pkcs11_module and workers > 1:
-        # PKCS#11 sessions do not survive fork(); each process would need its own login.
-        raise BadParameter("--workers must be 1 with a PKCS#11 module (CUSTOMERKEY_PKCS11_MODULE).")
     configure_logging(settings.log_format)
     first_start = not Home(settings.home).exists()
     runtime = Runtime.open(settings)

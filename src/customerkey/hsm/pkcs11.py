@@ -1,12 +1,17 @@
-"""The PKCS#11 key protector: RSA-HSM and EC-HSM keys made and used inside a token
+"""The PKCS#11 key protector: RSA-HSM, EC-HSM and oct-HSM keys made and used inside a token
 (``vault.hsm.HsmProtector``; the failure contract is written there).
+
+This class is the one way every PKCS#11 call of the process goes (its session pool and its
+call lock), with a method per concern; each concern's work on a session lives in a module of
+its own (``hsm.byok``, ``hsm.security_domain``, ``hsm.aes``, ``hsm.token_seal``).
 
 ``open_pkcs11`` loads the vendor module, finds the token by label, logs in with the user PIN
 and asks the token which mechanisms it has (``C_GetMechanismList``), then probes what the list
-does not say (which OAEP and PSS parameters it takes) on a throw-away session key. Keys are
-generated as ``CKA_TOKEN``, ``CKA_PRIVATE``, ``CKA_SENSITIVE``, non-``CKA_EXTRACTABLE``
-objects with a random 16-byte ``CKA_ID`` (stored in the key version row) and a ``CKA_LABEL``
-naming the vault key.
+does not say (which OAEP and PSS parameters it takes), on first need, on a throw-away session
+key. Keys are generated as ``CKA_TOKEN``, ``CKA_PRIVATE``, ``CKA_SENSITIVE`` objects with a
+random 16-byte ``CKA_ID`` (stored in the key version row) and a ``CKA_LABEL`` naming the vault
+key; they are extractable only wrapped under the installation's security domain
+(``CKA_WRAP_WITH_TRUSTED``, ``hsm.security_domain``) when the token holds one, never otherwise.
 
 How each private operation runs (``describe`` lists what this token got):
 
@@ -18,6 +23,8 @@ How each private operation runs (``describe`` lists what this token got):
 - RS256/384/512: ``CKM_RSA_PKCS`` over the ``DigestInfo``; PS256/384/512:
   ``CKM_RSA_PKCS_PSS`` (salt = digest length), refused when the token lacks it;
   ES*: ``CKM_ECDSA`` over the digest (PKCS#11 answers ``r || s``, as Key Vault does).
+- oct-HSM (AES): ``CKM_AES_KEY_WRAP``, ``_PAD``, ``CKM_AES_GCM``, ``CKM_AES_CBC``, ``_PAD``
+  (``hsm.aes``).
 
 Sessions are pooled (one per concurrent operation); a session that fails is closed and not
 reused, so a token that comes back is used again without a restart.
@@ -42,8 +49,20 @@ from customerkey.crypto.ec import coordinate_size
 from customerkey.crypto.rsa_padding import digest_info, oaep_decode, pkcs1v15_decode
 from customerkey.crypto.signatures import signature_info
 from customerkey.errors import BadParameter, DecryptionFailed, HsmNotReady, HsmUnavailable
+from customerkey.hsm import aes as _aes
+from customerkey.hsm import byok as _byok
+from customerkey.hsm import security_domain as sd
+from customerkey.hsm import token_seal as _seal
 from customerkey.rng import Rng
-from customerkey.vault.hsm import GeneratedKey, PublicKey, TokenKey
+from customerkey.vault.hsm import (
+    AesKeySize,
+    GeneratedKey,
+    PublicKey,
+    SealedBackup,
+    TokenKey,
+    TokenOutput,
+    TokenSecretKey,
+)
 
 __all__ = ["Pkcs11Protector", "open_pkcs11"]
 
@@ -63,6 +82,10 @@ _PSS_HASH = {
 # Errors that say the input does not decrypt, not that the token failed.
 _BAD_CIPHERTEXT = (p11.EncryptedDataInvalid, p11.EncryptedDataLenRange)
 _PARAMS_REFUSED = (p11.MechanismParamInvalid, p11.ArgumentsBad, p11.MechanismInvalid)
+# python-pkcs11 calls C_Initialize(NULL): the module is then told that no two threads call it
+# at once, and SoftHSM 2.6 crashes (heap corruption) when they do. Every call of this process
+# goes through this lock; several server workers (processes) give parallelism.
+_CALLS = threading.RLock()
 
 
 def open_pkcs11(
@@ -156,9 +179,10 @@ class Pkcs11Protector:
 
     def start(self) -> None:
         """Log in (a wrong PIN fails here) and read the mechanism list."""
-        self._mechanisms = frozenset(self._token.slot.get_mechanisms())
-        with self._session():
-            pass
+        with _CALLS:
+            self._mechanisms = frozenset(self._token.slot.get_mechanisms())
+            with self._session():
+                pass
 
     def _modes(self) -> tuple[bool, bool]:
         """Whether the token takes RSA-OAEP with SHA-256, and RSA-PSS (probed once)."""
@@ -238,7 +262,7 @@ class Pkcs11Protector:
     def _run(self, what: str, fn: Callable[[Any], T]) -> T:
         """``fn(session)``, with every token failure as ``HsmUnavailable``."""
         try:
-            with self._session() as session:
+            with _CALLS, self._session() as session:
                 return fn(session)
         except _BAD_CIPHERTEXT:
             raise DecryptionFailed() from None
@@ -254,9 +278,10 @@ class Pkcs11Protector:
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
-        for session in idle:
-            with suppress(p11.PKCS11Error):
-                session.close()
+        with _CALLS:
+            for session in idle:
+                with suppress(p11.PKCS11Error):
+                    session.close()
 
     # ------------------------------------------------------------------ HsmProtector
 
@@ -267,6 +292,8 @@ class Pkcs11Protector:
             kinds.append("RSA-HSM")
         if {Mechanism.EC_KEY_PAIR_GEN, Mechanism.ECDSA} <= self._mechanisms:
             kinds.append("EC-HSM")
+        if Mechanism.AES_KEY_GEN in self._mechanisms:
+            kinds.append("oct-HSM")
         return tuple(kinds)
 
     def describe(self) -> list[str]:
@@ -295,11 +322,15 @@ class Pkcs11Protector:
             )
         if "EC-HSM" in self.serves:
             lines.append("  ES*: CKM_ECDSA")
+        if "oct-HSM" in self.serves:
+            lines.append(_aes.describe(self._mechanisms))
         return lines
 
     def generate(self, kty: str, shape: int | str, *, label: str) -> GeneratedKey:
         if kty not in self.serves:
             raise BadParameter(f"The HSM token cannot make {kty} keys.")
+        if kty == "oct-HSM":
+            return self._generate_aes(int(shape), label=label)
         object_id = self._rng.token_bytes(16)
         private = {
             Attribute.TOKEN: True,
@@ -309,6 +340,8 @@ class Pkcs11Protector:
         }
 
         def make(session: Any) -> PublicKey:
+            # Wrappable only under the security domain when the token holds one.
+            private.update(sd.version_attributes(session))
             if kty == "RSA-HSM":
                 public, _ = session.generate_keypair(
                     KeyType.RSA,
@@ -418,6 +451,124 @@ class Pkcs11Protector:
         return self._run(
             alg,
             lambda s: bytes(self._private(s, object_id).sign(data, mechanism=Mechanism.RSA_PKCS)),
+        )
+
+    # ------------------------------------------------------------------ the master-key seal
+
+    def seal_key(self, label: str, *, create: bool) -> bytes | None:
+        """The ``CKA_ID`` of the token's AES-256 seal key labelled ``label`` (``hsm.master_seal``);
+        with ``create`` one is made when the token has none. None: no such key and not
+        ``create``."""
+        object_id = self._rng.token_bytes(16)
+        return self._run("seal key", lambda s: _seal.seal_key(s, label, object_id, create=create))
+
+    def seal_encrypt(self, object_id: bytes, plaintext: bytes, nonce: bytes, aad: bytes) -> bytes:
+        """``CKM_AES_GCM`` (128-bit tag) under the seal key ``object_id``, inside the token."""
+        return self._run("seal", lambda s: _seal.encrypt(s, object_id, plaintext, nonce, aad))
+
+    def seal_decrypt(self, object_id: bytes, ciphertext: bytes, nonce: bytes, aad: bytes) -> bytes:
+        """The inverse of ``seal_encrypt``; ``DecryptionFailed`` when it does not open."""
+        return self._run("unseal", lambda s: _seal.decrypt(s, object_id, ciphertext, nonce, aad))
+
+    # ------------------------------------------------------------------ fork
+
+    def release_before_fork(self, module: str) -> None:
+        """Close every session and finalise the module: PKCS#11 state must not cross fork()
+        (the standard has the child initialise the module itself, ``reopen_after_fork``)."""
+        self.close()
+        with suppress(p11.PKCS11Error):
+            pkcs11.lib(module).finalize()
+
+    def reopen_after_fork(self, module: str) -> None:
+        """In a process forked after ``release_before_fork``: initialise the module, find the
+        token again and log in, so this process has sessions of its own."""
+        self._lock = threading.Lock()
+        self._idle = []
+        library = pkcs11.lib(module)  # initialises it again
+        self._token = library.get_token(token_label=self._token.label)
+        self.start()
+
+    # ------------------------------------------------------------------ BYOK (hsm.byok)
+
+    def generate_kek(self, bits: int, *, label: str) -> GeneratedKey:
+        _byok.require_byok(self._mechanisms)
+        oid = self._rng.token_bytes(16)
+        public = self._run("generate KEK", lambda s: _byok.generate_kek(s, oid, bits, label))
+        return GeneratedKey(object_id=oid.hex(), public=public)
+
+    def import_wrapped(
+        self, kek_object_id: str, kek_bits: int, ciphertext: bytes, kty: str, *, label: str
+    ) -> GeneratedKey:
+        _byok.require_byok(self._mechanisms, kty)
+        oid, kek = self._rng.token_bytes(16), bytes.fromhex(kek_object_id)
+        probe = self._rng.token_bytes(32)  # EC-HSM: the digest the recovered point is checked by
+        public = self._run(
+            f"BYOK import {kty}",
+            lambda s: _byok.import_target(s, kek, kek_bits, ciphertext, kty, oid, label, probe),
+        )
+        return GeneratedKey(object_id=oid.hex(), public=public)
+
+    # ------------------------------------------------------------------ security domain
+
+    def security_domain(self) -> str | None:
+        def read(session: Any) -> str | None:
+            key = sd.find_domain(session)
+            return None if key is None else sd.domain_id(session, key)
+
+        return self._run("security domain", read)
+
+    def export_version(self, object_id: str) -> bytes:
+        return self._run(
+            "backup", lambda s: sd.wrap_version(s, bytes.fromhex(object_id), object_id)
+        )
+
+    def import_version(
+        self, wrapped: bytes, kty: str, public: PublicKey | AesKeySize, *, label: str
+    ) -> str:
+        object_id = self._rng.token_bytes(16)
+        self._run("restore", lambda s: sd.unwrap_version(s, wrapped, kty, public, object_id, label))
+        return object_id.hex()
+
+    def seal_backup(self, plaintext: bytes, aad: bytes) -> SealedBackup:
+        nonce = self._rng.token_bytes(12)
+        return self._run("backup", lambda s: sd.seal_backup(s, plaintext, aad, nonce))
+
+    def open_backup(self, sealed: SealedBackup, aad: bytes) -> bytes:
+        return self._run("restore", lambda s: sd.open_backup(s, sealed, aad))
+
+    def destroy(self, object_id: str) -> None:
+        self._run("destroy", lambda s: sd.destroy_objects(s, bytes.fromhex(object_id)))
+
+    # ------------------------------------------------------------------ oct-HSM keys (hsm.aes)
+
+    def _generate_aes(self, bits: int, *, label: str) -> GeneratedKey:
+        if bits not in (128, 192, 256):
+            raise BadParameter(f"AES key size {bits} is not supported; use 128, 192 or 256.")
+        object_id = self._rng.token_bytes(16)
+        self._run(
+            "generate oct-HSM",
+            lambda s: _aes.generate(s, object_id, bits, label, sd.version_attributes(s)),
+        )
+        return GeneratedKey(object_id=object_id.hex(), public=AesKeySize(bits))
+
+    def secret_key(self, object_id: str, bits: int) -> TokenSecretKey:
+        return _aes.TokenAesKey(self, object_id, bits)
+
+    def aes(
+        self,
+        object_id: str,
+        operation: str,
+        alg: str,
+        value: bytes,
+        iv: bytes | None,
+        aad: bytes | None,
+        tag: bytes | None,
+    ) -> TokenOutput:
+        """One AES request under the oct-HSM key ``object_id``, in the token (``hsm.aes``)."""
+        mechanism = _aes.mechanism_for(alg, self._mechanisms)
+        oid = bytes.fromhex(object_id)
+        return self._run(
+            alg, lambda s: _aes.run(s, oid, operation, alg, mechanism, value, iv, aad, tag)
         )
 
 

@@ -24,6 +24,13 @@ decides where it is printed (``server.logs``: the same stream and format as ever
 On the first start of a new home the banner adds the next steps (back up the master key,
 trust the CA, create a tenant, an admin and a vault).
 
+An HSM (``hsm.pkcs11``): PKCS#11 state must not cross ``fork()``, so the supervisor closes its
+sessions and finalises the module before it forks, and each worker initialises the module, logs
+in and opens a session pool of its own before it serves, one worker at a time (a file lock in
+``<home>/run``), and a worker that cannot is restarted like one that died. Token objects live in
+the HSM, so a key made through one worker is used by every other. With several workers, each
+access line names its ``worker`` and ``pid``.
+
 Metrics (``api.metrics``): with ``--workers`` > 1 the supervisor switches prometheus_client to
 its multiprocess mode (a folder ``<home>/run/metrics``, emptied at each start) before it forks,
 so a scrape answered by any worker sums them all. The ``loopback`` listener runs in the one
@@ -33,6 +40,7 @@ process, or in worker 0.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -40,7 +48,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from customerkey.api import metrics as api_metrics
@@ -52,6 +60,7 @@ from customerkey.errors import BadParameter, StorageFull
 from customerkey.jobs.blob_sweep import SweepReport
 from customerkey.runtime import Runtime
 from customerkey.server.https import ConnectionLimits, bind_listener, run_https
+from customerkey.server.logs import ACCESS_FIELDS
 from customerkey.server.tls import (
     CA_CERT_FILE,
     TlsFiles,
@@ -351,6 +360,7 @@ def supervise(
                 f"cannot serve metrics on 127.0.0.1:{settings.metrics_port}: {exc}"
             ) from None
     runtime.db.dispose()  # no connection may be shared with the children
+    runtime.release_hsm_before_fork()  # nor any PKCS#11 session
     children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, start time)
     stopping = False
 
@@ -428,6 +438,15 @@ def worker_process(
 ) -> int:
     """One forked HTTP server process; returns its exit status."""
     runtime.db.engine.dispose(close=False)  # the parent's pool, if any, is not ours
+    with _one_at_a_time(runtime.home.path / "run" / "pkcs11.lock"):
+        runtime.reopen_hsm_after_fork()
+    if runtime.hsm is not None:
+        logging.getLogger("customerkey.serve").info(
+            "worker %d (pid %d): PKCS#11 module initialised and logged in by this process",
+            index,
+            os.getpid(),
+        )
+    logging.getLogger("customerkey.access").addFilter(_WorkerTag(index))
     app = create_app(api_context(runtime, settings, signer))
     stop = threading.Event()
     runtime.revocations.start()  # this process's own follower, before any request
@@ -461,3 +480,30 @@ def worker_process(
         sock.close()
         runtime.close()  # stops the revocation relay too
     return 0
+
+
+@contextlib.contextmanager
+def _one_at_a_time(lock_file: Path) -> Iterator[None]:
+    """Workers open the HSM one after the other: SoftHSM rewrites its token file at each login,
+    and a process initialising the module meanwhile may not find the token at all."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with lock_file.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class _WorkerTag(logging.Filter):
+    """Adds ``worker`` and ``pid`` to the access lines of a worker process."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = getattr(record, ACCESS_FIELDS, None)
+        if isinstance(fields, dict):
+            setattr(record, ACCESS_FIELDS, {**fields, "worker": self.index, "pid": os.getpid()})
+        return True

@@ -60,6 +60,7 @@ from customerkey.crypto.rsa import b64url_decode, b64url_encode, private_key_fro
 from customerkey.errors import DecryptionFailed, InvalidBackup, KeyIntegrityFailure
 from customerkey.storage.database import Database
 from customerkey.storage.models import KeyRow, KeyVersionRow, VaultRow
+from customerkey.vault.hsm import AesKeySize
 from customerkey.vault.protection import KeyProtector
 
 log = logging.getLogger(__name__)
@@ -175,9 +176,19 @@ class PublicKeyBinding:
         key_id: str,
         version: str,
         kty: str,
-        public_key: RSAPublicKey | EllipticCurvePublicKey,
+        public_key: RSAPublicKey | EllipticCurvePublicKey | AesKeySize,
     ) -> bytes:
-        """The tag of a new version known by its public key only (one held in an HSM)."""
+        """The tag of a new version known by its public key only (one held in an HSM; an
+        oct-HSM version, which has none, by its size)."""
+        if isinstance(public_key, AesKeySize):
+            return public_tag_members(
+                self._tag_key,
+                vault_id=vault_id,
+                key_id=key_id,
+                version=version,
+                kty=kty,
+                members={"key_size": str(public_key.bits).encode("ascii")},
+            )
         if isinstance(public_key, RSAPublicKey):
             return self.tag_for(
                 vault_id=vault_id, key_id=key_id, version=version, kty=kty, public_key=public_key

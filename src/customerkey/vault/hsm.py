@@ -2,11 +2,13 @@
 
 Software keys are sealed under the master key (``vault.protection``). With an HSM configured
 (``customerkey.hsm`` implements this over PKCS#11), the key types it ``serves`` (RSA-HSM,
-EC-HSM) are made inside it instead, as sensitive, non-extractable token objects: the key
+EC-HSM, oct-HSM) are made inside it instead, as sensitive, non-extractable token objects: the key
 version row then names its token object (``hsm_object_id``, the object's ``CKA_ID`` in hex),
 keeps its public key as any version does, and holds no sealed private key (an empty
 ``sealed_private_key``). Public operations (encrypt, wrapKey, verify) run in software on the
 public key; every private one (decrypt, unwrapKey, sign) runs in the token (``perform``).
+An oct-HSM version has no public key: the row keeps its size only, and every operation
+(AES key wrap, GCM, CBC) runs in the token (``TokenSecretKey``).
 
 Failure contract, for every method of a protector and of its keys:
 
@@ -31,7 +33,17 @@ from customerkey.crypto.rsa import public_jwk_fields
 from customerkey.crypto.rsa_encryption import rsa_encrypt
 from customerkey.crypto.signatures import verify_digest
 
-__all__ = ["GeneratedKey", "HsmProtector", "PublicKey", "TokenKey", "perform", "public_fields"]
+__all__ = [
+    "AesKeySize",
+    "GeneratedKey",
+    "HsmProtector",
+    "PublicKey",
+    "SealedBackup",
+    "TokenKey",
+    "TokenSecretKey",
+    "perform",
+    "public_fields",
+]
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
@@ -55,10 +67,40 @@ class TokenKey(Protocol):
         ...
 
 
+@runtime_checkable
+class TokenSecretKey(TokenKey, Protocol):
+    """An oct-HSM version's AES key inside the token (``public_key``, ``decrypt`` and ``sign``
+    of ``TokenKey`` refuse: it has no public half)."""
+
+    @property
+    def key_size(self) -> int: ...  # bits
+
+    def aes(
+        self,
+        operation: str,
+        alg: str,
+        value: bytes,
+        *,
+        iv: bytes | None = None,
+        aad: bytes | None = None,
+        tag: bytes | None = None,
+    ) -> TokenOutput:
+        """A checked AES request (``vault.key_types``' names) run by the token; an encrypt's
+        ``iv`` is the caller's (drawn from the injected ``Rng``)."""
+        ...
+
+
+@dataclass(frozen=True)
+class AesKeySize:
+    """What the vault knows of an oct-HSM token key: its size (there is no public key)."""
+
+    bits: int
+
+
 @dataclass(frozen=True)
 class GeneratedKey:
     object_id: str  # CKA_ID, hex
-    public: PublicKey
+    public: PublicKey | AesKeySize
 
 
 class HsmProtector(Protocol):
@@ -81,13 +123,78 @@ class HsmProtector(Protocol):
         vault stored and bound it)."""
         ...
 
+    def secret_key(self, object_id: str, bits: int) -> TokenSecretKey:
+        """The oct-HSM token key ``object_id`` of ``bits`` (as the vault stored and bound it)."""
+        ...
+
+    def generate_kek(self, bits: int, *, label: str) -> GeneratedKey:
+        """A BYOK key exchange key: an RSA pair whose private key only unwraps (``vault.byok``);
+        ``BadParameter`` when the token lacks what a BYOK unwrap needs."""
+        ...
+
+    def import_wrapped(
+        self, kek_object_id: str, kek_bits: int, ciphertext: bytes, kty: str, *, label: str
+    ) -> GeneratedKey:
+        """Unwrap a BYOK ciphertext (``CKM_RSA_AES_KEY_WRAP`` to the KEK ``kek_object_id``)
+        straight into the token as a key of ``kty`` (RSA-HSM, EC-HSM: its public key is read or
+        recovered in the token; oct-HSM: a raw AES key); ``DecryptionFailed()`` when it does not
+        open or holds another type of key (nothing is then left in the token)."""
+        ...
+
+    # -------------------------------------------------- the security domain (hsm.security_domain)
+
+    def security_domain(self) -> str | None:
+        """The token's security domain identifier (its key check value, hex), or None."""
+        ...
+
+    def export_version(self, object_id: str) -> bytes:
+        """The private key of ``object_id`` wrapped under the security domain, in the token
+        (``KeyNotBackupable`` when it cannot be)."""
+        ...
+
+    def import_version(
+        self, wrapped: bytes, kty: str, public: PublicKey | AesKeySize, *, label: str
+    ) -> str:
+        """A token object (its new ``CKA_ID``, hex) unwrapped from ``export_version``'s output
+        under the security domain, checked against ``public`` (an oct-HSM key: its size);
+        ``DecryptionFailed`` otherwise."""
+        ...
+
+    def seal_backup(self, plaintext: bytes, aad: bytes) -> SealedBackup:
+        """``plaintext`` sealed in the token under a fresh key wrapped by the security domain."""
+        ...
+
+    def open_backup(self, sealed: SealedBackup, aad: bytes) -> bytes:
+        """The inverse of ``seal_backup``: ``SecurityDomainMismatch`` for another domain,
+        ``DecryptionFailed`` when it does not open."""
+        ...
+
+    def destroy(self, object_id: str) -> None:
+        """Destroy every token object with ``CKA_ID`` ``object_id`` (none left is no error)."""
+        ...
+
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SealedBackup:
+    """A backup payload sealed under the security domain ``domain``: ``key`` is the backup's
+    AES-256 key wrapped under it (CKM_AES_KEY_WRAP_PAD), ``ciphertext`` AES-GCM under that key
+    (tag appended) with ``nonce``."""
+
+    domain: str
+    key: bytes
+    nonce: bytes
+    ciphertext: bytes
 
 
 @dataclass(frozen=True)
 class TokenOutput:
     value: bytes = b""
     verified: bool | None = None
+    iv: bytes | None = None  # AES encryption: what Key Vault answers with the ciphertext
+    tag: bytes | None = None
+    aad: bytes | None = None
 
 
 def perform(
@@ -107,8 +214,10 @@ def perform(
     return TokenOutput(value=key.decrypt(value, alg))
 
 
-def public_fields(public: PublicKey) -> tuple[dict[str, str], int]:
+def public_fields(public: PublicKey | AesKeySize) -> tuple[dict[str, str], int]:
     """(the public JWK members a version row stores, its key size in bits) of a token key."""
+    if isinstance(public, AesKeySize):
+        return {}, public.bits
     if isinstance(public, rsa.RSAPublicKey):
         return public_jwk_fields(public), public.key_size
     return ec_public_jwk_fields(public), curve_bits(curve_name(public))

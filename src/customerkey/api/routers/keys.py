@@ -21,11 +21,15 @@ from customerkey.api.deps import (
     ApiContext,
     api,
     check_api_version,
+    generates_key,
+    throttle_keys_call,
     vault_actor,
     vault_base_url,
     vault_name,
+    vault_throttle,
 )
 from customerkey.api.schemas import (
+    JsonWebKeyIn,
     KeyAttributesIn,
     KeyCreateBody,
     KeyImportBody,
@@ -50,7 +54,9 @@ from customerkey.vault.attestation import trusted_authorities
 from customerkey.vault.models import Actor, DeletedKeyBundle, KeyBundle, KeyReleasePolicy
 from customerkey.vault.release_policy import POLICY_CONTENT_TYPE
 
-router = APIRouter(tags=["keys"], dependencies=[Depends(check_api_version)])
+router = APIRouter(
+    tags=["keys"], dependencies=[Depends(check_api_version), Depends(throttle_keys_call)]
+)
 M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_PAGE = 25
@@ -67,6 +73,7 @@ def _kid(request: Request, bundle: KeyBundle) -> str:
 
 
 def _bundle(request: Request, bundle: KeyBundle) -> dict[str, Any]:
+    vault_throttle(request).learn(bundle.id.vault, bundle.id.name, bundle.kty, bundle.key_size)
     body = key_bundle_json(bundle, _kid(request, bundle))
     if "release_policy" in body and not _has_release(request):
         del body["release_policy"]  # keys.json has it from 7.3 on
@@ -169,10 +176,21 @@ def _parse(model: type[M], body: Any) -> M:
         raise RequestValidationError(exc.errors()) from None
 
 
+class _ByokJsonWebKeyIn(JsonWebKeyIn):
+    """A JWK that may carry a BYOK key transfer blob (``key_hsm``, base64url; ``vault.byok``)."""
+
+    key_hsm: str | None = None
+
+
+class _KeyImportIn(KeyImportBody):
+    key: _ByokJsonWebKeyIn
+
+
 # ------------------------------------------------------------------ keys
 
 
 @router.post("/keys/{name}/create")
+@generates_key
 def create_key(
     name: str,
     body: KeyCreateBody,
@@ -202,7 +220,7 @@ def create_key(
 @router.put("/keys/{name}")
 def import_key(
     name: str,
-    body: KeyImportBody,
+    body: _KeyImportIn,
     request: Request,
     vault: str = Depends(vault_name),
     actor: Actor = Depends(vault_actor),
@@ -275,6 +293,7 @@ def set_rotation_policy(
 
 
 @router.post("/keys/{name}/rotate")
+@generates_key
 def rotate_key(
     name: str,
     request: Request,

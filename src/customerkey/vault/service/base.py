@@ -13,6 +13,7 @@ inherit from ``ServiceBase``; ``KeyVaultService`` combines them.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -56,6 +57,7 @@ from customerkey.vault.names import validate_vault_name, validate_version
 from customerkey.vault.protection import KeyProtector
 
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
 # What a version's private operations run on: its opened software key, or its token key.
 VersionKey = PrivateMaterial | TokenKey
 
@@ -419,6 +421,8 @@ class ServiceBase:
                 f"Key version '{label}' is held in an HSM, and this installation has no "
                 "PKCS#11 module configured (CUSTOMERKEY_PKCS11_MODULE)."
             )
+        if key_family(version.kty) == "oct":
+            return self._hsm.secret_key(object_id, version.key_size)
         public: PublicKey
         try:
             if key_family(version.kty) == "EC":
@@ -434,11 +438,26 @@ class ServiceBase:
         return self._hsm.key(object_id, version.kty, public)
 
     @staticmethod
-    def _version_ids_of_vault(session: Session, row: VaultRow) -> list[str]:
-        """Every version row id of the vault's keys, live and deleted (purges drop them from
-        the cache)."""
+    def _versions_of_vault(session: Session, row: VaultRow) -> list[KeyVersionRow]:
+        """Every version row of the vault's keys, live and deleted (a purge drops their ids
+        from the cache and destroys the token objects of those held in the HSM)."""
         keys = KeyRepository(session)
-        ids: list[str] = []
+        versions: list[KeyVersionRow] = []
         for key in keys.all(row.id) + keys.all(row.id, deleted=True):
-            ids.extend(v.id for v in keys.versions(key.id))
-        return ids
+            versions.extend(keys.versions(key.id))
+        return versions
+
+    def destroy_token_objects(self, object_ids: Iterable[str | None]) -> None:
+        """Destroy the token objects of purged versions. Called after the purge commits: a
+        failed purge must not lose keys, and one that fails here leaves objects nothing names
+        (an object already gone is no error, so a rerun ends as one run would)."""
+        if self._hsm is None:
+            return
+        for object_id in object_ids:
+            if object_id is None:
+                continue
+            try:
+                self._hsm.destroy(object_id)
+            except HsmUnavailable:
+                # The purge stands; the object is named so an operator can remove it.
+                _log.warning("token object %s of a purged key version was not destroyed", object_id)

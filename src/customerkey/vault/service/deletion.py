@@ -1,6 +1,8 @@
 """Soft delete of keys: delete (kept for the vault's retention days; refused while the key
 protects data, unless forced), read and list deleted keys, recover one, or purge it early
-(refused while the vault's purge protection holds it)."""
+(refused while the vault's purge protection holds it). A purged key's versions held in the
+HSM are destroyed in the token after the purge commits (``ServiceBase.destroy_token_objects``,
+as for a vault purge and the scheduler's purges)."""
 
 from __future__ import annotations
 
@@ -100,7 +102,7 @@ class DeletionMixin(ServiceBase):
         return self._run(actor, "KeyRecover", work, vault=vault.lower(), key=name)
 
     def purge_deleted_key(self, actor: Actor, vault: str, name: str) -> None:
-        def work(session: Session) -> list[str]:
+        def work(session: Session) -> tuple[list[str], list[str | None]]:
             row = self._vault_row(session, vault)
             self._require(session, actor, row, "purge")
             key = self._deleted_key_row(session, row, name)
@@ -111,11 +113,13 @@ class DeletionMixin(ServiceBase):
                     f"protection and key '{key.name}' is retained until "
                     f"{key.scheduled_purge_at.isoformat()}."
                 )
-            ids = [v.id for v in KeyRepository(session).versions(key.id)]
+            versions = KeyRepository(session).versions(key.id)
+            ids = [v.id for v in versions]
+            in_token = [v.hsm_object_id for v in versions]
             KeyRepository(session).purge(key)
             self._record(session, actor, "KeyPurge", vault=row, key=key.name)
-            return ids
+            return ids, in_token
 
-        self._private_keys.discard(
-            self._run(actor, "KeyPurge", work, vault=vault.lower(), key=name)
-        )
+        ids, in_token = self._run(actor, "KeyPurge", work, vault=vault.lower(), key=name)
+        self._private_keys.discard(ids)
+        self.destroy_token_objects(in_token)

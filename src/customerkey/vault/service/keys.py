@@ -3,7 +3,7 @@ Vault type (RSA, RSA-HSM, EC, EC-HSM, oct-HSM; the rules are ``vault.key_types``
 validation of their type, size or curve, operations and tags, and their rotation policies (a
 new version's expiry follows its key's policy; the scheduler in ``usage`` applies them).
 Exportable versions and their release policies follow the rules of ``release`` (secure key
-release), which this part builds on."""
+release), and key exchange keys and BYOK imports those of ``byok``, which this part builds on."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from customerkey.crypto.ec import EC_CURVES, curve_bits, ec_private_key_from_jwk, generate_ec_key
+from customerkey.crypto.ec import EC_CURVES, curve_bits, generate_ec_key
 from customerkey.crypto.key_material import (
     PrivateMaterial,
     SymmetricKey,
@@ -21,11 +21,12 @@ from customerkey.crypto.key_material import (
     material_to_bytes,
     public_members,
 )
-from customerkey.crypto.rsa import b64url_decode, generate_rsa_key, private_key_from_jwk
+from customerkey.crypto.rsa import generate_rsa_key
 from customerkey.errors import BadParameter, Conflict
 from customerkey.rng import new_hex_id
 from customerkey.storage.models import KeyRow, KeyVersionRow, VaultRow
 from customerkey.storage.repositories import KeyRepository
+from customerkey.vault.byok import KEK_OPS, is_kek_request
 from customerkey.vault.hsm import GeneratedKey, public_fields
 from customerkey.vault.key_types import (
     KEY_OPS_BY_FAMILY,
@@ -38,7 +39,8 @@ from customerkey.vault.key_types import (
 from customerkey.vault.models import Actor, KeyBundle, KeyReleasePolicy, RotationPolicy
 from customerkey.vault.names import validate_key_name
 from customerkey.vault.rotation import expiry_for_new_version, policy_from_json, policy_to_json
-from customerkey.vault.service.release import ReleaseMixin
+from customerkey.vault.service.byok import ByokMixin
+from customerkey.vault.service.jwk_material import material_from_jwk
 
 __all__ = [
     "AES_KEY_SIZES",
@@ -55,7 +57,7 @@ RSA_KEY_OPS = KEY_OPS_BY_FAMILY["RSA"]
 EC_DEFAULT_CURVE = "P-256"  # of an EC key created without ``crv``, as Azure does
 
 
-class KeysMixin(ReleaseMixin):
+class KeysMixin(ByokMixin):
     """Key versions and rotation policies."""
 
     def _validate_new_key(
@@ -113,10 +115,12 @@ class KeysMixin(ReleaseMixin):
         return self._hsm is not None and kty in self._hsm.serves
 
     def _new_material(
-        self, kty: str, shape: int | str, public_exponent: int, *, label: str
+        self, kty: str, shape: int | str, public_exponent: int, *, label: str, kek: bool = False
     ) -> PrivateMaterial | GeneratedKey:
         """A new version's key: made in the HSM for the key types it serves (``label`` names
-        the token object), else in software."""
+        the token object; ``kek``: a BYOK key exchange key), else in software."""
+        if kek:
+            return self._new_kek(int(shape), label=label)
         if self._hsm is not None and kty in self._hsm.serves:
             if public_exponent != 65537:
                 raise BadParameter("A key made in the HSM has the public exponent 65537.")
@@ -265,9 +269,11 @@ class KeysMixin(ReleaseMixin):
     ) -> KeyBundle:
         """Create a key, or a new version when the name exists (that is a key roll)."""
         validate_key_name(name)
+        kek = self._kek_requested(kty, key_ops)
         normalized, shape, ops = self._validate_new_key(
-            kty, size, crv, key_ops, not_before, expires
+            kty, size, crv, None if kek else key_ops, not_before, expires
         )
+        ops = KEK_OPS if kek else ops
         policy = self._release_settings(normalized, exportable, release_policy)
         clean_tags = self._validate_tags(tags)
         if public_exponent not in (3, 65537):
@@ -278,7 +284,7 @@ class KeysMixin(ReleaseMixin):
                 "extractable; an exportable key cannot be made."
             )
         private_key = self._new_material(
-            normalized, shape, public_exponent, label=f"customerkey {vault.lower()}/{name}"
+            normalized, shape, public_exponent, label=f"customerkey {vault.lower()}/{name}", kek=kek
         )
 
         def work(session: Session) -> KeyBundle:
@@ -304,52 +310,7 @@ class KeysMixin(ReleaseMixin):
 
         return self._run(actor, "KeyCreate", work, vault=vault.lower(), key=name)
 
-    @staticmethod
-    def _material_from_jwk(jwk: Mapping[str, Any], hsm: bool) -> tuple[str, PrivateMaterial]:
-        """(stored kty, private material) of an imported JWK."""
-        raw_kty = jwk.get("kty")
-        if isinstance(raw_kty, str) and raw_kty.lower() == "oct":
-            if not hsm:
-                raise BadParameter(
-                    "Key type 'oct' cannot be imported as a software key; import a symmetric "
-                    "key as oct-HSM (kty 'oct-HSM', or 'oct' with Hsm true). Other key types: "
-                    "RSA, RSA-HSM, EC, EC-HSM."
-                )
-            raw_kty = "oct-HSM"
-        if not isinstance(raw_kty, str) or raw_kty.lower() not in {k.lower() for k in KEY_TYPES}:
-            raise BadParameter(
-                f"Key type '{jwk.get('kty')}' cannot be imported; use one of: "
-                + ", ".join(KEY_TYPES)
-                + "."
-            )
-        kty = normalize_kty(raw_kty)
-        family = family_of(kty)
-        if family == "oct":
-            try:
-                material: PrivateMaterial = SymmetricKey(b64url_decode(str(jwk.get("k") or "")))
-            except ValueError as exc:
-                raise BadParameter(
-                    f"The key material is not a valid AES key ('k', 16, 24 or 32 bytes): {exc}"
-                ) from None
-            return "oct-HSM", material
-        hsm_kty = "EC-HSM" if family == "EC" else "RSA-HSM"
-        final = hsm_kty if hsm or kty == hsm_kty else kty
-        if family == "EC":
-            try:
-                return final, ec_private_key_from_jwk({**jwk, "kty": "EC"})
-            except ValueError as exc:
-                raise BadParameter(
-                    f"The key material is not a valid EC private key: {exc}"
-                ) from None
-        try:
-            rsa_key = private_key_from_jwk({**jwk, "kty": "RSA"})
-        except ValueError as exc:
-            raise BadParameter(f"The key material is not a valid RSA private key: {exc}") from None
-        if rsa_key.key_size not in KEY_SIZES:
-            raise BadParameter(
-                f"RSA key size {rsa_key.key_size} is not supported; use 2048, 3072 or 4096."
-            )
-        return final, rsa_key
+    _material_from_jwk = staticmethod(material_from_jwk)
 
     def import_key(
         self,
@@ -367,23 +328,34 @@ class KeysMixin(ReleaseMixin):
         release_policy: KeyReleasePolicy | None = None,
     ) -> KeyBundle:
         validate_key_name(name)
-        final_kty, private_key = self._material_from_jwk(jwk, hsm)
-        if self._held_in_hsm(final_kty):
+        byok = jwk.get("key_hsm") is not None
+        private_key: PrivateMaterial | GeneratedKey
+        if byok:
+            final_kty = normalize_kty(str(jwk.get("kty")))
+        else:
+            final_kty, private_key = self._material_from_jwk(jwk, hsm)
+        if not byok and self._held_in_hsm(final_kty):
             raise BadParameter(
-                f"{final_kty} keys are kept in this installation's HSM, and importing key "
-                "material into it is not supported yet; import the key as a software key "
-                "type (RSA or EC) instead."
+                f"{final_kty} keys are kept in this installation's HSM, where key material is "
+                "imported only wrapped to a key exchange key (BYOK, 'key_hsm'); import the key "
+                "that way, or as a software key type (RSA or EC)."
             )
+        if byok and exportable:
+            raise BadParameter("A key imported into the HSM (BYOK) is not exportable.")
         policy = self._release_settings(final_kty, exportable, release_policy)
         raw_ops = jwk.get("key_ops")
         if raw_ops is not None and not (
             isinstance(raw_ops, list) and all(isinstance(o, str) for o in raw_ops)
         ):
             raise BadParameter("'key_ops' must be a list of strings.")
+        if is_kek_request(raw_ops):
+            raise BadParameter("A key exchange key (key_ops 'import') is made, never imported.")
         ops = key_ops_for(family_of(final_kty), raw_ops)
         if not_before and expires and expires <= not_before:
             raise BadParameter("The key's expiry must be after its not-before time.")
         clean_tags = self._validate_tags(tags)
+        if byok:
+            final_kty, private_key = self._unwrap_byok(actor, vault, name, jwk)
 
         def work(session: Session) -> KeyBundle:
             row = self._vault_row(session, vault)
@@ -406,7 +378,12 @@ class KeysMixin(ReleaseMixin):
                 release_policy=policy,
             )
 
-        return self._run(actor, "KeyImport", work, vault=vault.lower(), key=name)
+        try:
+            return self._run(actor, "KeyImport", work, vault=vault.lower(), key=name)
+        except BaseException:
+            if isinstance(private_key, GeneratedKey) and self._hsm is not None:
+                self._hsm.destroy(private_key.object_id)  # not stored: not kept in the token
+            raise
 
     def get_key(self, actor: Actor, vault: str, name: str, version: str | None = None) -> KeyBundle:
         def work(session: Session) -> KeyBundle:
@@ -459,7 +436,7 @@ class KeysMixin(ReleaseMixin):
     ) -> KeyBundle:
         """Change a version's attributes, operations, tags or release policy (the newest when
         no version); ``exportable`` can only be confirmed, never changed."""
-        if key_ops is not None:
+        if key_ops is not None and not is_kek_request(key_ops):
             known_key_ops(key_ops)
         clean_tags = self._validate_tags(tags) if tags is not None else None
         policy = self.checked_release_policy(release_policy) if release_policy is not None else None
@@ -482,7 +459,9 @@ class KeysMixin(ReleaseMixin):
             if target.not_before and target.expires and target.expires <= target.not_before:
                 raise BadParameter("The key's expiry must be after its not-before time.")
             if key_ops is not None:
-                ops = key_ops_for(family_of(target.kty), key_ops)
+                self._refuse_kek_ops_change(target.key_ops, key_ops)
+                kek = tuple(target.key_ops) == KEK_OPS
+                ops = KEK_OPS if kek else key_ops_for(family_of(target.kty), key_ops)
                 target.key_ops = list(ops)
                 changes["key_ops"] = list(ops)
             if clean_tags is not None:
@@ -536,6 +515,7 @@ class KeysMixin(ReleaseMixin):
                 newest.crv if newest.crv is not None else newest.key_size,
                 65537,
                 label=f"customerkey {vault.name}/{key.name}",
+                kek=tuple(newest.key_ops) == KEK_OPS,
             ),
             kty=newest.kty,
             key_ops=tuple(newest.key_ops),

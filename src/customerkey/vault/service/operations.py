@@ -2,8 +2,11 @@
 and algorithm ``vault.key_types`` names. The checks (request, permission, algorithm against
 the key, key usable, public half bound) run in one read-only transaction, normally as one Core
 query (``_CRYPTO_CHECK``); the operation runs outside any transaction; the usage count and the
-audit record commit together in one short write. Also ``random_bytes`` (getRandomBytes) and
-the start-up backfill of public key tags (``vault.binding``)."""
+audit record commit together in one short write. A version held in the HSM runs there
+(``vault.hsm``): an oct-HSM one's every AES operation, with the IV of an encryption drawn
+here from the injected ``Rng`` when the request carries none, as for a software key. Also
+``random_bytes`` (getRandomBytes) and the start-up backfill of public key tags
+(``vault.binding``)."""
 
 from __future__ import annotations
 
@@ -14,12 +17,13 @@ from datetime import datetime
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from customerkey.crypto.aes_modes import CBC_IV_SIZE, GCM_IV_SIZE, aes_info
 from customerkey.errors import BadParameter, DecryptionFailed, Forbidden, KeyNotUsable
 from customerkey.identity import authorize as authz
 from customerkey.storage.models import AccessPolicyRow, KeyRow, KeyVersionRow, VaultRow
 from customerkey.storage.repositories import KeyRepository
 from customerkey.vault.binding import BackfillReport
-from customerkey.vault.hsm import TokenKey, TokenOutput
+from customerkey.vault.hsm import TokenKey, TokenOutput, TokenSecretKey
 from customerkey.vault.hsm import perform as perform_in_token
 from customerkey.vault.key_types import (
     CryptoOutput,
@@ -291,7 +295,9 @@ class OperationsMixin(ServiceBase):
         checked = self._run(actor, audit_name, check, vault=vault.lower(), key=name, read_only=True)
         try:
             output: CryptoOutput | TokenOutput
-            if isinstance(checked.material, TokenKey):
+            if isinstance(checked.material, TokenSecretKey):
+                output = self._token_aes(request, checked.material)
+            elif isinstance(checked.material, TokenKey):
                 output = perform_in_token(operation, algorithm, value, signature, checked.material)
             else:
                 output = perform(request, checked.material, self._rng)
@@ -313,12 +319,6 @@ class OperationsMixin(ServiceBase):
                 version=checked.version,
                 details=details,
             )
-        if isinstance(output, TokenOutput):
-            return CryptoResult(
-                KeyId(checked.vault_scope[0], checked.key_name, checked.version),
-                output.value,
-                verified=output.verified,
-            )
         return CryptoResult(
             KeyId(checked.vault_scope[0], checked.key_name, checked.version),
             output.value,
@@ -326,6 +326,21 @@ class OperationsMixin(ServiceBase):
             tag=output.tag,
             aad=output.aad,
             verified=output.verified,
+        )
+
+    def _token_aes(self, request: CryptoRequest, key: TokenSecretKey) -> TokenOutput:
+        """A checked AES request on an oct-HSM version held in the token."""
+        iv = request.iv
+        if request.operation == "encrypt" and iv is None:
+            mode = aes_info(request.algorithm).mode
+            iv = self._rng.token_bytes(GCM_IV_SIZE if mode == "GCM" else CBC_IV_SIZE)
+        return key.aes(
+            request.operation,
+            request.algorithm,
+            request.value,
+            iv=iv,
+            aad=request.aad,
+            tag=request.tag,
         )
 
     def sign(

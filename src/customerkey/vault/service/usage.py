@@ -47,11 +47,14 @@ class UsageMixin(KeysMixin):
         purged_vaults: list[str] = []
         rotated: list[str] = []
         notified: list[str] = []
+        in_token: list[str | None] = []
         with self.db.transaction() as session:
             for key in KeyRepository(session).due_for_purge(now):
                 vault = session.get(VaultRow, key.vault_id)
                 label = f"{vault.name if vault else '?'}/{key.name}"
-                self._private_keys.discard(v.id for v in KeyRepository(session).versions(key.id))
+                versions = KeyRepository(session).versions(key.id)
+                self._private_keys.discard(v.id for v in versions)
+                in_token.extend(v.hsm_object_id for v in versions)
                 KeyRepository(session).purge(key)
                 self._record(
                     session,
@@ -63,7 +66,9 @@ class UsageMixin(KeysMixin):
                 )
                 purged_keys.append(label)
             for vault in VaultRepository(session).due_for_purge(now):
-                self._private_keys.discard(self._version_ids_of_vault(session, vault))
+                versions = self._versions_of_vault(session, vault)
+                self._private_keys.discard(v.id for v in versions)
+                in_token.extend(v.hsm_object_id for v in versions)
                 VaultRepository(session).purge(vault)
                 self._record(
                     session,
@@ -73,6 +78,7 @@ class UsageMixin(KeysMixin):
                     details={"reason": "retention ended"},
                 )
                 purged_vaults.append(vault.name)
+        self.destroy_token_objects(in_token)
         with self.db.transaction() as session:
             for key in KeyRepository(session).with_rotation_policy():
                 vault_row = session.get(VaultRow, key.vault_id)

@@ -13,7 +13,13 @@ from sqlalchemy.orm import Session
 from customerkey.errors import BadParameter, Conflict, Forbidden, PrincipalNotFound, PurgeProtected
 from customerkey.identity import authorize as authz
 from customerkey.rng import new_hex_id
-from customerkey.storage.models import AccessPolicyRow, PrincipalRow, SubscriptionRow, VaultRow
+from customerkey.storage.models import (
+    AccessPolicyRow,
+    KeyVersionRow,
+    PrincipalRow,
+    SubscriptionRow,
+    VaultRow,
+)
 from customerkey.storage.repositories import PrincipalRepository, VaultRepository
 from customerkey.vault.models import Actor, Vault
 from customerkey.vault.names import validate_vault_name
@@ -175,7 +181,7 @@ class VaultsMixin(ServiceBase):
         return self._run(actor, "VaultRecover", work, vault=name.lower())
 
     def purge_vault(self, actor: Actor, name: str) -> None:
-        def work(session: Session) -> list[str]:
+        def work(session: Session) -> list[KeyVersionRow]:
             row = self._vault_row(session, name, deleted=True)
             self._require_manager(actor, row)
             now = self._clock.now()
@@ -184,12 +190,14 @@ class VaultsMixin(ServiceBase):
                     f"Vault '{row.name}' has purge protection; it can be purged only after "
                     f"{row.scheduled_purge_at.isoformat()}."
                 )
-            version_ids = self._version_ids_of_vault(session, row)
+            versions = self._versions_of_vault(session, row)
             VaultRepository(session).purge(row)
             self._record(session, actor, "VaultPurge", vault=row)
-            return version_ids
+            return versions
 
-        self._private_keys.discard(self._run(actor, "VaultPurge", work, vault=name.lower()))
+        versions = self._run(actor, "VaultPurge", work, vault=name.lower())
+        self._private_keys.discard(v.id for v in versions)
+        self.destroy_token_objects(v.hsm_object_id for v in versions)
 
     def set_access_policy(
         self,
