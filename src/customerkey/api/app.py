@@ -48,7 +48,8 @@ from customerkey.api.routers import (
     tenants,
     vaults,
 )
-from customerkey.errors import CustomerKeyError, StorageFull
+from customerkey.api.throttle import VaultThrottle, parse_setting
+from customerkey.errors import CustomerKeyError, StorageFull, Throttled
 from customerkey.storage.exhaustion import is_storage_full, local_folders, storage_full_error
 
 log = logging.getLogger("customerkey.api")
@@ -88,6 +89,7 @@ def create_app(context: ApiContext, *, max_request_bytes: int | None = None) -> 
     )
     app.state.api = context
     app.state.token_guard = auth.TokenGuard(settings)  # hash pool, limits
+    app.state.throttle = VaultThrottle(parse_setting(settings.throttle))  # keys API, per vault
     metrics = ServerMetrics(context.runtime.jobs)
     app.state.metrics = metrics  # a loopback listener serves the same registry
     context.runtime.vault.operation_observer = metrics.key_operation
@@ -98,7 +100,7 @@ def create_app(context: ApiContext, *, max_request_bytes: int | None = None) -> 
         headers = {}
         if isinstance(exc, AuthChallenge):
             headers["WWW-Authenticate"] = exc.challenge
-        if isinstance(exc, StorageFull):
+        if isinstance(exc, (StorageFull, Throttled)):
             headers["Retry-After"] = str(exc.retry_after)
         return _error(exc.status, exc.code, exc.message, **headers)
 

@@ -1,5 +1,6 @@
 """What every route needs: the platform, which vault the Host header names, the api-version
-check, and who the caller is (bearer token -> principal -> ``Actor``).
+check, who the caller is (bearer token -> principal -> ``Actor``), and for the keys API the
+per-vault throttle's verdict (``throttle_keys_call``; the decision is ``api.throttle``'s).
 
 The vault is chosen by the Host header, as in Key Vault: ``contoso-a1.vault.localhost:8443``
 is vault ``contoso-a1`` when the server's domain is ``vault.localhost``. Any other host is the
@@ -10,16 +11,27 @@ settings (``ApiContext.vault_url``, ``url_for``).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from fastapi import Request
+from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from customerkey.api.rate_limit import retry_after
+from customerkey.api.throttle import Call, VaultThrottle
 from customerkey.api.tokens import TokenSigner
-from customerkey.errors import BadParameter, CustomerKeyError, Forbidden, Unauthorized
+from customerkey.errors import (
+    BadParameter,
+    CustomerKeyError,
+    Forbidden,
+    Throttled,
+    Unauthorized,
+)
 from customerkey.identity import authorize as authz
 from customerkey.identity.directory import Principal
 from customerkey.runtime import Runtime
@@ -291,3 +303,61 @@ async def admin_actor(request: Request) -> Actor:
             f"'{actor.principal_id}' needs the operator or tenant-admin role for the admin API."
         )
     return actor
+
+
+# ------------------------------------------------------------------ per-vault throttling
+
+F = TypeVar("F", bound=Callable[..., Any])
+# The keys-API routes that make key material (create, rotate): Key Vault's CREATE limit.
+_GENERATES_KEY: set[Callable[..., Any]] = set()
+
+
+def generates_key(endpoint: F) -> F:
+    """Mark a keys-API route as one that makes key material (under its route decorator)."""
+    _GENERATES_KEY.add(endpoint)
+    return endpoint
+
+
+def vault_throttle(request: Request) -> VaultThrottle:
+    throttle = request.app.state.throttle
+    assert isinstance(throttle, VaultThrottle)
+    return throttle
+
+
+async def throttle_keys_call(
+    request: Request, vault: str = Depends(vault_name), actor: Actor = Depends(vault_actor)
+) -> None:
+    """Per-vault throttling of a keys-API call (``api.throttle``), decided once per request:
+    after the caller is known, so a request without a valid token spends no vault's budget,
+    and before the service does any work. Refused: 429 ``Throttled`` with ``Retry-After``."""
+    throttle = vault_throttle(request)
+    if not throttle.enabled:
+        return
+    creates = getattr(request.scope.get("route"), "endpoint", None) in _GENERATES_KEY
+    name = request.path_params.get("name")
+    call = Call(
+        vault,
+        actor.tenant,
+        creates=creates,
+        key=name if isinstance(name, str) else None,
+        kty=await _requested_kty(request) if creates else None,
+    )
+    wait = throttle.take(call)
+    if wait > 0:
+        seconds = retry_after(wait)
+        raise Throttled(
+            "Request was not processed because too many requests were received for vault "
+            f"'{vault}'. Retry after {seconds} seconds.",
+            retry_after=seconds,
+        )
+
+
+async def _requested_kty(request: Request) -> str | None:
+    """The ``kty`` a create body asks for (FastAPI has read the body already; a malformed one
+    is charged as a software key's create, then refused by validation)."""
+    try:
+        body = json.loads(await request.body() or b"null")
+    except ValueError:
+        return None
+    kty = body.get("kty") if isinstance(body, dict) else None
+    return kty if isinstance(kty, str) else None
