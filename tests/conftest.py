@@ -16,7 +16,7 @@ from customerkey.config import Settings
 from customerkey.rng import SystemRng
 from customerkey.runtime import Runtime
 from customerkey.storage.database import normalize_url
-from tests.support.softhsm import SoftHsm, session_token
+from tests.support.softhsm import SoftHsm, session_token, suite_token
 
 POSTGRES_URL = os.environ.get("CUSTOMERKEY_TEST_POSTGRES_URL")
 
@@ -25,6 +25,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "db_backend" in metafunc.fixturenames:
         backends = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
         metafunc.parametrize("db_backend", backends)
+    # Suites marked ``protectors`` run their ``runtime`` once with every key type protected in
+    # software and once with the -HSM key types in SoftHSM2 (the PKCS#11 protector); a test of
+    # such a suite about software protection alone is marked ``software_protector``.
+    marked = metafunc.definition.get_closest_marker
+    if "protector" in metafunc.fixturenames and marked("protectors"):
+        both = marked("software_protector") is None
+        metafunc.parametrize(
+            "protector", ["software", "softhsm"] if both else ["software"], indirect=True
+        )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -68,9 +77,33 @@ def clock() -> FrozenClock:
     return FrozenClock()
 
 
+@pytest.fixture(scope="session")
+def suite_hsm(softhsm: SoftHsm, tmp_path_factory: pytest.TempPathFactory) -> SoftHsm:
+    """The SoftHSM2 token (with a security domain) of the suites run on both protectors."""
+    return suite_token(softhsm, tmp_path_factory.mktemp("suite-hsm"))
+
+
 @pytest.fixture
-def runtime(db_url: str, tmp_path: Path, clock: FrozenClock) -> Iterator[Runtime]:
+def protector(request: pytest.FixtureRequest) -> str:
+    """Which key protector ``runtime`` uses: "software" unless the suite is marked
+    ``protectors`` (then both)."""
+    return str(getattr(request, "param", "software"))
+
+
+@pytest.fixture
+def runtime(
+    db_url: str, tmp_path: Path, clock: FrozenClock, protector: str, request: pytest.FixtureRequest
+) -> Iterator[Runtime]:
     settings = Settings(home=tmp_path / "home", database_url=db_url)
+    if protector == "softhsm":
+        token: SoftHsm = request.getfixturevalue("suite_hsm")
+        settings = Settings(
+            home=tmp_path / "home",
+            database_url=db_url,
+            pkcs11_module=token.module,
+            pkcs11_token_label=token.label,
+            pkcs11_pin_file=token.pin_file,
+        )
     rt = Runtime.open(settings, clock=clock, rng=SystemRng())
     try:
         yield rt

@@ -67,7 +67,7 @@ from tests.support.filesfixtures import (
     site_url,
 )
 
-pytestmark = pytest.mark.storage
+pytestmark = [pytest.mark.storage, pytest.mark.protectors]
 
 CHUNK = 64 * 1024  # small chunks, so small files have many of them
 SEGMENT = 16 * 1024
@@ -764,6 +764,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.software_protector  # memory bounds of streaming; its child opens the home alone
 def test_a_300_mb_file_streams_in_and_out_in_bounded_memory(
     runtime: Runtime, db_url: str, tmp_path: Path
 ) -> None:

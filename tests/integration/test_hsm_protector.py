@@ -24,7 +24,7 @@ from customerkey.clock import FrozenClock
 from customerkey.config import Settings
 from customerkey.crypto.rsa import public_key_from_jwk
 from customerkey.crypto.signatures import ecdsa_raw_to_der
-from customerkey.errors import BadParameter, HsmUnavailable, KeyProviderUnavailable
+from customerkey.errors import BadParameter, Forbidden, HsmUnavailable, KeyProviderUnavailable
 from customerkey.identity.workload_principals import EXCHANGE
 from customerkey.keyprovider.base import KeyUri
 from customerkey.rng import SystemRng
@@ -175,7 +175,7 @@ def _b64(text: str) -> bytes:
 
 
 def test_software_key_types_stay_software_and_hsm_keys_refuse_what_would_leak(
-    hsm_runtime: Runtime,
+    hsm_runtime: Runtime, softhsm: SoftHsm
 ) -> None:
     vault = hsm_runtime.vault
     soft = vault.create_key(OPERATOR, VAULT, "soft", kty="RSA", size=2048)
@@ -203,8 +203,38 @@ def test_software_key_types_stay_software_and_hsm_keys_refuse_what_would_leak(
         "dq": b64(key.dmq1),
         "qi": b64(key.iqmp),
     }
-    with pytest.raises(BadParameter, match="HSM"):
-        vault.import_key(OPERATOR, VAULT, "imported", jwk)
+    with pytest.raises(BadParameter, match="not extractable; an exportable key cannot be"):
+        vault.import_key(OPERATOR, VAULT, "exported", jwk, exportable=True)
+    # Imported in plaintext (Key Vault's import with an -HSM kty), the key lives in the token
+    # from then on: no sealed copy, sensitive and non-extractable there, and it works.
+    imported = vault.import_key(OPERATOR, VAULT, "imported", jwk)
+    row = _row(hsm_runtime, imported.id.version)
+    assert row.hsm_object_id is not None and row.sealed_private_key == b""
+    seen = _token_private_key(softhsm, row.hsm_object_id)
+    assert seen["sensitive"] is True and seen["extractable"] is False
+    assert seen["private_value"] == "refused"
+    secret = os.urandom(32)
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    wrapped = key.public_numbers.public_key().encrypt(secret, oaep)
+    assert vault.unwrap_key(OPERATOR, VAULT, "imported", None, "RSA-OAEP-256", wrapped).value == (
+        secret
+    )
+    # A caller who may not import leaves nothing in the token.
+    before = _count_objects(softhsm)
+    outsider, _ = hsm_runtime.principals.create(OPERATOR, "mallory@contoso.com", tenant="contoso")
+    with pytest.raises(Forbidden):
+        vault.import_key(outsider.actor(), VAULT, "sneaked", jwk)
+    assert _count_objects(softhsm) == before
+
+
+def _count_objects(softhsm: SoftHsm) -> int:
+    token = pkcs11.lib(softhsm.module).get_token(token_label=softhsm.label)
+    try:
+        session = token.open(user_pin=softhsm.pin)
+    except pkcs11.exceptions.UserAlreadyLoggedIn:
+        session = token.open()
+    with session:
+        return len(list(session.get_objects()))
 
 
 def test_a_token_that_stops_answering_is_a_system_error(

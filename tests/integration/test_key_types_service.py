@@ -28,7 +28,7 @@ from customerkey.storage.models import KeyVersionRow
 from customerkey.vault import backup as backup_format
 from customerkey.vault.models import OPERATOR, KeyBundle
 
-pytestmark = pytest.mark.storage
+pytestmark = [pytest.mark.storage, pytest.mark.protectors]
 
 VAULT = "key-types-vault"
 
@@ -222,6 +222,7 @@ def test_backup_and_restore_of_every_type(runtime: Runtime) -> None:
     assert header.name == "ec" and decoded.versions[0].crv == "P-256K"
 
 
+@pytest.mark.software_protector  # a format-1 backup: HSM keys back up in format 2
 def test_backups_without_key_type_fields_still_restore(runtime: Runtime) -> None:
     """A backup as made before EC keys: versions carry n and e, and no crv/x/y."""
     _vault(runtime)

@@ -32,7 +32,7 @@ from tests.support.mailfixtures import (
     write_mbox,
 )
 
-pytestmark = pytest.mark.storage
+pytestmark = [pytest.mark.storage, pytest.mark.protectors]
 
 
 def _drain(rt: Runtime) -> None:

@@ -27,7 +27,7 @@ from customerkey.runtime import Runtime
 from customerkey.storage.models import AuditRow, KeyVersionRow
 from customerkey.vault.models import OPERATOR, Actor
 
-pytestmark = pytest.mark.storage
+pytestmark = [pytest.mark.storage, pytest.mark.protectors]
 
 VAULT = "Contoso-O365EX-NA-VaultA1"  # 25 characters, as in the seed document
 KEY = "Contoso-O365EX-NA-VaultA1-Key001"

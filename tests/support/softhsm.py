@@ -9,13 +9,18 @@ tests that need it skip, or fail when ``CUSTOMERKEY_REQUIRE_SOFTHSM=1`` (CI sets
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.support.servers import clean_env
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 LABEL = "customerkey-test"
@@ -23,7 +28,13 @@ PIN = "4711-user-pin"
 SO_PIN = "0815-so-pin"
 # More tokens in the same folder, for tests of several installations (a process sees only the
 # tokens present when it first loads the module, so they are made with the first one).
-OTHER_LABELS = ("customerkey-dr-a", "customerkey-dr-b", "customerkey-dr-c", "customerkey-dr-sdk")
+OTHER_LABELS = (
+    "customerkey-dr-a",
+    "customerkey-dr-b",
+    "customerkey-dr-c",
+    "customerkey-dr-sdk",
+    SUITE_LABEL := "customerkey-suite",
+)
 
 
 @dataclass(frozen=True)
@@ -105,3 +116,33 @@ def session_token(folder: Path) -> SoftHsm:
     (folder / "so-pin").write_text(SO_PIN + "\n")
     (folder / "so-pin").chmod(0o600)
     return SoftHsm(conf=conf, pin_file=pin_file)
+
+
+def hsm_cli(token: SoftHsm, home: Path, *args: str) -> dict[str, Any]:
+    """``customerkey --json ARGS`` in a process of its own on ``token`` (with the SO PIN file,
+    which only the security-domain commands read); its JSON answer."""
+    env = {
+        **clean_env(),
+        **token.env(),
+        "CUSTOMERKEY_HOME": str(home),
+        "CUSTOMERKEY_PKCS11_SO_PIN_FILE": str(token.so_pin_file),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "customerkey", "--json", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def suite_token(softhsm: SoftHsm, work: Path) -> SoftHsm:
+    """The token the vault, mail and files suites keep their HSM keys in when they run on the
+    PKCS#11 protector: it holds a security domain, so HSM keys back up as on a real one."""
+    token = softhsm.other(SUITE_LABEL)
+    if hsm_cli(token, work, "hsm", "security-domain", "show")["SecurityDomain"] is None:
+        hsm_cli(token, work, "hsm", "security-domain", "create")
+    return token

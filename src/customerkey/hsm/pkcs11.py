@@ -45,12 +45,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11
 
-from customerkey.crypto.ec import coordinate_size
+from customerkey.crypto.ec import curve_name
+from customerkey.crypto.key_material import PrivateMaterial
 from customerkey.crypto.rsa_padding import digest_info, oaep_decode, pkcs1v15_decode
 from customerkey.crypto.signatures import signature_info
 from customerkey.errors import BadParameter, DecryptionFailed, HsmNotReady, HsmUnavailable
 from customerkey.hsm import aes as _aes
 from customerkey.hsm import byok as _byok
+from customerkey.hsm import key_import as _import
+from customerkey.hsm import keypairs as _pairs
 from customerkey.hsm import security_domain as sd
 from customerkey.hsm import token_seal as _seal
 from customerkey.rng import Rng
@@ -332,55 +335,11 @@ class Pkcs11Protector:
         if kty == "oct-HSM":
             return self._generate_aes(int(shape), label=label)
         object_id = self._rng.token_bytes(16)
-        private = {
-            Attribute.TOKEN: True,
-            Attribute.PRIVATE: True,
-            Attribute.SENSITIVE: True,
-            Attribute.EXTRACTABLE: False,
-        }
-
-        def make(session: Any) -> PublicKey:
-            # Wrappable only under the security domain when the token holds one.
-            private.update(sd.version_attributes(session))
-            if kty == "RSA-HSM":
-                public, _ = session.generate_keypair(
-                    KeyType.RSA,
-                    int(shape),
-                    id=object_id,
-                    label=label,
-                    store=True,
-                    public_template={
-                        Attribute.TOKEN: True,
-                        Attribute.PUBLIC_EXPONENT: b"\x01\x00\x01",
-                    },
-                    private_template={**private, Attribute.DECRYPT: True, Attribute.SIGN: True},
-                )
-                return rsa.RSAPublicNumbers(
-                    int.from_bytes(public[Attribute.PUBLIC_EXPONENT], "big"),
-                    int.from_bytes(public[Attribute.MODULUS], "big"),
-                ).public_key()
-            name, curve = _CURVES[str(shape)]
-            from pkcs11.util.ec import encode_named_curve_parameters
-
-            try:
-                params = session.create_domain_parameters(
-                    KeyType.EC,
-                    {Attribute.EC_PARAMS: encode_named_curve_parameters(name)},
-                    local=True,
-                )
-                public, _ = params.generate_keypair(
-                    id=object_id,
-                    label=label,
-                    store=True,
-                    public_template={Attribute.TOKEN: True},
-                    private_template={**private, Attribute.SIGN: True},
-                )
-            except (p11.DomainParamsInvalid, p11.AttributeValueInvalid):
-                raise BadParameter(f"The HSM token does not support curve {shape}.") from None
-            point = _ec_point(public[Attribute.EC_POINT], coordinate_size(str(shape)))
-            return ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
-
-        public = self._run(f"generate {kty}", make)
+        curve = _CURVES[str(shape)] if kty == "EC-HSM" else None
+        public = self._run(
+            f"generate {kty}",
+            lambda s: _pairs.generate(s, kty, shape, object_id=object_id, label=label, curve=curve),
+        )
         return GeneratedKey(object_id=object_id.hex(), public=public)
 
     def key(self, object_id: str, kty: str, public: PublicKey) -> TokenKey:
@@ -508,6 +467,24 @@ class Pkcs11Protector:
         )
         return GeneratedKey(object_id=oid.hex(), public=public)
 
+    # ------------------------------------------------------------------ plaintext import
+
+    def import_material(self, kty: str, material: PrivateMaterial, *, label: str) -> GeneratedKey:
+        if kty not in self.serves:
+            raise BadParameter(f"The HSM token cannot hold {kty} keys.")
+        oid = self._rng.token_bytes(16)
+        public = _import.public_of(material)
+        curve = (
+            _CURVES[curve_name(public)][0]
+            if isinstance(public, ec.EllipticCurvePublicKey)
+            else None
+        )
+        self._run(
+            f"import {kty}",
+            lambda s: _import.create_private(s, material, object_id=oid, label=label, curve=curve),
+        )
+        return GeneratedKey(object_id=oid.hex(), public=public)
+
     # ------------------------------------------------------------------ security domain
 
     def security_domain(self) -> str | None:
@@ -570,20 +547,3 @@ class Pkcs11Protector:
         return self._run(
             alg, lambda s: _aes.run(s, oid, operation, alg, mechanism, value, iv, aad, tag)
         )
-
-
-def _ec_point(value: bytes, size: int) -> bytes:
-    """The uncompressed point of ``CKA_EC_POINT``: DER ``OCTET STRING`` as the standard says,
-    or the bare point as some tokens give it."""
-    value = bytes(value)
-    if len(value) == 2 * size + 1 and value[0] == 4:
-        return value
-    if value[:1] == b"\x04" and len(value) > 2:
-        length, offset = value[1], 2
-        if length & 0x80:
-            count = length & 0x7F
-            length, offset = int.from_bytes(value[2 : 2 + count], "big"), 2 + count
-        point = value[offset : offset + length]
-        if len(point) == 2 * size + 1 and point[0] == 4:
-            return point
-    raise HsmUnavailable("The HSM answered an EC public key this version cannot read.")

@@ -29,6 +29,7 @@ from typing import Protocol, runtime_checkable
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from customerkey.crypto.ec import curve_bits, curve_name, ec_public_jwk_fields
+from customerkey.crypto.key_material import PrivateMaterial
 from customerkey.crypto.rsa import public_jwk_fields
 from customerkey.crypto.rsa_encryption import rsa_encrypt
 from customerkey.crypto.signatures import verify_digest
@@ -125,6 +126,11 @@ class HsmProtector(Protocol):
 
     def secret_key(self, object_id: str, bits: int) -> TokenSecretKey:
         """The oct-HSM token key ``object_id`` of ``bits`` (as the vault stored and bound it)."""
+        ...
+
+    def import_material(self, kty: str, material: PrivateMaterial, *, label: str) -> GeneratedKey:
+        """Key material a JWK import carried in plaintext, made a token object as a generated
+        version of ``kty`` is (Key Vault's import with ``hsm: true``)."""
         ...
 
     def generate_kek(self, bits: int, *, label: str) -> GeneratedKey:

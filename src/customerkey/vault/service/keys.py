@@ -334,14 +334,12 @@ class KeysMixin(ByokMixin):
             final_kty = normalize_kty(str(jwk.get("kty")))
         else:
             final_kty, private_key = self._material_from_jwk(jwk, hsm)
-        if not byok and self._held_in_hsm(final_kty):
+        in_token = byok or self._held_in_hsm(final_kty)
+        if in_token and exportable:
             raise BadParameter(
-                f"{final_kty} keys are kept in this installation's HSM, where key material is "
-                "imported only wrapped to a key exchange key (BYOK, 'key_hsm'); import the key "
-                "that way, or as a software key type (RSA or EC)."
+                f"{final_kty} keys are kept in this installation's HSM, where they are not "
+                "extractable; an exportable key cannot be imported."
             )
-        if byok and exportable:
-            raise BadParameter("A key imported into the HSM (BYOK) is not exportable.")
         policy = self._release_settings(final_kty, exportable, release_policy)
         raw_ops = jwk.get("key_ops")
         if raw_ops is not None and not (
@@ -356,6 +354,18 @@ class KeysMixin(ByokMixin):
         clean_tags = self._validate_tags(tags)
         if byok:
             final_kty, private_key = self._unwrap_byok(actor, vault, name, jwk)
+        elif in_token:
+            assert self._hsm is not None and not isinstance(private_key, GeneratedKey)
+
+            def may_import(session: Session) -> None:
+                self._require(session, actor, self._vault_row(session, vault), "import")
+
+            # Nothing is made in the token for a caller who may not import here.
+            self._run(actor, "KeyImport", may_import, vault=vault.lower(), key=name, read_only=True)
+            # Held in the token from here on; the plaintext was only ever in this request.
+            private_key = self._hsm.import_material(
+                final_kty, private_key, label=f"customerkey {vault.lower()}/{name}"
+            )
 
         def work(session: Session) -> KeyBundle:
             row = self._vault_row(session, vault)
