@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -46,30 +44,10 @@ from customerkey.vault import backup as backup_format
 from customerkey.vault.byok import wrap_for_kek
 from customerkey.vault.models import OPERATOR
 from tests.support.hsm_backup_vector import VECTORS, SoftwareSeal, vector_backup
-from tests.support.servers import clean_env
-from tests.support.softhsm import SoftHsm
+from tests.support.softhsm import SoftHsm, hsm_cli
 
 VAULT = "dr-vault"
 OAEP256 = padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(), None)
-
-
-def _cli(token: SoftHsm, home: Path, *args: str) -> dict[str, Any]:
-    env = {
-        **clean_env(),
-        **token.env(),
-        "CUSTOMERKEY_HOME": str(home),
-        "CUSTOMERKEY_PKCS11_SO_PIN_FILE": str(token.so_pin_file),
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "customerkey", "--json", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -77,13 +55,13 @@ def domains(softhsm: SoftHsm, tmp_path_factory: pytest.TempPathFactory) -> dict[
     """A creates a domain, B imports A's, C creates its own (each once per token folder)."""
     work = tmp_path_factory.mktemp("domains")
     a, b, c = (softhsm.other(f"customerkey-dr-{x}") for x in "abc")
-    found = {t.label: _cli(t, work, "hsm", "security-domain", "show") for t in (a, b, c)}
+    found = {t.label: hsm_cli(t, work, "hsm", "security-domain", "show") for t in (a, b, c)}
     if found[a.label]["SecurityDomain"] is None:
-        _cli(a, work, "hsm", "security-domain", "create")
+        hsm_cli(a, work, "hsm", "security-domain", "create")
     if found[b.label]["SecurityDomain"] is None:
-        _cli(b, work, "hsm", "security-domain", "request", "--out", str(work / "b.pem"))
+        hsm_cli(b, work, "hsm", "security-domain", "request", "--out", str(work / "b.pem"))
         assert b"BEGIN PUBLIC KEY" in (work / "b.pem").read_bytes()
-        _cli(
+        hsm_cli(
             a,
             work,
             "hsm",
@@ -94,11 +72,11 @@ def domains(softhsm: SoftHsm, tmp_path_factory: pytest.TempPathFactory) -> dict[
             "--out",
             str(work / "a-to-b.json"),
         )
-        _cli(b, work, "hsm", "security-domain", "import", str(work / "a-to-b.json"))
+        hsm_cli(b, work, "hsm", "security-domain", "import", str(work / "a-to-b.json"))
     if found[c.label]["SecurityDomain"] is None:
-        _cli(c, work, "hsm", "security-domain", "create")
+        hsm_cli(c, work, "hsm", "security-domain", "create")
     return {
-        t.label: _cli(t, work, "hsm", "security-domain", "show")["SecurityDomain"]
+        t.label: hsm_cli(t, work, "hsm", "security-domain", "show")["SecurityDomain"]
         for t in (a, b, c)
     }
 

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import TYPE_CHECKING
 
 from customerkey.config import Settings
 from customerkey.errors import HsmNotReady
 from customerkey.rng import Rng
 from customerkey.vault.hsm import HsmProtector
 
-__all__ = ["open_protector", "read_pin"]
+if TYPE_CHECKING:
+    from customerkey.hsm.pkcs11 import Pkcs11Protector
+
+__all__ = ["open_protector", "open_token", "read_pin"]
 
 
 def read_pin(settings: Settings) -> str:
@@ -35,10 +39,10 @@ def read_pin(settings: Settings) -> str:
     )
 
 
-def open_protector(settings: Settings, *, master_key: bytes, rng: Rng) -> HsmProtector | None:
-    """The installation's HSM protector, or None when no PKCS#11 module is configured."""
-    if not settings.pkcs11_module:
-        return None
+def open_token(settings: Settings, *, rejection_key: bytes, rng: Rng) -> Pkcs11Protector:
+    """The PKCS#11 protector of the token ``settings`` name (a module must be set), logged in;
+    ``HsmNotReady`` naming the setting at fault."""
+    assert settings.pkcs11_module
     pin = read_pin(settings)
     try:
         from customerkey.hsm.pkcs11 import open_pkcs11
@@ -47,12 +51,19 @@ def open_protector(settings: Settings, *, master_key: bytes, rng: Rng) -> HsmPro
             "CUSTOMERKEY_PKCS11_MODULE is set but python-pkcs11 is not installed: "
             "pip install 'customerkey[hsm]'."
         ) from None
-    # The secret of RSA1_5's implicit rejection (``crypto.rsa_padding``), per installation.
-    rejection_key = hmac.new(master_key, b"customerkey hsm rsa1_5 rejection", hashlib.sha256)
     return open_pkcs11(
         settings.pkcs11_module,
         settings.pkcs11_token_label,
         pin,
-        rejection_key=rejection_key.digest(),
+        rejection_key=rejection_key,
         rng=rng,
     )
+
+
+def open_protector(settings: Settings, *, master_key: bytes, rng: Rng) -> HsmProtector | None:
+    """The installation's HSM protector, or None when no PKCS#11 module is configured."""
+    if not settings.pkcs11_module:
+        return None
+    # The secret of RSA1_5's implicit rejection (``crypto.rsa_padding``), per installation.
+    rejection_key = hmac.new(master_key, b"customerkey hsm rsa1_5 rejection", hashlib.sha256)
+    return open_token(settings, rejection_key=rejection_key.digest(), rng=rng)

@@ -75,11 +75,9 @@ OPEN_FAILED = (
     p11.WrappedKeyLenRange,
 )
 _BLOCK = 16
-_HELD = {
-    Attribute.TOKEN: True,
-    Attribute.PRIVATE: True,
-    Attribute.SENSITIVE: True,
-    Attribute.EXTRACTABLE: False,
+# What an oct-HSM version may do, however it came into the token (generated, imported,
+# brought by BYOK, restored from a backup).
+AES_USES = {
     Attribute.ENCRYPT: True,
     Attribute.DECRYPT: True,
     Attribute.WRAP: True,
@@ -87,6 +85,13 @@ _HELD = {
     Attribute.SIGN: False,
     Attribute.VERIFY: False,
     Attribute.DERIVE: False,
+}
+_HELD = {
+    Attribute.TOKEN: True,
+    Attribute.PRIVATE: True,
+    Attribute.SENSITIVE: True,
+    Attribute.EXTRACTABLE: False,
+    **AES_USES,
 }
 # The short-lived object holding the bytes a wrapKey wraps or an unwrapKey gives back.
 _CARRIER = {

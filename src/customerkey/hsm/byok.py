@@ -50,6 +50,7 @@ from pkcs11.util.ec import encode_named_curve_parameters
 from customerkey.crypto.signatures import ecdsa_raw_to_der
 from customerkey.errors import BadParameter, DecryptionFailed
 from customerkey.hsm import security_domain
+from customerkey.hsm.aes import AES_USES
 from customerkey.vault.hsm import AesKeySize, PublicKey
 
 __all__ = [
@@ -178,17 +179,7 @@ def unwrap_target(
             template[Attribute.DERIVE] = True  # until the public point is recovered
         else:
             object_class, key_type = ObjectClass.SECRET_KEY, KeyType.AES
-            template.update(
-                {
-                    Attribute.SIGN: False,
-                    Attribute.VERIFY: False,
-                    Attribute.DERIVE: False,
-                    Attribute.ENCRYPT: True,
-                    Attribute.DECRYPT: True,
-                    Attribute.WRAP: True,
-                    Attribute.UNWRAP: True,
-                }
-            )
+            template.update(AES_USES)
         try:
             return ephemeral.unwrap_key(
                 object_class,

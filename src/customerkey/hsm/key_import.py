@@ -18,6 +18,7 @@ from pkcs11.util.ec import encode_named_curve_parameters
 
 from customerkey.crypto.key_material import PrivateMaterial, SymmetricKey
 from customerkey.hsm import security_domain
+from customerkey.hsm.aes import AES_USES
 from customerkey.vault.hsm import AesKeySize, PublicKey
 
 __all__ = ["create_private", "public_of"]
@@ -54,13 +55,7 @@ def create_private(
                 Attribute.CLASS: ObjectClass.SECRET_KEY,
                 Attribute.KEY_TYPE: KeyType.AES,
                 Attribute.VALUE: bytes(material.key),
-                Attribute.ENCRYPT: True,
-                Attribute.DECRYPT: True,
-                Attribute.WRAP: True,
-                Attribute.UNWRAP: True,
-                Attribute.SIGN: False,
-                Attribute.VERIFY: False,
-                Attribute.DERIVE: False,
+                **AES_USES,
             }
         )
         return

@@ -185,25 +185,11 @@ def open_seal_token(settings: Settings, rng: Rng) -> Pkcs11Protector:
             "CUSTOMERKEY_PKCS11_MODULE is not set: set it, CUSTOMERKEY_PKCS11_TOKEN_LABEL and "
             "the PIN (CUSTOMERKEY_PKCS11_PIN_FILE) of the token that sealed it."
         )
-    from customerkey.hsm import read_pin
+    from customerkey.hsm import open_token
 
-    pin = read_pin(settings)
-    try:
-        from customerkey.hsm.pkcs11 import open_pkcs11
-    except ImportError:
-        raise HsmNotReady(
-            "CUSTOMERKEY_PKCS11_MODULE is set but python-pkcs11 is not installed: "
-            "pip install 'customerkey[hsm]'."
-        ) from None
     # This protector only seals and unseals: RSA1_5's rejection secret (derived from the
     # master key, which it is about to unseal) is never used by it.
-    return open_pkcs11(
-        settings.pkcs11_module,
-        settings.pkcs11_token_label,
-        pin,
-        rejection_key=bytes(32),
-        rng=rng,
-    )
+    return open_token(settings, rejection_key=bytes(32), rng=rng)
 
 
 def unseal_master_key(settings: Settings, home: Home, rng: Rng) -> bytes:

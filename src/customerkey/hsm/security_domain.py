@@ -54,6 +54,7 @@ from customerkey.errors import (
     KeyNotBackupable,
     SecurityDomainMismatch,
 )
+from customerkey.hsm.aes import AES_USES
 from customerkey.vault.hsm import AesKeySize, PublicKey, SealedBackup
 
 __all__ = [
@@ -281,13 +282,7 @@ def _unwrap_secret(
             capabilities=0,
             template={
                 **PROTECTED,
-                Attribute.ENCRYPT: True,
-                Attribute.DECRYPT: True,
-                Attribute.WRAP: True,
-                Attribute.UNWRAP: True,
-                Attribute.SIGN: False,
-                Attribute.VERIFY: False,
-                Attribute.DERIVE: False,
+                **AES_USES,
             },
         )
     except (p11.GeneralError, p11.WrappedKeyInvalid, p11.WrappedKeyLenRange):
