@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from pkcs11 import Attribute, ObjectClass
 
 from customerkey.azure import ClientSecretCredential
 from customerkey.vault.byok import parse_byok, wrap_for_kek
-from tests.support.softhsm import SoftHsm
+from tests.support.softhsm import SoftHsm, stored_version
 
 if TYPE_CHECKING:
     from conftest import LiveServer
@@ -79,19 +78,6 @@ def _kek(sdk: Sdk, name: str, vault: str = VAULT) -> KeyVaultKey:
     )
     assert kek.key_type == "RSA-HSM" and kek.key_operations == ["import"]
     return kek
-
-
-def _row(server: LiveServer, version: str) -> tuple[bytes, str | None]:
-    db = sqlite3.connect(server.home / "customerkey.db")
-    try:
-        row = db.execute(
-            "SELECT sealed_private_key, hsm_object_id FROM key_versions WHERE version = ?",
-            (version,),
-        ).fetchone()
-    finally:
-        db.close()
-    assert row is not None
-    return bytes(row[0]), row[1]
 
 
 def _token_objects(softhsm: SoftHsm, **match: object) -> list[dict[str, object]]:
@@ -171,7 +157,7 @@ def test_a_pem_key_wrapped_by_the_cli_lands_in_the_token_and_works_there(
     assert imported.key_type == "RSA-HSM"
     assert _rsa_public(imported).public_numbers() == target.public_key().public_numbers()
     assert imported.properties.version is not None
-    sealed, object_id = _row(sdk.server, imported.properties.version)
+    sealed, object_id = stored_version(sdk.server.home, imported.properties.version)
     assert sealed == b"" and object_id is not None  # nothing of it in the database
     [seen] = _token_objects(softhsm, object_id=object_id)
     assert seen["sensitive"] is True and seen["extractable"] is False and seen["token"] is True
@@ -226,7 +212,7 @@ def test_the_kek_does_nothing_but_import(sdk: Sdk, softhsm: SoftHsm) -> None:
         )
     assert info.value.status_code == 400
     # And the token itself refuses it any use but unwrapping.
-    _, object_id = _row(sdk.server, kek.properties.version)
+    _, object_id = stored_version(sdk.server.home, kek.properties.version)
     [seen] = _token_objects(softhsm, object_id=object_id)
     assert (seen["decrypt"], seen["sign"], seen["unwrap"]) == (False, False, True)
 

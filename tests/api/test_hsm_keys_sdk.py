@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, utils
 
 from customerkey.azure import ClientSecretCredential
 from tests.support.servers import clean_env, free_port
-from tests.support.softhsm import SoftHsm
+from tests.support.softhsm import SoftHsm, stored_version
 
 if TYPE_CHECKING:
     from conftest import LiveServer
@@ -61,19 +60,6 @@ def sdk(hsm_server: LiveServer) -> Iterator[Sdk]:
         credential.close()
 
 
-def _sealed(server: LiveServer, version: str) -> tuple[bytes, str | None]:
-    db = sqlite3.connect(server.home / "customerkey.db")
-    try:
-        row = db.execute(
-            "SELECT sealed_private_key, hsm_object_id FROM key_versions WHERE version = ?",
-            (version,),
-        ).fetchone()
-    finally:
-        db.close()
-    assert row is not None
-    return bytes(row[0]), row[1]
-
-
 def test_the_server_says_which_protector_keeps_which_key_types(sdk: Sdk) -> None:
     log = sdk.server.log()
     assert "Key protection: RSA, EC in software" in log
@@ -85,7 +71,7 @@ def test_the_server_says_which_protector_keeps_which_key_types(sdk: Sdk) -> None
 def test_rsa_hsm_key_from_the_sdk_unwraps_in_the_token(sdk: Sdk) -> None:
     key = sdk.keys().create_rsa_key("sdk-root", hardware_protected=True, size=2048)
     assert key.key_type == "RSA-HSM" and key.properties.version is not None
-    sealed, object_id = _sealed(sdk.server, key.properties.version)
+    sealed, object_id = stored_version(sdk.server.home, key.properties.version)
     assert sealed == b"" and object_id is not None
     assert key.id is not None
     client = sdk.crypto(key.id)
@@ -114,14 +100,14 @@ def test_keys_from_the_cli_land_in_the_token_and_software_keys_stay_software(sdk
     sdk.server.cli("key", "create", VAULT, "cli-rsa", "--protection", "hsm")
     made = sdk.keys().get_key("cli-rsa")
     assert made.key_type == "RSA-HSM" and made.properties.version is not None
-    sealed, object_id = _sealed(sdk.server, made.properties.version)
+    sealed, object_id = stored_version(sdk.server.home, made.properties.version)
     assert sealed == b"" and object_id is not None
     ec_key = sdk.keys().create_ec_key("sdk-ec", hardware_protected=True, curve="P-384")
     assert ec_key.key_type == "EC-HSM" and ec_key.properties.version is not None
-    assert _sealed(sdk.server, ec_key.properties.version)[0] == b""
+    assert stored_version(sdk.server.home, ec_key.properties.version)[0] == b""
     soft = sdk.keys().create_rsa_key("soft", size=2048)
     assert soft.properties.version is not None
-    sealed, object_id = _sealed(sdk.server, soft.properties.version)
+    sealed, object_id = stored_version(sdk.server.home, soft.properties.version)
     assert sealed != b"" and object_id is None
 
 

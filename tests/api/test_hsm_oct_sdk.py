@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -33,6 +32,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 from customerkey.azure import ClientSecretCredential
 from customerkey.crypto.signatures import ecdsa_raw_to_der
 from customerkey.vault.byok import wrap_for_kek
+from tests.support.softhsm import stored_version
 
 if TYPE_CHECKING:
     from conftest import LiveServer
@@ -94,19 +94,6 @@ def sdk(hsm_server: LiveServer) -> Iterator[Sdk]:
         crypto_credential.close()
 
 
-def _object_id(server: LiveServer, version: str) -> tuple[bytes, str | None]:
-    db = sqlite3.connect(server.home / "customerkey.db")
-    try:
-        row = db.execute(
-            "SELECT sealed_private_key, hsm_object_id FROM key_versions WHERE version = ?",
-            (version,),
-        ).fetchone()
-    finally:
-        db.close()
-    assert row is not None
-    return bytes(row[0]), row[1]
-
-
 def test_the_serve_banner_keeps_oct_hsm_in_the_token(sdk: Sdk) -> None:
     log = sdk.server.log()
     assert "Key protection: RSA, EC in software" in log
@@ -119,7 +106,7 @@ def test_an_oct_hsm_key_from_the_sdk_round_trips_every_algorithm_in_the_token(sd
     key = sdk.keys().create_oct_key("sdk-aes", size=256, hardware_protected=True)
     assert key.key_type == "oct-HSM" and key.properties.version is not None
     assert sorted(key.key_operations or []) == ["decrypt", "encrypt", "unwrapKey", "wrapKey"]
-    sealed, object_id = _object_id(sdk.server, key.properties.version)
+    sealed, object_id = stored_version(sdk.server.home, key.properties.version)
     assert sealed == b"" and object_id is not None
     client = sdk.crypto(key)
     secret = os.urandom(32)
@@ -172,7 +159,7 @@ def test_the_tokens_answers_under_a_known_key_are_pycas(sdk: Sdk) -> None:
     known = os.urandom(32)
     key = sdk.bring("known-aes", known, "oct-HSM")
     assert key.key_type == "oct-HSM" and key.properties.version is not None
-    sealed, object_id = _object_id(sdk.server, key.properties.version)
+    sealed, object_id = stored_version(sdk.server.home, key.properties.version)
     assert sealed == b"" and object_id is not None
     client = sdk.crypto(key)
     secret = os.urandom(24)
@@ -218,7 +205,7 @@ def test_an_ec_key_brought_by_byok_serves_the_customers_public_key(
         numbers.y,
     )
     assert key.properties.version is not None
-    sealed, object_id = _object_id(sdk.server, key.properties.version)
+    sealed, object_id = stored_version(sdk.server.home, key.properties.version)
     assert sealed == b"" and object_id is not None
     digest = hashlib.new(hash_.name, b"signed in the token").digest()
     raw = sdk.crypto(key).sign(alg, digest).signature

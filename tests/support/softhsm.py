@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -146,3 +147,18 @@ def suite_token(softhsm: SoftHsm, work: Path) -> SoftHsm:
     if hsm_cli(token, work, "hsm", "security-domain", "show")["SecurityDomain"] is None:
         hsm_cli(token, work, "hsm", "security-domain", "create")
     return token
+
+
+def stored_version(home: Path, version: str) -> tuple[bytes, str | None]:
+    """(sealed private key, token object id) of a key version in the SQLite database of a
+    server's home."""
+    db = sqlite3.connect(home / "customerkey.db")
+    try:
+        row = db.execute(
+            "SELECT sealed_private_key, hsm_object_id FROM key_versions WHERE version = ?",
+            (version,),
+        ).fetchone()
+    finally:
+        db.close()
+    assert row is not None
+    return bytes(row[0]), row[1]
