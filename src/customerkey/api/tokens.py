@@ -13,8 +13,12 @@ A token carries ``iss, sub, tid, aud, roles, iat, nbf, exp, jti`` and names its 
 ``max_lifetime`` (the longest lifetime a token may be issued with, default one hour), so every
 token it signed expires before the key goes; then ``prune`` (also run by ``rotate``) deletes
 it. Several processes may share the folder: the manifest is replaced atomically under a lock
-and each signer rereads it when it changes. Expiry and not-before are judged by the injected
-clock, never by PyJWT's own reading of the wall clock.
+and each signer rereads it when it changes. Issuing, the JWKS and a token naming a key this
+signer does not know always look (one ``stat`` of the manifest); verifying a token of a known
+key looks at most every ``REFRESH_SECONDS`` of the injected monotonic time, so a key retired
+by another process is seen within that bound (retirement only ends a key's tokens
+``max_lifetime`` later anyway) and the hot path does no file system call. Expiry and
+not-before are judged by the injected clock, never by PyJWT's own reading of the wall clock.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -52,6 +57,8 @@ _KID = re.compile(r"^[0-9a-f]{32}$")
 _TIME_CLAIMS = ("iat", "nbf", "exp")
 _TEXT_CLAIMS = ("iss", "sub", "tid", "aud", "jti")
 _Stamp = tuple[int, int, int]
+# How long verifying a token of a known key trusts the manifest read last, in seconds.
+REFRESH_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,7 @@ class TokenSigner:
         rng: Rng,
         issuer: str,
         max_lifetime: timedelta,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """Use ``TokenSigner.open``; this only wires the parts together."""
         if max_lifetime <= timedelta(0):
@@ -115,6 +123,8 @@ class TokenSigner:
         self._max_lifetime = max_lifetime
         self._lock = threading.Lock()
         self._set = _KeySet(active=None, keys={}, stamp=None)
+        self._monotonic = monotonic
+        self._looked: float | None = None  # when the manifest's stamp was last compared
         # token -> (kid, the key that verified its signature, its claims); insertion ordered.
         self._verified: dict[str, tuple[str, _SigningKey, dict[str, Any]]] = {}
 
@@ -127,12 +137,20 @@ class TokenSigner:
         rng: Rng,
         issuer: str = DEFAULT_ISSUER,
         max_lifetime: timedelta = DEFAULT_LIFETIME,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> TokenSigner:
         """Load the keys in ``directory``, creating the folder and a first key when there is none.
 
         Raises ``ValueError`` when the manifest exists but cannot be read.
         """
-        signer = cls(directory, clock=clock, rng=rng, issuer=issuer, max_lifetime=max_lifetime)
+        signer = cls(
+            directory,
+            clock=clock,
+            rng=rng,
+            issuer=issuer,
+            max_lifetime=max_lifetime,
+            monotonic=monotonic,
+        )
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
         with signer._lock, signer._disk_lock():
@@ -252,7 +270,7 @@ class TokenSigner:
             kid = named
         now = self._clock.now()
         with self._lock:
-            self._refresh_locked()
+            self._refresh_locked(lazy=kid in self._set.keys)
             key = self._verification_key_locked(kid, now)
         if key is None:
             raise Unauthorized("The access token was signed by an unknown or retired key.")
@@ -407,7 +425,13 @@ class TokenSigner:
         write_private_file(manifest, (json.dumps(document, indent=2) + "\n").encode())
         self._set = _KeySet(active=self._set.active, keys=self._set.keys, stamp=_stamp(manifest))
 
-    def _refresh_locked(self) -> None:
+    def _refresh_locked(self, *, lazy: bool = False) -> None:
+        """Reread the manifest if it changed; ``lazy``: only if the last look is older than
+        ``REFRESH_SECONDS``."""
+        now = self._monotonic()
+        if lazy and self._looked is not None and now - self._looked < REFRESH_SECONDS:
+            return
+        self._looked = now
         if _stamp(self._directory / MANIFEST_FILE) != self._set.stamp:
             self._set = self._read_set(strict=False, fallback=self._set)
 

@@ -10,9 +10,13 @@ detects a tail cut off and a chain rewritten after them.
 
 Appends happen inside the caller's transaction, so a state change and its record commit
 together. On PostgreSQL an advisory transaction lock serialises appends; SQLite's
-``BEGIN IMMEDIATE`` already does. An append costs one read of the head (its number, hash and
-chain version) and one insert. Before it, the ``gate`` (``audit.sinks.SinkHealth``) may refuse
-the operation while the audit sinks cannot be written (fail closed).
+``BEGIN IMMEDIATE`` already does. The first append of a transaction reads the head (its
+number, hash and chain version); later appends in the same transaction (a group commit,
+``storage.group_commit``, writes many records in one) chain onto the record written before
+them, which the transaction remembers, so each costs one insert. Before an append, the
+``gate`` (``audit.sinks.SinkHealth``) may refuse the operation while the audit sinks cannot be
+written (fail closed); a caller that writes its record in a shared transaction asks it first
+(``admit``), so a refusal fails its operation alone.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ _INSERT = insert(_AUDIT_TABLE)
 _HEAD = select(AuditRow.seq, AuditRow.hash, AuditRow.chain).order_by(AuditRow.seq.desc()).limit(1)
 # Called with (operation, result) before a record is appended; raises to refuse it.
 Gate = Callable[[str, str], None]
+# session.info key: (the transaction, seq, hash, chain) of the record it appended last.
+_HEAD_INFO = "customerkey_audit_head"
 
 
 class AuditChainKeyMissing(CustomerKeyError):
@@ -94,6 +100,12 @@ class AuditLog:
         self._gate = gate
         self._chain = KEYED if chain_key is not None else PLAIN
 
+    def admit(self, operation: str, result: str = "success") -> None:
+        """Ask the gate now whether a record of ``operation`` may be written (raises to refuse):
+        for a record appended later with ``admitted=True``."""
+        if self._gate is not None:
+            self._gate(operation, result)
+
     def append(
         self,
         session: Session,
@@ -110,12 +122,18 @@ class AuditLog:
         vault_id: str | None = None,
         actor_id: str | None = None,
         subject_id: str | None = None,
+        admitted: bool = False,
     ) -> AuditRecord:
-        if self._gate is not None:
+        if self._gate is not None and not admitted:
             self._gate(operation, result)
-        if session.get_bind().dialect.name == "postgresql":
-            session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
-        head = session.execute(_HEAD).first()
+        transaction = session.get_transaction()
+        known = session.info.get(_HEAD_INFO)
+        if known is not None and known[0] is transaction:
+            head: Sequence[Any] | None = known[1:]
+        else:
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
+            head = session.execute(_HEAD).first()
         seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
         if head is not None and head[2] != PLAIN and self._chain == PLAIN:
             raise AuditChainKeyMissing("The audit chain is keyed; this writer has no chain key.")
@@ -164,6 +182,7 @@ class AuditLog:
                 "chain": self._chain,
             },
         )
+        session.info[_HEAD_INFO] = (transaction, seq, record.hash, self._chain)
         return record
 
     def records(

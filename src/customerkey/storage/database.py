@@ -14,6 +14,11 @@ woken as soon as the one before it commits. Writers of other programs on the sam
 meet SQLite's busy timeout as before. ``read()`` is a read-only transaction that takes no write
 lock at all (a deferred ``BEGIN``: WAL readers neither wait for writers nor block them), for
 hot paths that only read.
+
+``commit_together(work)`` is the group commit of small writes a caller must see durable before
+it answers (``storage.group_commit``): the units of work of concurrent callers run in one
+``transaction()`` and share its commit, and each caller returns once the transaction holding
+its unit committed (or raises what failed it).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from customerkey.storage.exhaustion import StorageStatus
+from customerkey.storage.group_commit import GroupCommitter
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -198,6 +204,7 @@ class Database:
         self._gate: _WriteGate | None = None
         if self.engine.dialect.name == "sqlite":
             self._gate = _WriteGate(_write_gate_path(self.url))
+        self._group: GroupCommitter[Callable[[Session], None]] = GroupCommitter(self._run_group)
 
     @property
     def dialect(self) -> str:
@@ -210,6 +217,19 @@ class Database:
         with self.storage.guard() as used, gate, self._sessions() as session, session.begin():
             used(session)
             yield session
+
+    def commit_together(self, work: Callable[[Session], None]) -> None:
+        """Run ``work`` in a write transaction shared with the units of other threads that
+        arrive meanwhile, and return once that transaction has committed (raise what failed
+        it: then none of its units was written). ``work`` only writes: whatever may refuse
+        the operation is checked before, since any error aborts the whole batch. Never call
+        it inside a transaction of this database."""
+        self._group.submit(work)
+
+    def _run_group(self, units: Sequence[Callable[[Session], None]]) -> None:
+        with self.transaction() as session:
+            for work in units:
+                work(session)
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -214,9 +214,11 @@ class ServiceBase:
         version: str | None = None,
         details: Mapping[str, Any] | None = None,
         subject_id: str | None = None,
+        admitted: bool = False,
     ) -> None:
         """Append the audit record of ``operation``, scoped to the vault (a row, or its
-        (name, id, tenant)) so its tenant's admins and its grantees can find it."""
+        (name, id, tenant)) so its tenant's admins and its grantees can find it (``admitted``:
+        the audit gate was asked already, ``AuditLog.admit``)."""
         name: str | None = None
         vault_id: str | None = None
         tenant: str | None = None
@@ -237,6 +239,7 @@ class ServiceBase:
             vault_id=vault_id,
             actor_id=actor.object_id or None,
             subject_id=subject_id,
+            admitted=admitted,
         )
 
     def _vault_row(self, session: Session, name: str, *, deleted: bool = False) -> VaultRow:

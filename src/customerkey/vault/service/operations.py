@@ -2,7 +2,9 @@
 and algorithm ``vault.key_types`` names. The checks (request, permission, algorithm against
 the key, key usable, public half bound) run in one read-only transaction, normally as one Core
 query (``_CRYPTO_CHECK``); the operation runs outside any transaction; the usage count and the
-audit record commit together in one short write. A version held in the HSM runs there
+audit record commit together, in a write shared with the crypto operations of other threads
+that finish meanwhile (``Database.commit_together``, a group commit), and the call returns
+only once that write has committed. A version held in the HSM runs there
 (``vault.hsm``): an oct-HSM one's every AES operation, with the IV of an encryption drawn
 here from the injected ``Rng`` when the request carries none, as for a software key. Also
 ``random_bytes`` (getRandomBytes) and the start-up backfill of public key tags
@@ -270,8 +272,10 @@ class OperationsMixin(ServiceBase):
 
         # Three steps, so that the key operation holds no lock: the checks read in a read-only
         # transaction; the operation runs outside any; its usage count and its audit record
-        # commit together in one short write transaction. (On SQLite a write transaction holds
-        # the database's one write lock, which every other request would wait for.) A change
+        # commit together in one short write, shared with other operations (group commit: one
+        # transaction and one commit for all that arrive together). (On SQLite a write
+        # transaction holds the database's one write lock, which every other request would
+        # wait for.) A change
         # that commits between the checks and the operation (access removed, key disabled) is
         # seen by the next operation, as if it had committed a moment later.
         def check(session: Session) -> _Checked:
@@ -308,7 +312,11 @@ class OperationsMixin(ServiceBase):
         details: dict[str, object] = {"alg": algorithm}
         if output.verified is not None:
             details["verified"] = output.verified
-        with self.db.transaction() as session:
+        # The audit gate refuses this operation alone, before its write joins a shared batch
+        # (any error there fails every operation of the batch).
+        self.audit.admit(audit_name)
+
+        def write(session: Session) -> None:
             KeyRepository(session).count_use(checked.version_id)
             self._record(
                 session,
@@ -318,7 +326,10 @@ class OperationsMixin(ServiceBase):
                 key=checked.key_name,
                 version=checked.version,
                 details=details,
+                admitted=True,
             )
+
+        self.db.commit_together(write)
         return CryptoResult(
             KeyId(checked.vault_scope[0], checked.key_name, checked.version),
             output.value,
