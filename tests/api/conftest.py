@@ -108,6 +108,15 @@ class LiveServer:
     def cli_json(self, *args: str) -> Any:
         return json.loads(self.cli("--json", *args).stdout)
 
+    def add_contoso(self) -> None:
+        """The tenant contoso with its verified mail domain (its admin creates users of that
+        domain) and its admin, whose secret ``admin_secret`` keeps."""
+        self.cli("tenant", "create", TENANT, "--mail-domain", "contoso.com")
+        self.admin_view = self.cli_json(
+            "principal", "create", ADMIN, "--tenant", TENANT, "--roles", "tenant-admin"
+        )
+        self.admin_secret = self.admin_view["ClientSecret"]
+
     # ---------------------------------------------------------------- tokens and credentials
 
     def token_response(
@@ -318,12 +327,7 @@ def contoso_server(home: Path, env: dict[str, str] | None = None) -> Iterator[Li
     server = start_server(home, env=env)
     install_loopback_resolver(DOMAIN)
     try:
-        # The tenant and its verified mail domain: its admin creates users of that domain.
-        server.cli("tenant", "create", TENANT, "--mail-domain", "contoso.com")
-        server.admin_view = server.cli_json(
-            "principal", "create", ADMIN, "--tenant", TENANT, "--roles", "tenant-admin"
-        )
-        server.admin_secret = server.admin_view["ClientSecret"]
+        server.add_contoso()
         yield server
     finally:
         uninstall_loopback_resolver(DOMAIN)

@@ -31,7 +31,7 @@ from customerkey.config import Settings
 from customerkey.crypto.rsa import b64url_encode
 from customerkey.storage.database import Database
 from customerkey.storage.models import AuditRow, KeyVersionRow
-from tests.api.conftest import ADMIN, DOMAIN, TENANT, LiveServer, start_server
+from tests.api.conftest import ADMIN, DOMAIN, LiveServer, start_server
 from tests.support.crash_harness import SEED_ENV, pick_seed
 from tests.support.servers import free_port
 
@@ -135,11 +135,8 @@ def test_sigkill_during_unwraps_loses_no_acknowledged_record(
         )
 
     try:
-        server.cli("tenant", "create", TENANT, "--mail-domain", "contoso.com")
-        admin = server.cli_json(
-            "principal", "create", ADMIN, "--tenant", TENANT, "--roles", "tenant-admin"
-        )
-        server.admin_secret = admin["ClientSecret"]
+        server.add_contoso()
+        admin_secret = server.admin_secret
         server.create_vault(VAULT)
         vault = server.vault_url(VAULT)
         token = server.token(ADMIN, server.admin_secret)
@@ -188,7 +185,7 @@ def test_sigkill_during_unwraps_loses_no_acknowledged_record(
             server = start_server(
                 home, port=port, log_path=tmp_path / f"serve-{round_no:03d}.log", env=env
             )
-            server.admin_secret = admin["ClientSecret"]
+            server.admin_secret = admin_secret
             recorded, count = _durable(url, version)
             lost = sorted(acked - recorded)
             assert not lost, (

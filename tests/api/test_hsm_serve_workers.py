@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from customerkey.azure.localdns import install_loopback_resolver, uninstall_loopback_resolver
-from tests.api.conftest import ADMIN, DOMAIN, TENANT, start_server
+from tests.api.conftest import DOMAIN, start_server
 from tests.support.softhsm import SoftHsm
 
 VAULT = "hsm-workers"
@@ -57,11 +57,7 @@ def test_two_workers_share_the_tokens_keys(softhsm: SoftHsm, tmp_path: Path) -> 
         for pid in workers:  # each its own PKCS#11 initialisation and login after the fork
             line = f"(pid {pid}): PKCS#11 module initialised and logged in by this process"
             assert line in server.log_after(0, line), server.log()
-        server.cli("tenant", "create", TENANT, "--mail-domain", "contoso.com")
-        admin = server.cli_json(
-            "principal", "create", ADMIN, "--tenant", TENANT, "--roles", "tenant-admin"
-        )
-        server.admin_secret = admin["ClientSecret"]
+        server.add_contoso()
         server.create_vault(VAULT)
         secret = server.create_principal(APP)
         server.grant(VAULT, APP, ["all"])

@@ -271,11 +271,8 @@ def test_sigkill_serve_during_acknowledged_writes_loses_none(
         )
 
     try:
-        server.cli("tenant", "create", TENANT, "--mail-domain", "contoso.com")
-        admin = server.cli_json(
-            "principal", "create", ADMIN, "--tenant", TENANT, "--roles", "tenant-admin"
-        )
-        server.admin_secret = admin["ClientSecret"]
+        server.add_contoso()
+        admin_secret = server.admin_secret
         server.create_vault(VAULT)
         for w in range(WRITERS):
             for p in range(3):
@@ -308,7 +305,7 @@ def test_sigkill_serve_during_acknowledged_writes_loses_none(
             bugs = server.bugs()
             assert not bugs, "the server logged unhandled errors:\n" + "\n".join(bugs) + context()
             server = start_server(home, port=port, log_path=tmp_path / f"serve-{round_no:03d}.log")
-            server.admin_secret = admin["ClientSecret"]
+            server.admin_secret = admin_secret
             _verify_serve(server, server.token(ADMIN, server.admin_secret), acked, context())
             bugs = server.bugs()
             assert not bugs, "unhandled errors after restart:\n" + "\n".join(bugs) + context()
