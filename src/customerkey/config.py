@@ -123,6 +123,16 @@ class Settings(BaseSettings):
     # A writer stores a blob before it commits the row naming it: the sweep leaves
     # unreferenced blobs younger than this alone, so it must exceed any write's duration.
     blob_sweep_grace_seconds: int = Field(default=3600, ge=60)
+    # Where blobs live (``storage.blob_store``; README "Object storage"): "local" (files under
+    # <home>/blobs) or "s3" (objects of ``s3_bucket`` at ``s3_endpoint``, default AWS, under
+    # the key prefix ``s3_prefix``; needs the ``s3`` extra). S3 credentials come from the AWS
+    # chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an instance role), never
+    # from these settings. The sweep's grace also covers S3 multipart uploads in progress.
+    blob_store: str = Field(default="local", pattern="^(local|s3)$")
+    s3_endpoint: str | None = None
+    s3_bucket: str | None = None
+    s3_region: str | None = None
+    s3_prefix: str = ""
     # Out of storage (disk full, quota; ``storage.exhaustion``): writes are refused with 503
     # and ``Retry-After: storage_retry_after_seconds``; while this process last saw the
     # storage full, /healthz writes a probe file of ``storage_probe_bytes`` into each local
@@ -194,6 +204,12 @@ class Settings(BaseSettings):
         if factor and not float(factor) > 0:
             raise ValueError("the factor after 'keyvault*' must be above 0")
         return value
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> Settings:
+        if self.blob_store == "s3" and not self.s3_bucket:
+            raise ValueError("CUSTOMERKEY_BLOB_STORE=s3 needs CUSTOMERKEY_S3_BUCKET")
+        return self
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -43,7 +43,7 @@ from customerkey.keys.cache import DepKeyCache
 from customerkey.keys.deps import DataEncryptionPolicies
 from customerkey.keys.usage import KeyUsageService
 from customerkey.rng import Rng, SystemRng
-from customerkey.storage.blobs import LocalBlobStore
+from customerkey.storage.blob_store import open_blob_store
 from customerkey.storage.database import Database
 from customerkey.storage.revocations import KEEP, Revocation, RevocationRelay
 from customerkey.vault.hsm import HsmProtector
@@ -195,7 +195,7 @@ class Runtime:
             cache=cache,
         )
         jobs = JobQueue(db, clock=clock, lease=timedelta(seconds=settings.job_lease_seconds))
-        blobs = LocalBlobStore(home.blobs_dir)
+        blobs = open_blob_store(settings, home.blobs_dir)
         mail = MailService(
             db,
             clock=clock,

@@ -14,9 +14,11 @@ is deleted only when nothing references it and it is older than ``clock.now() - 
 grace covers writers that stored a blob and have not committed its row yet. A unit counts as
 one: none of its blobs is deleted while any blob in it is younger than the grace or (for
 folder units) a live writer is staging a file in it. Deletion uses
-``LocalBlobStore.delete_unless_newer``, so a blob rewritten meanwhile (a retried import or
+``BlobStore.delete_unless_newer``, so a blob rewritten meanwhile (a retried import or
 re-key writes the same name again) survives. Names no owner recognises are counted and left
-alone. Staging files of dead writers go too (``LocalBlobStore.sweep_temp_files``). A sweep
+alone. Staging files of dead writers go too (``BlobStore.remove_dead_temp_files``), and so do
+uploads begun before the cutoff and never completed (``BlobStore.abort_stale_uploads``: an
+S3 multipart upload whose writer died; they count as staging files). A sweep
 that removed anything writes one ``BlobSweep`` audit record with its counts; a dry run removes
 nothing, writes no record and reports what it would have removed.
 """
@@ -38,7 +40,7 @@ from customerkey.clock import Clock
 from customerkey.errors import Forbidden
 from customerkey.identity import authorize as authz
 from customerkey.jobs.queue import pid_alive
-from customerkey.storage.blobs import BlobInfo, LocalBlobStore
+from customerkey.storage.blob_store import BlobInfo, BlobStore
 from customerkey.storage.database import Database
 
 AUDIT_OPERATION = "BlobSweep"
@@ -147,7 +149,7 @@ class BlobSweeper:
     def __init__(
         self,
         db: Database,
-        blobs: LocalBlobStore,
+        blobs: BlobStore,
         clock: Clock,
         grace: timedelta = DEFAULT_GRACE,
         *,
@@ -182,6 +184,10 @@ class BlobSweeper:
                 tally.folders += 1
                 if progress is not None:
                     progress(tally.folders, max(total, tally.folders))
+            for info in self.blobs.abort_stale_uploads(owner.prefix, tally.cutoff, dry_run=dry_run):
+                tally.temp_files += 1
+                tally.temp_bytes += info.size
+                tally.note_removed(info.name)
         report = tally.report()
         if not dry_run and (report.orphans or report.temp_files):
             with self.db.transaction() as session:

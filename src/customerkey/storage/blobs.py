@@ -1,4 +1,5 @@
-"""Blob stores: where sealed content lives. ``LocalBlobStore`` keeps files under a folder.
+"""The local blob store: ``LocalBlobStore`` keeps blobs as files under a folder (the default
+``BlobStore``; the protocol and its failure contract are in ``storage.blob_store``).
 
 Writes are atomic (a temporary file in the same folder, fsync, rename, then fsync of the
 folder), so a crash leaves either the old blob or the new one, never half of one. Blob names
@@ -21,13 +22,15 @@ import re
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-_NAME = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
-_PART = re.compile(r"^[A-Za-z0-9._-]+$")
+from customerkey.storage.blob_store import PART as _PART
+from customerkey.storage.blob_store import BlobInfo, check_name
+
+__all__ = ["BlobInfo", "LocalBlobStore", "parse_temp_name", "temp_name"]
+
 # Greedy: a blob name may itself contain dots and digits ("<item>.<seq>"); the pid is the
 # last number before ".tmp".
 _TEMP = re.compile(r"^\.(?P<name>[A-Za-z0-9._-]+)\.(?P<pid>[0-9]+)\.tmp$")
@@ -54,20 +57,6 @@ def parse_temp_name(filename: str) -> tuple[str, int] | None:
     return match["name"], int(match["pid"])
 
 
-@dataclass(frozen=True)
-class BlobInfo:
-    """One file of a store: a blob, or (``writer_pid`` set) a writer's staging file."""
-
-    name: str  # relative to the store's root, "/"-separated
-    size: int
-    mtime: datetime  # last modification, timezone-aware UTC
-    writer_pid: int | None = None
-
-    @property
-    def is_staging(self) -> bool:
-        return self.writer_pid is not None
-
-
 class LocalBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -84,9 +73,7 @@ class LocalBlobStore:
             path.mkdir(exist_ok=True, mode=0o700)
 
     def _path(self, name: str) -> Path:
-        if not _NAME.match(name) or ".." in name.split("/"):
-            raise ValueError(f"unsafe blob name {name!r}")
-        return self.root / name
+        return self.root / check_name(name)
 
     def write(self, name: str, fill: Callable[[BinaryIO], object]) -> int:
         """Create or replace blob ``name`` with what ``fill`` writes; returns its size."""
@@ -238,6 +225,14 @@ class LocalBlobStore:
                 continue  # its writer finished (renamed it) or someone else removed it
             removed.append(info)
         return removed
+
+    def abort_stale_uploads(
+        self, prefix: str, older_than: datetime, *, dry_run: bool = False
+    ) -> builtins.list[BlobInfo]:
+        """None here: a killed local writer leaves a staging file, which
+        ``remove_dead_temp_files`` removes once its pid is dead."""
+        check_name(prefix)
+        return []
 
     def delete_unless_newer(self, name: str, older_than: datetime) -> int | None:
         """Delete blob ``name`` if the file there was last modified before ``older_than``;

@@ -27,7 +27,7 @@ from customerkey.jobs.queue import JobQueue
 from customerkey.keys.containers import ContainerKeys, ContainerKeyTable
 from customerkey.keys.deps import DataEncryptionPolicies
 from customerkey.rng import Rng
-from customerkey.storage.blobs import LocalBlobStore
+from customerkey.storage.blob_store import BlobStore
 from customerkey.storage.database import Database
 from customerkey.storage.models import (
     FileChunkRow,
@@ -70,7 +70,7 @@ class FilesServiceBase:
         audit: AuditLog,
         policies: DataEncryptionPolicies,
         sealer: MasterSealer,
-        blobs: LocalBlobStore,
+        blobs: BlobStore,
         jobs: JobQueue,
         domain: str = SPO_DOMAIN,
         chunk_size: int = CHUNK_SIZE,

@@ -27,7 +27,7 @@ from customerkey.jobs.worker import PermanentJobError
 from customerkey.keys.containers import ContainerKeyDestroyed, ContainerKeys, ContainerKeyTable
 from customerkey.keys.deps import DataEncryptionPolicies
 from customerkey.rng import Rng
-from customerkey.storage.blobs import LocalBlobStore
+from customerkey.storage.blob_store import BlobStore
 from customerkey.storage.database import Database
 from customerkey.storage.models import MailboxKeyRow, MailboxRow, PolicyRow, PrincipalRow
 from customerkey.vault.models import Actor
@@ -54,7 +54,7 @@ class MailServiceBase:
         audit: AuditLog,
         policies: DataEncryptionPolicies,
         sealer: MasterSealer,
-        blobs: LocalBlobStore,
+        blobs: BlobStore,
         jobs: JobQueue,
         rekey_batch: int = REKEY_BATCH,
         refresh_batch: int = REFRESH_BATCH,

@@ -1,0 +1,37 @@
+"""Fixtures of the blob-store tests: one SeaweedFS server per session (per xdist worker), and
+``store``, which runs a test once on each ``BlobStore``: the local folder and S3 (SeaweedFS),
+each S3 test under a key prefix of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from customerkey.storage.blob_store import BlobStore
+from customerkey.storage.blobs import LocalBlobStore
+from tests.support.seaweedfs import SeaweedFs, start_seaweedfs
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFs]:
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+def store(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> BlobStore:
+    if store_kind == "local":
+        return LocalBlobStore(tmp_path / "blobs")
+    server: SeaweedFs = request.getfixturevalue("seaweedfs")
+    return server.store()
