@@ -18,6 +18,9 @@ from customerkey.runtime import Runtime
 from customerkey.storage.database import normalize_url
 from tests.support.softhsm import SoftHsm, session_token, suite_token
 
+# Fixtures every concept folder may use: real servers (``live_servers``) and crash harnesses.
+pytest_plugins = ["tests.support.live_servers", "tests.support.crash_fixtures"]
+
 POSTGRES_URL = os.environ.get("CUSTOMERKEY_TEST_POSTGRES_URL")
 
 

@@ -336,7 +336,7 @@ def test_a_blob_rewritten_while_the_sweep_decides_survives(
 ) -> None:
     """On S3 the delete is conditional on the ETag the sweep judged: a writer replacing the
     blob between the look and the delete wins (the local store's rename-aside is covered by
-    tests/unit/test_blob_store.py)."""
+    tests/storage/test_blob_store.py)."""
     if store_kind == "local":
         pytest.skip("the local store decides on a file renamed aside")
     assert isinstance(store, S3BlobStore)

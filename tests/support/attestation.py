@@ -8,8 +8,8 @@ as Microsoft Azure Attestation does. ``open_release`` plays the attested environ
 the release result's JWS signature with the certificate its header names, unwraps
 ``key_hsm`` with the runtime private key and returns the payload and the key material.
 
-Used by ``tests/integration/test_key_release_service.py`` and
-``tests/api/test_key_release_sdk.py``.
+Used by ``tests/vault/test_key_release_service.py`` and
+``tests/vault/test_key_release_sdk.py``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The az CLI against a real ``customerkey serve``: finding az, the loopback proxy it reaches the
-server through, and one signed-in az identity (``Az``). Used by ``tests/api/test_az_cli.py``
-(the ``az keyvault key`` command group) and ``tests/api/test_sdk_samples.py`` (the SDK's
+server through, and one signed-in az identity (``Az``). Used by ``tests/clients/test_az_cli.py``
+(the ``az keyvault key`` command group) and ``tests/clients/test_sdk_samples.py`` (the SDK's
 samples, whose ``DefaultAzureCredential`` signs in through az's login).
 
 Where az comes from: ``$CUSTOMERKEY_AZ`` (a path; ``.ci/run`` installs azure-cli into its own
@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.api.conftest import DOMAIN
+from tests.support.live_servers import DOMAIN
 from tests.support.servers import clean_env
 
 if TYPE_CHECKING:
-    from tests.api.conftest import LiveServer
+    from tests.support.live_servers import LiveServer
 
 AZ_ENV, REQUIRE_ENV = "CUSTOMERKEY_AZ", "CUSTOMERKEY_REQUIRE_AZ"
 AZ_TIMEOUT = 180
