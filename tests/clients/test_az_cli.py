@@ -166,7 +166,13 @@ def test_a_tenant_without_subscriptions_needs_allow_no_subscriptions(world: Worl
     az.register_cloud()
     secret = world.secrets[EMPTY_APP]
     refused = az.fails(
-        "login", "--service-principal", "-u", EMPTY_APP, "-p", secret, "--tenant", EMPTY_TENANT
+        "login",
+        "--service-principal",
+        "-u",
+        EMPTY_APP,
+        f"--password={secret}",
+        "--tenant",
+        EMPTY_TENANT,
     )
     assert "No subscriptions found" in refused
     accounts = az.login(EMPTY_APP, secret, EMPTY_TENANT, "--allow-no-subscriptions")
@@ -198,7 +204,7 @@ def test_another_tenants_principal_sees_only_its_own_subscription(world: World) 
     intruder = world.az()
     intruder.register_cloud()
     foreign = intruder.fails(
-        "login", "--service-principal", "-u", world.app, "-p", world.secrets[world.app],
+        "login", "--service-principal", "-u", world.app, f"--password={world.secrets[world.app]}",
         "--tenant", TENANT, "--skip-subscription-discovery", "--subscription", OTHER_SUB,
     )  # fmt: skip
     assert f"The subscription '{OTHER_SUB}' could not be retrieved" in foreign

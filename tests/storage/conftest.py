@@ -11,6 +11,7 @@ import pytest
 
 from customerkey.storage.blob_store import BlobStore
 from customerkey.storage.blobs import LocalBlobStore
+from customerkey.storage.s3_blobs import S3BlobStore
 from tests.support.seaweedfs import SeaweedFs, start_seaweedfs
 
 
@@ -35,3 +36,9 @@ def store(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Bl
         return LocalBlobStore(tmp_path / "blobs")
     server: SeaweedFs = request.getfixturevalue("seaweedfs")
     return server.store()
+
+
+@pytest.fixture
+def s3_store(seaweedfs: SeaweedFs) -> S3BlobStore:
+    """The S3 store alone, for what only it has (parts, conditional deletes)."""
+    return seaweedfs.store()

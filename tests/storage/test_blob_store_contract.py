@@ -231,11 +231,9 @@ def test_a_killed_multipart_upload_is_invisible_until_the_sweep_aborts_it(
 
 
 def test_one_part_is_one_put_and_one_byte_more_is_multipart(
-    store: BlobStore, store_kind: str, monkeypatch: pytest.MonkeyPatch
+    s3_store: S3BlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if store_kind == "local":
-        pytest.skip("parts are the S3 store's")
-    assert isinstance(store, S3BlobStore)
+    store = s3_store  # parts are the S3 store's
     small_parts(store)
     calls: list[str] = []
     real = store._call
@@ -332,14 +330,12 @@ def test_delete_unless_newer(store: BlobStore) -> None:
 
 
 def test_a_blob_rewritten_while_the_sweep_decides_survives(
-    store: BlobStore, store_kind: str, monkeypatch: pytest.MonkeyPatch
+    s3_store: S3BlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On S3 the delete is conditional on the ETag the sweep judged: a writer replacing the
     blob between the look and the delete wins (the local store's rename-aside is covered by
     tests/storage/test_blob_store.py)."""
-    if store_kind == "local":
-        pytest.skip("the local store decides on a file renamed aside")
-    assert isinstance(store, S3BlobStore)
+    store = s3_store
     store.put_bytes("m/1/item.1", b"old")
     real = store._call
 

@@ -220,8 +220,7 @@ class Az:
             "--service-principal",
             "--username",
             client_id,
-            "--password",
-            secret,
+            f"--password={secret}",  # a secret may begin with '-'
             "--tenant",
             tenant,
             *extra,
