@@ -62,9 +62,19 @@ def _read(sock: socket.socket) -> bytes | None:
         return b""
 
 
+def _readable(socks: list[socket.socket], wait: float) -> list[socket.socket]:
+    """Those of ``socks`` with something to read within ``wait`` seconds (``poll``: unlike
+    ``select``, it takes descriptors above 1023, which a long test session reaches)."""
+    poller = select.poll()
+    by_fd = {sock.fileno(): sock for sock in socks}
+    for fd in by_fd:
+        poller.register(fd, select.POLLIN)
+    return [by_fd[fd] for fd, _ in poller.poll(wait * 1000)]
+
+
 def _wait_read(sock: socket.socket, wait: float) -> bytes | None:
     pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
-    if pending or select.select([sock], [], [], wait)[0]:
+    if pending or _readable([sock], wait):
         return _read(sock)
     return None
 
@@ -74,7 +84,7 @@ def _all_closed(socks: list[socket.socket]) -> bool:
     deadline = time.monotonic() + DEADLINE
     left = list(socks)
     while left and time.monotonic() < deadline:
-        for sock in select.select(left, [], [], 0.5)[0]:
+        for sock in _readable(left, 0.5):
             if _read(sock) == b"":
                 left.remove(sock)
     return not left

@@ -161,6 +161,14 @@ class _WriteGate:
             self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         return self._fd
 
+    def close(self) -> None:
+        """Close the lock file (a ``Database`` that is disposed of keeps no descriptor)."""
+        with self._lock:
+            if self._fd is not None and self._pid == os.getpid():
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
+            self._fd = None
+
     def _after_fork(self) -> None:
         # The child starts with one thread; whatever the parent's threads held is not ours.
         self._pid = os.getpid()
@@ -275,6 +283,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._gate is not None:
+            self._gate.close()
 
 
 def head_revision() -> str:
