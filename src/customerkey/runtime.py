@@ -273,19 +273,13 @@ class Runtime:
 
     def release_hsm_before_fork(self) -> None:
         """Before ``os.fork()``: no PKCS#11 state may cross it (``reopen_hsm_after_fork``)."""
-        if self.hsm is not None and self.settings.pkcs11_module:
-            from customerkey.hsm.pkcs11 import Pkcs11Protector
-
-            if isinstance(self.hsm, Pkcs11Protector):
-                self.hsm.release_before_fork(self.settings.pkcs11_module)
+        if self.hsm is not None:
+            self.hsm.release_before_fork()
 
     def reopen_hsm_after_fork(self) -> None:
         """In a forked process: its own PKCS#11 initialisation, login and sessions."""
-        if self.hsm is not None and self.settings.pkcs11_module:
-            from customerkey.hsm.pkcs11 import Pkcs11Protector
-
-            if isinstance(self.hsm, Pkcs11Protector):
-                self.hsm.reopen_after_fork(self.settings.pkcs11_module)
+        if self.hsm is not None:
+            self.hsm.reopen_after_fork()
 
     def close(self) -> None:
         self.checkpoints.stop(all_users=True)

@@ -46,6 +46,12 @@ class DomainInfo:
     transfer_key: str | None  # SHA-256 of the pending transfer public key (DER), hex
 
 
+# What the security officer makes to vouch for a key: only the SO may set CKA_TRUSTED, and
+# only when the object is made; the SO cannot make private objects, and a public token object
+# would be stored in the clear, so it is a session object.
+_SO_TRUSTED = {Attribute.TOKEN: False, Attribute.PRIVATE: False, Attribute.TRUSTED: True}
+
+
 def _read_so_pin(settings: Settings) -> str:
     if settings.pkcs11_so_pin_file is None:
         raise HsmNotReady(
@@ -164,9 +170,7 @@ class DomainAdmin:
                     store=False,
                     capabilities=0,
                     template={
-                        Attribute.TOKEN: False,
-                        Attribute.PRIVATE: False,
-                        Attribute.TRUSTED: True,
+                        **_SO_TRUSTED,
                         **domain_template(),
                     },
                 )
@@ -233,9 +237,7 @@ class DomainAdmin:
                     {
                         Attribute.CLASS: ObjectClass.PUBLIC_KEY,
                         Attribute.KEY_TYPE: KeyType.RSA,
-                        Attribute.TOKEN: False,
-                        Attribute.PRIVATE: False,
-                        Attribute.TRUSTED: True,
+                        **_SO_TRUSTED,
                         Attribute.WRAP: True,
                         Attribute.ENCRYPT: False,
                         Attribute.VERIFY: False,
@@ -292,9 +294,7 @@ class DomainAdmin:
                     store=False,
                     capabilities=0,
                     template={
-                        Attribute.TOKEN: False,
-                        Attribute.PRIVATE: False,
-                        Attribute.TRUSTED: True,
+                        **_SO_TRUSTED,
                         Attribute.SENSITIVE: True,
                         Attribute.EXTRACTABLE: False,
                         Attribute.WRAP: True,
@@ -336,9 +336,7 @@ class DomainAdmin:
                     mechanism=WRAP,
                     capabilities=0,
                     template={
-                        Attribute.TOKEN: False,
-                        Attribute.PRIVATE: False,
-                        Attribute.TRUSTED: True,
+                        **_SO_TRUSTED,
                         **domain_template(),
                     },
                 )

@@ -119,7 +119,7 @@ def open_pkcs11(
             f"The PKCS#11 module did not list its tokens ({type(exc).__name__}): check "
             "CUSTOMERKEY_PKCS11_MODULE and the HSM."
         ) from None
-    protector = Pkcs11Protector(token, pin, rejection_key=rejection_key, rng=rng)
+    protector = Pkcs11Protector(module, token, pin, rejection_key=rejection_key, rng=rng)
     try:
         protector.start()
     except (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange, p11.PinLocked, p11.PinExpired):
@@ -166,7 +166,10 @@ class _Pkcs11Key:
 
 
 class Pkcs11Protector:
-    def __init__(self, token: Any, pin: str, *, rejection_key: bytes, rng: Rng) -> None:
+    def __init__(
+        self, module: str, token: Any, pin: str, *, rejection_key: bytes, rng: Rng
+    ) -> None:
+        self._module = module  # the vendor library's path, loaded again after a fork
         self._token = token
         self._pin = pin
         self._rejection_key = rejection_key
@@ -431,19 +434,19 @@ class Pkcs11Protector:
 
     # ------------------------------------------------------------------ fork
 
-    def release_before_fork(self, module: str) -> None:
+    def release_before_fork(self) -> None:
         """Close every session and finalise the module: PKCS#11 state must not cross fork()
         (the standard has the child initialise the module itself, ``reopen_after_fork``)."""
         self.close()
         with suppress(p11.PKCS11Error):
-            pkcs11.lib(module).finalize()
+            pkcs11.lib(self._module).finalize()
 
-    def reopen_after_fork(self, module: str) -> None:
+    def reopen_after_fork(self) -> None:
         """In a process forked after ``release_before_fork``: initialise the module, find the
         token again and log in, so this process has sessions of its own."""
         self._lock = threading.Lock()
         self._idle = []
-        library = pkcs11.lib(module)  # initialises it again
+        library = pkcs11.lib(self._module)  # initialises it again
         self._token = library.get_token(token_label=self._token.label)
         self.start()
 

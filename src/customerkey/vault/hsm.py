@@ -179,6 +179,15 @@ class HsmProtector(Protocol):
         """Destroy every token object with ``CKA_ID`` ``object_id`` (none left is no error)."""
         ...
 
+    def release_before_fork(self) -> None:
+        """Before ``os.fork()``: close every session and finalise the module, since no HSM
+        state may cross a fork (``reopen_after_fork`` in the child)."""
+        ...
+
+    def reopen_after_fork(self) -> None:
+        """In a forked process: initialise the module, log in and open sessions of its own."""
+        ...
+
     def close(self) -> None: ...
 
 
