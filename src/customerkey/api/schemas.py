@@ -130,6 +130,7 @@ class JsonWebKeyIn(_Body):
     x: str | None = None
     y: str | None = None
     k: str | None = None
+    key_hsm: str | None = None  # a BYOK key transfer blob, base64url (``vault.byok``)
 
 
 class KeyImportBody(_Body):

@@ -29,7 +29,6 @@ from customerkey.api.deps import (
     vault_throttle,
 )
 from customerkey.api.schemas import (
-    JsonWebKeyIn,
     KeyAttributesIn,
     KeyCreateBody,
     KeyImportBody,
@@ -176,16 +175,6 @@ def _parse(model: type[M], body: Any) -> M:
         raise RequestValidationError(exc.errors()) from None
 
 
-class _ByokJsonWebKeyIn(JsonWebKeyIn):
-    """A JWK that may carry a BYOK key transfer blob (``key_hsm``, base64url; ``vault.byok``)."""
-
-    key_hsm: str | None = None
-
-
-class _KeyImportIn(KeyImportBody):
-    key: _ByokJsonWebKeyIn
-
-
 # ------------------------------------------------------------------ keys
 
 
@@ -220,7 +209,7 @@ def create_key(
 @router.put("/keys/{name}")
 def import_key(
     name: str,
-    body: _KeyImportIn,
+    body: KeyImportBody,
     request: Request,
     vault: str = Depends(vault_name),
     actor: Actor = Depends(vault_actor),
