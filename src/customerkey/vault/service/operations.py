@@ -275,9 +275,9 @@ class OperationsMixin(ServiceBase):
         # commit together in one short write, shared with other operations (group commit: one
         # transaction and one commit for all that arrive together). (On SQLite a write
         # transaction holds the database's one write lock, which every other request would
-        # wait for.) A change
-        # that commits between the checks and the operation (access removed, key disabled) is
-        # seen by the next operation, as if it had committed a moment later.
+        # wait for.) A change that commits between the checks and the operation (access
+        # removed, key disabled) is seen by the next operation, as if it had committed a
+        # moment later.
         def check(session: Session) -> _Checked:
             fast = self._crypto_check_fast(
                 session, actor, vault, name, version, permission, request
