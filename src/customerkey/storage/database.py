@@ -13,7 +13,8 @@ sleeps (one uvicorn process with 16 clients: p99 of 0.9 s); queued on the gate a
 woken as soon as the one before it commits. Writers of other programs on the same file still
 meet SQLite's busy timeout as before. ``read()`` is a read-only transaction that takes no write
 lock at all (a deferred ``BEGIN``: WAL readers neither wait for writers nor block them), for
-hot paths that only read.
+hot paths that only read. ``first(read, params)`` runs one prepared statement outside any
+transaction (``storage.prepared_read``), for the one read on every key operation.
 
 ``commit_together(work)`` is the group commit of small writes a caller must see durable before
 it answers (``storage.group_commit``): the units of work of concurrent callers run in one
@@ -27,7 +28,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,7 @@ from sqlalchemy.pool import NullPool
 
 from customerkey.storage.exhaustion import StorageStatus
 from customerkey.storage.group_commit import GroupCommitter
+from customerkey.storage.prepared_read import PreparedRead
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -247,6 +249,12 @@ class Database:
         and for reads whose result a write in the same transaction depends on."""
         with self.storage.guard(), self._read_sessions() as session, session.begin():
             yield session
+
+    def first(self, read: PreparedRead, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The first row of ``read`` (None when there is none): one statement, its own
+        snapshot, with no session and no transaction around it."""
+        with self.storage.guard():
+            return read.first(self.engine, params)
 
     def migrate(self) -> list[str]:
         """Run pending Alembic migrations; returns the revisions applied. A database already at

@@ -1,20 +1,21 @@
 """Crypto operations: encrypt, decrypt, wrapKey, unwrapKey, sign and verify, with every key type
-and algorithm ``vault.key_types`` names. The checks (request, permission, algorithm against
-the key, key usable, public half bound) run in one read-only transaction, normally as one Core
-query (``_CRYPTO_CHECK``); the operation runs outside any transaction; the usage count and the
-audit record commit together, in a write shared with the crypto operations of other threads
-that finish meanwhile (``Database.commit_together``, a group commit), and the call returns
-only once that write has committed. A version held in the HSM runs there
-(``vault.hsm``): an oct-HSM one's every AES operation, with the IV of an encryption drawn
-here from the injected ``Rng`` when the request carries none, as for a software key. Also
-``random_bytes`` (getRandomBytes) and the start-up backfill of public key tags
-(``vault.binding``)."""
+and algorithm ``vault.key_types`` names. The checks (request, permission, algorithm against the
+key, key usable, public half bound) normally run on one prepared statement (``_CRYPTO_CHECK``, a
+``storage.prepared_read``: no session, no transaction), else step by step in one read-only
+transaction; the operation runs outside any transaction; the usage count and the audit record
+commit together, in a write shared with the crypto operations of other threads that finish
+meanwhile (``Database.commit_together``, a group commit), and the call returns only once that
+write has committed. A version held in the HSM runs there (``vault.hsm``): an oct-HSM one's
+every AES operation, with the IV of an encryption drawn here from the injected ``Rng`` when the
+request carries none, as for a software key. Also ``random_bytes`` (getRandomBytes) and the
+start-up backfill of public key tags (``vault.binding``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
@@ -23,6 +24,7 @@ from customerkey.crypto.aes_modes import CBC_IV_SIZE, GCM_IV_SIZE, aes_info
 from customerkey.errors import BadParameter, DecryptionFailed, Forbidden, KeyNotUsable
 from customerkey.identity import authorize as authz
 from customerkey.storage.models import AccessPolicyRow, KeyRow, KeyVersionRow, VaultRow
+from customerkey.storage.prepared_read import PreparedRead
 from customerkey.storage.repositories import KeyRepository
 from customerkey.vault.binding import BackfillReport
 from customerkey.vault.hsm import TokenKey, TokenOutput, TokenSecretKey
@@ -92,8 +94,35 @@ _CRYPTO_CHECK = _CRYPTO_CHECK.add_columns(
     _VERSIONS.public_y.label("pk_y"),
     _VERSIONS.key_size.label("pk_size"),
 )
-_CRYPTO_CHECK_VERSION = _CRYPTO_CHECK.where(_VERSIONS.version == bindparam("version"))
-_CRYPTO_CHECK_NEWEST = _CRYPTO_CHECK.order_by(_VERSIONS.seq.desc()).limit(1)
+_CRYPTO_CHECK_VERSION = PreparedRead(_CRYPTO_CHECK.where(_VERSIONS.version == bindparam("version")))
+_CRYPTO_CHECK_NEWEST = PreparedRead(_CRYPTO_CHECK.order_by(_VERSIONS.seq.desc()).limit(1))
+
+
+class _CheckRow(NamedTuple):
+    """A row of ``_CRYPTO_CHECK``, its columns in order."""
+
+    vault_id: str
+    vault_name: str
+    vault_deleted: datetime | None
+    key_id: str
+    key_name: str
+    key_deleted: datetime | None
+    version_id: str
+    version: str
+    enabled: bool
+    not_before: datetime | None
+    expires: datetime | None
+    key_ops: list[str]
+    permissions: list[str] | None
+    tenant: str
+    pk_kty: str
+    pk_n: str
+    pk_e: str
+    pk_tag: bytes | None
+    pk_crv: str | None
+    pk_x: str | None
+    pk_y: str | None
+    pk_size: int
 
 
 @dataclass(frozen=True)
@@ -149,7 +178,6 @@ class OperationsMixin(ServiceBase):
 
     def _crypto_check_fast(
         self,
-        session: Session,
         actor: Actor,
         vault: str,
         name: str,
@@ -157,10 +185,10 @@ class OperationsMixin(ServiceBase):
         permission: str,
         request: CryptoRequest,
     ) -> _Checked | None:
-        """crypto()'s checks in one query for the usual case. None when anything is unusual
-        (no such vault, key or version, a deleted one, a missing permission, a name to
-        validate): the step-by-step checks then run and raise exactly what they always
-        raised."""
+        """crypto()'s checks in one prepared statement, for the usual case. None when anything
+        is unusual (no such vault, key or version, a deleted one, a missing permission, a name
+        to validate, a version not opened yet): the step-by-step checks then run and raise
+        exactly what they always raised."""
         operation = request.operation
         if not name or (version is not None and len(version) != 32):
             return None
@@ -174,35 +202,28 @@ class OperationsMixin(ServiceBase):
         else:
             statement = _CRYPTO_CHECK_VERSION
             params["version"] = version.lower()
-        row = session.execute(statement, params).first()
-        if row is None:
+        values = self.db.first(statement, params)
+        if values is None:
             return None
-        (vault_id, vault_name, vault_deleted, key_id, key_name, key_deleted, version_id) = row[:7]
-        enabled, not_before, expires, key_ops, permissions, tenant = row[8:14]
-        if vault_deleted is not None or key_deleted is not None:
+        row = _CheckRow(*values)
+        if row.vault_deleted is not None or row.key_deleted is not None:
             return None
-        access = authz.KeyAccess(tenant, frozenset(permissions or ()), permission)
+        access = authz.KeyAccess(row.tenant, frozenset(row.permissions or ()), permission)
         if not authz.allowed(actor, authz.Action.KEY_OPERATION, access):
             return None
-        private_key = self._private_keys.get(version_id)
-        if private_key is None:
-            vault_row = session.get(VaultRow, vault_id)
-            key_row = session.get(KeyRow, key_id)
-            version_row = session.get(KeyVersionRow, version_id)
-            if vault_row is None or key_row is None or version_row is None:
-                return None
-            private_key = self._private_key(vault_row, key_row, version_row)
-        opened = private_key
+        opened = self._private_keys.get(row.version_id)
+        if opened is None:
+            return None
         self._binding.check(
-            row_id=version_id,
-            vault_id=vault_id,
-            key_id=key_id,
-            version=row[7],
+            row_id=row.version_id,
+            vault_id=row.vault_id,
+            key_id=row.key_id,
+            version=row.version,
             kty=row.pk_kty,
             n=row.pk_n,
             e=row.pk_e,
             tag=row.pk_tag,
-            label=f"{vault_name}/{key_name}/{row[7]}",
+            label=f"{row.vault_name}/{row.key_name}/{row.version}",
             private_key=lambda: opened,
             crv=row.pk_crv,
             x=row.pk_x,
@@ -212,8 +233,16 @@ class OperationsMixin(ServiceBase):
         # Only once the stored row is known to be the one bound to it: does the request fit
         # the key's type, curve and size, and may the key do it now?
         check_key(request, row.pk_kty, row.pk_crv, row.pk_size)
-        _check_usable(enabled, not_before, expires, key_ops, operation, self._clock.now())
-        return _Checked((vault_name, vault_id, tenant), key_name, version_id, row[7], opened)
+        _check_usable(
+            row.enabled, row.not_before, row.expires, row.key_ops, operation, self._clock.now()
+        )
+        return _Checked(
+            (row.vault_name, row.vault_id, row.tenant),
+            row.key_name,
+            row.version_id,
+            row.version,
+            opened,
+        )
 
     # Told (operation, the error or None) after every crypto call: the server counts them.
     operation_observer: Callable[[str, BaseException | None], None] | None = None
@@ -279,11 +308,6 @@ class OperationsMixin(ServiceBase):
         # removed, key disabled) is seen by the next operation, as if it had committed a
         # moment later.
         def check(session: Session) -> _Checked:
-            fast = self._crypto_check_fast(
-                session, actor, vault, name, version, permission, request
-            )
-            if fast is not None:
-                return fast
             row = self._vault_row(session, vault)
             self._require(session, actor, row, permission)
             key = self._key_row(session, row, name)
@@ -296,7 +320,11 @@ class OperationsMixin(ServiceBase):
                 (row.name, row.id, row.tenant), key.name, target.id, target.version, material
             )
 
-        checked = self._run(actor, audit_name, check, vault=vault.lower(), key=name, read_only=True)
+        checked = self._crypto_check_fast(actor, vault, name, version, permission, request)
+        if checked is None:
+            checked = self._run(
+                actor, audit_name, check, vault=vault.lower(), key=name, read_only=True
+            )
         try:
             output: CryptoOutput | TokenOutput
             if isinstance(checked.material, TokenSecretKey):
