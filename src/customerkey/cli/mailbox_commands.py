@@ -167,13 +167,31 @@ def mailbox_import(
 ) -> None:
     """Import an mbox file, a Maildir or a folder of .eml files, streaming, as a durable job.
 
-    What is not a mail store is refused, with nothing changed. If the import is interrupted
+    The store is first staged, encrypted, into the blob store (so a worker on any host can
+    run the job); an interrupted staging goes on where it stopped when the command is run
+    again. What is not a mail store is refused, with nothing changed. If the import is interrupted
     (Ctrl-C), the same command resumes it (or a worker does); once it is done, the same command
     does nothing (--again imports the store once more). 'customerkey jobs cancel' stops it,
     keeping what it imported."""
     c = cli_context(ctx)
     mail = c.runtime.mail
-    job = mail.start_import(c.actor, identity, path, fmt=fmt, again=again)
+    shown: list[tuple[Progress, Any]] = []
+
+    def staging(done: int, total: int | None) -> None:
+        if not shown:  # the store is checked and its staging begun: now show a bar
+            bar = count_bar(f"staging {path.name}", as_json=c.as_json)
+            bar.start()
+            shown.append((bar, bar.add_task("staging", total=total)))
+        bar, task = shown[0]
+        bar.update(task, completed=done, total=total)
+
+    try:
+        job = mail.start_import(
+            c.actor, identity, path, fmt=fmt, again=again, staging_progress=staging
+        )
+    finally:
+        for bar, _ in shown:
+            bar.stop()
     if job.state == "succeeded":
         result = mail.import_result(job)
         emit_message(

@@ -16,7 +16,10 @@ one: none of its blobs is deleted while any blob in it is younger than the grace
 folder units) a live writer is staging a file in it. Deletion uses
 ``BlobStore.delete_unless_newer``, so a blob rewritten meanwhile (a retried import or
 re-key writes the same name again) survives. Names no owner recognises are counted and left
-alone. Staging files of dead writers go too (``BlobStore.remove_dead_temp_files``), and so do
+alone. An owner whose rows outlive their blobs (``PrunesRows``: the staged copies of mail
+imports, ``mail-staging/``, whose rows say who may still use them) has the rows of the units
+nobody will use deleted after the walk, so abandoned staging goes after the grace, rows and
+objects. Staging files of dead writers go too (``BlobStore.remove_dead_temp_files``), and so do
 uploads begun before the cutoff and never completed (``BlobStore.abort_stale_uploads``: an
 S3 multipart upload whose writer died; they count as staging files). A sweep
 that removed anything writes one ``BlobSweep`` audit record with its counts; a dry run removes
@@ -26,11 +29,12 @@ nothing, writes no record and reports what it would have removed.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy.orm import Session
 
@@ -42,6 +46,8 @@ from customerkey.identity import authorize as authz
 from customerkey.jobs.queue import pid_alive
 from customerkey.storage.blob_store import BlobInfo, BlobStore
 from customerkey.storage.database import Database
+
+log = logging.getLogger("customerkey.blob_sweep")
 
 AUDIT_OPERATION = "BlobSweep"
 DEFAULT_GRACE = timedelta(hours=1)
@@ -71,6 +77,15 @@ class BlobOwner(Protocol):
     def unit_of(self, name: str) -> str | None: ...
 
     def referenced(self, session: Session, folder: str, units: Iterable[str]) -> set[str]: ...
+
+
+@runtime_checkable
+class PrunesRows(Protocol):
+    """An owner whose rows outlive their blobs (a staged import's row): after the walk,
+    ``prune_rows(session, cutoff)`` deletes the rows nobody will use any more, whose blobs
+    the walk removed (or the next one will); returns how many."""
+
+    def prune_rows(self, session: Session, cutoff: datetime) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -188,6 +203,11 @@ class BlobSweeper:
                 tally.temp_files += 1
                 tally.temp_bytes += info.size
                 tally.note_removed(info.name)
+            if isinstance(owner, PrunesRows) and not dry_run:
+                with self.db.transaction() as session:
+                    pruned = owner.prune_rows(session, tally.cutoff)
+                if pruned:
+                    log.info("blob sweep: forgot %d abandoned %s row(s)", pruned, owner.prefix)
         report = tally.report()
         if not dry_run and (report.orphans or report.temp_files):
             with self.db.transaction() as session:

@@ -13,35 +13,43 @@ job at once; a running one becomes ``cancelling``, and its worker stops at its n
 checkpoint, after the batch that checkpoint commits (``stop_cancelled``). A process that stops
 holding a job on purpose (Ctrl-C, ``retire``) gives it back at once (``release``), so a rerun or
 another worker takes it up without waiting for the lease. ``list_jobs`` and ``get`` mark a
-running job whose holder is gone (its lease ran out, or its process on this host no longer
-exists) as ``interrupted``: it is shown so until someone takes it back.
+running job whose holder is gone (its lease ran out, or its worker is dead: see below) as
+``interrupted``: it is shown so until someone takes it back.
 
-A worker that is killed (SIGKILL, the OOM killer) never retires its row in
-the worker registry. ``release_dead_workers`` finds such rows on this host, by checking
-whether their process still exists, and returns their running jobs to the queue at once;
-every worker does this when it starts and from time to time while idle. Workers on other
-hosts (or whose pid was reused) are not judged: their jobs wait for the lease to expire.
+A worker that is killed (SIGKILL, the OOM killer, its host lost) never retires its row in the
+worker registry (``jobs.heartbeats``, which this class inherits). Every worker, on any host,
+renews a heartbeat in its row while it lives; ``release_dead_workers`` finds the rows of dead
+workers (a heartbeat older than the timeout, on any host; or, on this host, a process that no
+longer exists in this boot) and returns their running jobs to the queue at once, checkpoints
+kept. Every worker does this when it starts and from time to time while idle, so a job of a
+dead worker resumes on any host within about the heartbeat timeout instead of its lease.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from customerkey.actor import Actor
 from customerkey.clock import Clock
 from customerkey.errors import Conflict, NotFound
+from customerkey.jobs.heartbeats import (
+    DEFAULT_HEARTBEAT,
+    DEFAULT_TIMEOUT,
+    WorkerRegistry,
+    pid_alive,
+)
 from customerkey.storage.database import Database
-from customerkey.storage.models import JobRow, WorkerRow
+from customerkey.storage.models import JobRow
+
+__all__ = ["JobQueue", "pid_alive"]
 
 log = logging.getLogger("customerkey.jobs")
 
@@ -93,7 +101,7 @@ class Job:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
-    # Running, but whoever held it is gone (lease expired, or its process on this host died).
+    # Running, but whoever held it is gone (lease expired, or its worker is dead).
     interrupted: bool = False
 
     @property
@@ -137,8 +145,18 @@ def _job(row: JobRow, *, interrupted: bool = False) -> Job:
     )
 
 
-class JobQueue:
-    def __init__(self, db: Database, *, clock: Clock, lease: timedelta = timedelta(seconds=60)):
+class JobQueue(WorkerRegistry):
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Clock,
+        lease: timedelta = timedelta(seconds=60),
+        host_id: str | None = None,
+        heartbeat: timedelta = DEFAULT_HEARTBEAT,
+        heartbeat_timeout: timedelta = DEFAULT_TIMEOUT,
+    ):
+        super().__init__(host_id=host_id, heartbeat=heartbeat, heartbeat_timeout=heartbeat_timeout)
         self.db = db
         self._clock = clock
         self.lease = lease
@@ -197,7 +215,7 @@ class JobQueue:
             row = session.get(JobRow, job_id)
             if row is None:
                 raise JobNotFound(f"No job with id '{job_id}'.")
-            return _job(row, interrupted=bool(self._holders_gone(session, [row])))
+            return _job(row, interrupted=bool(self.holders_gone(session, [row])))
 
     def list_jobs(
         self, *, states: Sequence[str] | None = None, kind: str | None = None, limit: int = 100
@@ -209,29 +227,8 @@ class JobQueue:
             if kind:
                 query = query.where(JobRow.kind == kind)
             rows = list(session.scalars(query))
-            gone = self._holders_gone(session, rows)
+            gone = self.holders_gone(session, rows)
             return [_job(r, interrupted=r.id in gone) for r in rows]
-
-    def _holders_gone(self, session: Session, rows: Sequence[JobRow]) -> set[str]:
-        """The ids of the running jobs among ``rows`` whose holder is gone: the lease ran
-        out, or the holder is a worker of this host whose process no longer exists."""
-        now = self._clock.now()
-        running = [r for r in rows if r.state in ("running", "cancelling")]
-        if not running:
-            return set()
-        owners = {r.lease_owner for r in running if r.lease_owner}
-        workers = {
-            w.id: w for w in session.scalars(select(WorkerRow).where(WorkerRow.id.in_(owners)))
-        }
-        here = socket.gethostname()
-        gone = set()
-        for row in running:
-            worker = workers.get(row.lease_owner or "")
-            expired = row.lease_expires_at is None or row.lease_expires_at < now
-            dead = worker is not None and worker.host == here and not pid_alive(worker.pid)
-            if expired or dead:
-                gone.add(row.id)
-        return gone
 
     def counts(self) -> list[tuple[str, str, int, int, int]]:
         """(kind, state, jobs, progress done, progress total) for each kind and state held."""
@@ -494,97 +491,13 @@ class JobQueue:
         row.updated_at = now
         row.finished_at = now
 
-    # ----------------------------------------------------------- worker registry
-
-    def announce(self, worker_id: str, host: str, pid: int) -> None:
-        now = self._clock.now()
-        with self.db.transaction() as session:
-            row = session.get(WorkerRow, worker_id)
-            if row is None:
-                session.add(
-                    WorkerRow(id=worker_id, host=host, pid=pid, started_at=now, last_seen_at=now)
-                )
-            else:
-                row.last_seen_at = now
-
-    def retire(self, worker_id: str) -> None:
-        """Remove a worker from the registry, first giving back any job it still holds (it
-        stopped in the middle of one: Ctrl-C), so that nobody waits for that job's lease."""
-        now = self._clock.now()
-        with self.db.transaction() as session:
-            for job in session.scalars(
-                select(JobRow)
-                .where(JobRow.lease_owner == worker_id, JobRow.state.in_(("running", "cancelling")))
-                .with_for_update()
-            ):
-                self._release(job, now)
-            row = session.get(WorkerRow, worker_id)
-            if row is not None:
-                session.delete(row)
-
-    def release_dead_workers(self, host: str) -> list[str]:
-        """Return the running jobs of this host's dead workers to the queue (lease cleared)
-        and delete those workers' rows; returns the released job ids.
-
-        A worker counts as dead when its pid no longer names a process. Rows of other hosts
-        are left alone: their pids mean nothing here."""
-        now = self._clock.now()
-        with self.db.transaction() as session:
-            rows = list(session.scalars(select(WorkerRow).where(WorkerRow.host == host)))
-            dead = [row for row in rows if not pid_alive(row.pid)]
-            if not dead:
-                return []
-            dead_ids = [row.id for row in dead]
-            jobs = list(
-                session.scalars(
-                    select(JobRow)
-                    .where(
-                        JobRow.state.in_(("running", "cancelling")),
-                        JobRow.lease_owner.in_(dead_ids),
-                    )
-                    .with_for_update()
-                )
-            )
-            for job in jobs:
-                log.warning("releasing job %s of dead worker %s", job.id, job.lease_owner)
-                if job.state == "cancelling":
-                    self._end_cancelled(job, now)
-                    continue
-                job.state = "queued"
-                job.lease_owner = None
-                job.lease_expires_at = None
-                job.updated_at = now
-            # A bulk delete: another worker releasing at the same time may have removed them.
-            session.execute(delete(WorkerRow).where(WorkerRow.id.in_(dead_ids)))
-        log.info("removed dead workers %s", ", ".join(dead_ids))
-        return [job.id for job in jobs]
-
-    def live_workers(self, within: timedelta = timedelta(seconds=30)) -> list[str]:
-        cutoff = self._clock.now() - within
-        with self.db.transaction() as session:
-            return list(
-                session.scalars(select(WorkerRow.id).where(WorkerRow.last_seen_at >= cutoff))
-            )
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` names a running process on this host. A zombie (killed, not yet
-    reaped by its parent) is dead: it will never renew a lease again."""
-    if pid <= 0:
-        return True  # not a real pid (0 and negatives address process groups): do not judge
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-    except FileNotFoundError:
-        return not os.path.isdir("/proc/self")  # with procfs, the process has just gone
-    except OSError:
-        return True  # os.kill said it was there
-    # "pid (comm) state ...": comm may hold spaces and parentheses, so split at the last ")".
-    state = stat.rpartition(b")")[2].split(maxsplit=1)[:1]
-    return state != [b"Z"]
+    def _requeue_of_dead(self, job: JobRow, now: datetime) -> None:
+        """A dead worker's job goes back to the queue as an expired lease would have let it
+        (its claim stays counted); one asked to stop ends cancelled."""
+        if job.state == "cancelling":
+            self._end_cancelled(job, now)
+            return
+        job.state = "queued"
+        job.lease_owner = None
+        job.lease_expires_at = None
+        job.updated_at = now

@@ -4,13 +4,15 @@
 (the ``customerkey`` commands, with their progress bar; the cmdlet shell, with its text
 progress; ``customerkey jobs wait``):
 
-1. First the jobs of this host's workers that died holding them go back to the queue
-   (``Worker.release_dead_workers``): a killed command's job is taken up again at once instead
-   of after its lease, and the dead worker no longer counts as live.
+1. First the jobs of dead workers go back to the queue (``Worker.release_dead_workers``: this
+   host's killed processes, and workers of any host whose heartbeat stopped): a killed
+   command's job is taken up again at once instead of after its lease, and the dead worker no
+   longer counts as live.
 2. While no worker is live (the embedded default), queued jobs are run here, one at a time.
-   This process is announced in the worker registry while it runs one and retired after, so
-   that if it is killed mid-job, the next command or worker on this host takes the job back at
-   once.
+   This process is announced in the worker registry while it runs one (its heartbeat going
+   meanwhile) and retired after, so that if it is killed mid-job, the next command or worker on
+   this host takes the job back at once, and a worker on another host within the heartbeat
+   timeout.
 3. While a worker is live, the jobs are polled until every one has finished.
 
 Interrupted (Ctrl-C: ``KeyboardInterrupt``), it raises ``JobsInterrupted``, a
@@ -120,9 +122,9 @@ def _run_or_wait(
 
 
 def run_one_here(worker: Worker) -> bool:
-    """Run one queued job here, registered as a worker meanwhile: if this process is killed,
-    the next worker (or command) on this host takes the job back at once. False when there
-    was no job to run."""
+    """Run one queued job here, registered as a worker (with its heartbeat) meanwhile: if this
+    process is killed, the next worker (or command) on this host takes the job back at once,
+    one on another host after the heartbeat timeout. False when there was no job to run."""
     worker.announce()
     try:
         return worker.run_one() is not None
@@ -131,9 +133,9 @@ def run_one_here(worker: Worker) -> bool:
 
 
 def run_job_here(worker: Worker, job_id: str) -> Job | None:
-    """Run the job ``job_id`` here and now, after taking back the jobs of this host's dead
-    workers (a killed run of the same job resumes here), registered as a worker meanwhile.
-    None when another live worker holds it."""
+    """Run the job ``job_id`` here and now, after taking back the jobs of dead workers (a
+    killed run of the same job resumes here), registered as a worker meanwhile. None when
+    another live worker holds it."""
     worker.release_dead_workers()
     worker.announce()
     try:

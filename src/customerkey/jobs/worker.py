@@ -12,9 +12,11 @@ and the handler calls ``context.stop_if_cancelled()`` once it has (any later che
 too, before writing). The worker then ends the job ``cancelled``. A worker that stops in the
 middle of a job (Ctrl-C) gives it back when it retires (``JobQueue.retire``).
 
-``run_forever`` is the loop of ``customerkey worker`` (any number of them may share a
-PostgreSQL database): it announces the worker in the registry, and on start and while idle
-releases the jobs of workers of this host that were killed while holding them. It holds
+``run_forever`` is the loop of ``customerkey worker`` (any number of them, on any number of
+hosts, may share a PostgreSQL database and an object store): it announces the worker in the
+registry, which starts its heartbeat thread (``jobs.heartbeats``: the row is renewed every
+few seconds, also while a long batch runs, until the worker retires), and on start and while
+idle releases the jobs of dead workers, of this host or any other. It holds
 ``while_running`` open meanwhile (the runtime passes its revocation relay, so a standalone
 worker's DEP-key cache follows revocations made by any other process).
 """
@@ -37,6 +39,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from customerkey.errors import CustomerKeyError, StorageFull
+from customerkey.jobs.heartbeats import Heartbeat
 from customerkey.jobs.queue import Job, JobQueue, LeaseLost
 
 log = logging.getLogger("customerkey.worker")
@@ -129,8 +132,14 @@ class Worker:
         self.queue = queue
         self.while_running = while_running
         self.handlers = dict(handlers)
+        # "<hostname>:<pid>:<random>", to be read by people; the registry row holds the identity.
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.on_progress = on_progress
+        self._heartbeat = Heartbeat(
+            self._beat,
+            queue.heartbeat_interval.total_seconds(),
+            name=f"customerkey-heartbeat-{self.worker_id}",
+        )
 
     def run_one(self, kinds: Sequence[str] | None = None) -> Job | None:
         """Claim and run one job; returns it as it ended, or None when there was none."""
@@ -148,11 +157,18 @@ class Worker:
         return self._run(job)
 
     def announce(self) -> None:
-        """Enter (or refresh) this worker in the registry, so that if this process dies its
-        jobs are released at once by the next worker on this host."""
-        self.queue.announce(self.worker_id, socket.gethostname(), os.getpid())
+        """Enter (or refresh) this worker in the registry and keep its heartbeat going until
+        it retires, so that if this process dies its jobs are released at once by the next
+        worker on this host, or within the heartbeat timeout by a worker on any host."""
+        self._beat()
+        self._heartbeat.start()
+
+    def _beat(self) -> None:
+        self.queue.announce(self.worker_id, self.queue.host_id, os.getpid())
 
     def retire(self) -> None:
+        """Stop the heartbeat, give back a job still held and leave the registry."""
+        self._heartbeat.stop()
         self.queue.retire(self.worker_id)
 
     def _run(self, job: Job) -> Job:
@@ -194,9 +210,9 @@ class Worker:
         return done
 
     def release_dead_workers(self) -> list[str]:
-        """Requeue the jobs of this host's workers that died holding them (never raises)."""
+        """Requeue the jobs of dead workers, of any host (never raises)."""
         try:
-            return self.queue.release_dead_workers(socket.gethostname())
+            return self.queue.release_dead_workers()
         except Exception:
             log.exception("could not release the jobs of dead workers")
             return []
@@ -209,8 +225,9 @@ class Worker:
         release_every: float = RELEASE_EVERY_SECONDS,
     ) -> None:
         """Claim and run jobs until ``stop`` is set. On start, and every ``release_every``
-        seconds while idle, jobs held by dead workers of this host go back to the queue, so a
-        killed worker's job resumes at once instead of after its lease."""
+        seconds while idle, jobs held by dead workers go back to the queue, so a killed
+        worker's job resumes at once (this host) or within the heartbeat timeout (any host)
+        instead of after its lease."""
         companion = self.while_running() if self.while_running else nullcontext()
         with companion:
             self._run_forever(stop, poll_seconds, release_every)

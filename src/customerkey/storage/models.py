@@ -364,7 +364,13 @@ class JobRow(Base):
 
 
 class WorkerRow(Base):
-    """A live worker process announces itself here so commands know not to run jobs inline."""
+    """A live worker process announces itself here so commands know not to run jobs inline,
+    and renews ``heartbeat_at`` while it lives (``jobs.heartbeats``).
+
+    Its identity is ``host`` (the host id: CUSTOMERKEY_HOST_ID, /etc/machine-id or the
+    hostname), ``boot_id`` (the kernel's boot id) and ``pid``; ``pid_namespace`` says in which
+    pid namespace ``pid`` is meaningful. Rows of versions before 0012 have NULL in the last
+    three columns and are judged by their jobs' leases alone."""
 
     __tablename__ = "workers"
 
@@ -373,6 +379,35 @@ class WorkerRow(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime]
     last_seen_at: Mapped[datetime]
+    boot_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    pid_namespace: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class MailImportStagingRow(Base):
+    """A mail store staged into the blob store for an import (``workloads.mail.staging``):
+    sealed chunks ``mail-staging/<mailbox>/<id>/<n>``, of which ``chunks`` are committed,
+    chunk n starting at message ``chunk_starts[n]``. The chunks are sealed under a data key
+    of the import's own, stored sealed under the mailbox key ``key_id`` (``sealed_key``)."""
+
+    __tablename__ = "mail_import_stagings"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    mailbox_id: Mapped[str] = mapped_column(String(36), index=True)
+    tenant_id: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(1024))  # the path it was staged from (shown)
+    format: Mapped[str] = mapped_column(String(16))
+    signature: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(36))
+    sealed_key: Mapped[bytes] = mapped_column(LargeBinary)
+    chunks: Mapped[int] = mapped_column(Integer, default=0)
+    chunk_starts: Mapped[list[int]] = mapped_column(JSON, default=list)
+    messages: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    complete: Mapped[bool] = mapped_column(Boolean, default=False)
+    job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
 
 
 # ---------------------------------------------------------------------- files workload

@@ -25,6 +25,7 @@ import contextlib
 import email.utils
 import hashlib
 import io
+import itertools
 import mailbox
 import os
 import re
@@ -180,9 +181,12 @@ def read_messages(path: Path, fmt: str) -> Iterator[tuple[str, bytes]]:
         yield folder, message
 
 
-def read_entries(path: Path, fmt: str) -> Iterator[tuple[str, bytes, datetime | None]]:
+def read_entries(
+    path: Path, fmt: str, *, skip: int = 0
+) -> Iterator[tuple[str, bytes, datetime | None]]:
     """``(folder, message, envelope date)``: the date of an mbox message's ``From_`` line
-    (None in other formats, or when it has none)."""
+    (None in other formats, or when it has none). ``skip`` passes over the first messages
+    without reading them (a resumed staging: ``staging``)."""
     if fmt not in FORMATS:
         raise BadParameter(f"Unknown mail format '{fmt}'; use mbox, maildir or eml.")
     if not path.exists():
@@ -192,7 +196,7 @@ def read_entries(path: Path, fmt: str) -> Iterator[tuple[str, bytes, datetime | 
             raise BadParameter(f"{path} is not an mbox file.")
         box = mailbox.mbox(str(path), create=False)
         try:
-            for key in box.iterkeys():
+            for key in itertools.islice(box.iterkeys(), skip, None):
                 with box.get_file(key, from_=True) as handle:
                     envelope = handle.readline()
                 yield "Inbox", box.get_bytes(key), envelope_date(envelope)
@@ -202,15 +206,15 @@ def read_entries(path: Path, fmt: str) -> Iterator[tuple[str, bytes, datetime | 
         if not (path / "cur").is_dir():
             raise BadParameter(f"{path} is not a Maildir (no cur/ and new/ folders).")
         root = mailbox.Maildir(str(path), factory=None, create=False)
-        for key in sorted(root.iterkeys()):
-            yield "Inbox", root.get_bytes(key), None
-        for folder in sorted(root.list_folders()):
-            sub = root.get_folder(folder)
-            for key in sorted(sub.iterkeys()):
-                yield folder, sub.get_bytes(key), None
+        boxes = [("Inbox", root)] + [(f, root.get_folder(f)) for f in sorted(root.list_folders())]
+        for folder, maildir in boxes:
+            keys = sorted(maildir.iterkeys())
+            for key in keys[skip:]:
+                yield folder, maildir.get_bytes(key), None
+            skip = max(0, skip - len(keys))
     else:
         files = [path] if path.is_file() else sorted(path.glob("*.eml"))
-        for file in files:
+        for file in files[skip:]:
             yield "Inbox", file.read_bytes(), None
 
 

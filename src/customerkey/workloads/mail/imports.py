@@ -1,7 +1,8 @@
 """Mail store imports (mbox, Maildir, a folder of .eml files) as durable, resumable jobs:
-queue one (``start_import``, idempotent), run it here (``import_messages``), read what it
-stored (``import_result``), and the job itself (``run_import``: batches of items committed with
-the checkpoint that counts them).
+stage the store into the blob store and queue its import (``start_import``, idempotent; the
+staging is ``staging``'s), run it here (``import_messages``), read what it stored
+(``import_result``), and the job itself (``run_import``: batches of items committed with the
+checkpoint that counts them, read from the staged copy, so any worker on any host runs it).
 
 What is not a mail store is refused before anything is queued (``formats.check_store``). A
 cancelled import keeps what it stored, and the same import started again goes on from there.
@@ -9,8 +10,12 @@ An mbox message's ``From_`` date becomes its received time (its Date header othe
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -21,6 +26,7 @@ from customerkey.jobs.queue import Job, JobFailed
 from customerkey.jobs.registry import payload_dict, payload_of
 from customerkey.jobs.runner import run_job_here
 from customerkey.jobs.worker import JobContext, PermanentJobError, Worker
+from customerkey.keys.containers import ContainerKeyDestroyed
 from customerkey.storage.models import MailboxRow, MailItemRow
 from customerkey.vault.models import Actor
 from customerkey.workloads.mail import blobs as blob_names
@@ -28,6 +34,15 @@ from customerkey.workloads.mail import formats
 from customerkey.workloads.mail.base import MailServiceBase
 from customerkey.workloads.mail.jobs import IMPORT_JOB, ImportPayload
 from customerkey.workloads.mail.models import IMPORT_NAMESPACE, ImportResult, Progress, item_context
+from customerkey.workloads.mail.staging import (
+    ImportStaging,
+    MailboxKey,
+    StagedCopyUnreadable,
+    StagingProgress,
+)
+
+# (position in the store, folder, message, envelope date)
+Entry = tuple[int, str, bytes, datetime | None]
 
 
 def _digest(message: bytes) -> str:
@@ -37,6 +52,11 @@ def _digest(message: bytes) -> str:
 class ImportsMixin(MailServiceBase):
     """Imports of mail stores."""
 
+    @cached_property
+    def staging(self) -> ImportStaging:
+        """Where imports are staged before they are queued (``staging``)."""
+        return ImportStaging(self.db, self.blobs, self.keys, clock=self._clock, rng=self._rng)
+
     def start_import(
         self,
         actor: Actor,
@@ -45,16 +65,18 @@ class ImportsMixin(MailServiceBase):
         *,
         fmt: str | None = None,
         again: bool = False,
+        staging_progress: StagingProgress | None = None,
     ) -> Job:
-        """Queue the import of a mail store (mbox file, Maildir, folder of .eml files) into a
-        mailbox as a durable job; returns it.
+        """Stage a mail store (mbox file, Maildir, folder of .eml files) into the blob store
+        and queue its import into a mailbox as a durable job, which any worker on any host
+        may run; returns the job. ``staging_progress(staged, total)`` follows the staging.
 
         Importing is idempotent, so that running the command again after its process was
         killed never stores a message twice: while an import of the same store (same path,
         unchanged on disk) into the same mailbox is unfinished, its job is returned (and
-        resumes); when the mailbox's last import was of that store and succeeded, that
-        finished job is returned, unless ``again`` asks for the messages to be added once
-        more."""
+        resumes); a staging that was killed goes on from what it committed; when the
+        mailbox's last import was of that store and succeeded, that finished job is
+        returned, unless ``again`` asks for the messages to be added once more."""
         path = path.expanduser().resolve()
         if fmt is not None and fmt not in formats.FORMATS:
             raise BadParameter(f"Unknown mail format '{fmt}'; use mbox, maildir or eml.")
@@ -67,8 +89,9 @@ class ImportsMixin(MailServiceBase):
         with self.db.transaction() as session:
             row = self._find(session, actor, identity)
             self._may_use(session, actor, row)
-            self._current_key(session, row)
-            upn, mailbox_id = row.upn, row.id
+            key_row = self._current_key(session, row)
+            upn, mailbox_id, tenant = row.upn, row.id, row.tenant_id
+            key = MailboxKey(key_row.id, key_row.seq, key_row.generation_id, key_row.wrapped)
             active = self.jobs.active_for(session, IMPORT_JOB, mailbox_id)
         source = {"path": str(path), "signature": signature}
         if active is not None:
@@ -85,31 +108,39 @@ class ImportsMixin(MailServiceBase):
                 "another."
             )
         last = self.jobs.latest_for(mailbox_id, IMPORT_JOB)
-        if (
-            not again
-            and last is not None
-            and last.state == "succeeded"
-            and {k: last.payload.get(k) for k in source} == source
-        ):
+        same = last is not None and {k: last.payload.get(k) for k in source} == source
+        if not again and last is not None and same and last.state == "succeeded":
             return last
-        if (
-            not again
-            and last is not None
-            and last.state == "cancelled"
-            and {k: last.payload.get(k) for k in source} == source
-        ):
-            # The same import, cancelled: go on from where it stopped (never store twice).
+        stage = functools.partial(
+            self.staging.stage,
+            tenant=tenant,
+            mailbox_id=mailbox_id,
+            key=key,
+            path=path,
+            fmt=fmt,
+            signature=signature,
+            request_id=actor.request_id,
+            progress=staging_progress,
+        )
+        if not again and last is not None and same and last.state == "cancelled":
+            # The same import, cancelled: go on from where it stopped (never store twice),
+            # from its staged copy (staged again if the sweep has removed it meanwhile).
+            staging_id = last.payload.get("staging")
+            if staging_id is not None:
+                stage(staging_id=str(staging_id), total=last.progress_total)
             with self.db.transaction() as session:
                 if self.jobs.active_for(session, IMPORT_JOB, mailbox_id) is not None:
                     raise Conflict(f"An import into '{upn}' has just been started by someone else.")
+                if staging_id is not None:
+                    self.staging.attach(session, str(staging_id), last.id)
                 return self.jobs.reopen_cancelled(session, last.id)
         # Counting reads the store once more, outside any transaction (it may be large).
-        total = formats.count_messages(path, fmt) or 0
+        staged = stage(total=formats.count_messages(path, fmt))
         with self.db.transaction() as session:
             row = self._find(session, actor, identity)
             if self.jobs.active_for(session, IMPORT_JOB, mailbox_id) is not None:
                 raise Conflict(f"An import into '{upn}' has just been started by someone else.")
-            return self.jobs.enqueue(
+            job = self.jobs.enqueue(
                 session,
                 IMPORT_JOB,
                 mailbox_id,
@@ -120,11 +151,14 @@ class ImportsMixin(MailServiceBase):
                         signature=signature,
                         principal=actor.principal_id,
                         request_id=actor.request_id,
+                        staging=staged.id,
                     )
                 ),
                 created_by=actor,
-                total=total,
+                total=staged.messages,
             )
+            self.staging.attach(session, staged.id, job.id)
+            return job
 
     def import_messages(
         self,
@@ -180,17 +214,56 @@ class ImportsMixin(MailServiceBase):
         )
 
     def run_import(self, job: Job, context: JobContext) -> None:
-        """The import job: stream the store, one message in memory at a time, and commit a
-        batch of items together with the checkpoint that counts them. A resumed attempt
-        skips the messages the checkpoint counts, after checking that the store is the one
-        the job began with, and gives each message the item id it had in every attempt
-        (derived from the job and the message's position), so that the blob a killed attempt
-        wrote before its batch committed is overwritten, not left behind."""
+        """The import job: read the staged copy (or, for a job queued before imports were
+        staged, the store at its path), one message in memory at a time, and commit a batch
+        of items together with the checkpoint that counts them. A resumed attempt starts at
+        the first message the checkpoint does not count, and gives each message the item id
+        it had in every attempt (derived from the job and the message's position), so that
+        the blob a killed attempt wrote before its batch committed is overwritten, not left
+        behind. Once every message is stored, the staged copy is deleted; a job that fails
+        for good deletes it too."""
         payload = payload_of(job, ImportPayload)
-        path, fmt = Path(payload.path), payload.format
-        principal, request_id = payload.principal, payload.request_id
         consumed = int(job.checkpoint.get("consumed", 0))
-        total_bytes = int(job.checkpoint.get("bytes", 0))
+        if payload.staging is None:
+            self._import_entries(job, context, payload, self._entries_on_disk(job, payload))
+            return
+        staged = self.staging.get(payload.staging)
+        if staged is None:
+            if consumed >= job.progress_total:
+                return  # an attempt stored every message and deleted the copy, then died
+            raise PermanentJobError(
+                f"The staged copy of {payload.path} is gone; {consumed} of "
+                f"{job.progress_total} messages were imported. Start the import again."
+            )
+        if staged.mailbox_id != job.target or not staged.complete:
+            raise PermanentJobError(f"Import job {job.id} names a staging that is not its own.")
+        try:
+            try:
+                data_key = self.staging.data_key(
+                    staged, request_id=str(payload.request_id) if payload.request_id else None
+                )
+                self._import_entries(
+                    job, context, payload, self.staging.entries(staged, data_key, consumed)
+                )
+            except (StagedCopyUnreadable, ContainerKeyDestroyed) as exc:
+                done = int(self.jobs.get(job.id).checkpoint.get("consumed", consumed))
+                raise PermanentJobError(
+                    f"The staged copy of {payload.path} cannot be read ({exc.message}); "
+                    f"{done} of {job.progress_total} messages were imported. Start the "
+                    "import again."
+                ) from exc
+        except PermanentJobError:
+            self.staging.discard(staged.mailbox_id, staged.id)
+            raise
+        self.staging.discard(staged.mailbox_id, staged.id)
+
+    def _entries_on_disk(self, job: Job, payload: ImportPayload) -> Iterator[Entry]:
+        """The messages of a store read from its path (a job queued before staging), from
+        the first one the checkpoint does not count, after checking that the store is the
+        one the job began with."""
+        path, fmt = Path(payload.path), payload.format
+        consumed = int(job.checkpoint.get("consumed", 0))
+        last_digest = str(job.checkpoint.get("last_digest", ""))
         if not path.exists():
             raise PermanentJobError(
                 f"{path} is gone; {consumed} of {job.progress_total} messages were imported."
@@ -200,6 +273,26 @@ class ImportsMixin(MailServiceBase):
                 f"{path} changed since the import began; {consumed} of "
                 f"{job.progress_total} messages were imported."
             )
+        for index, (folder, message, envelope) in enumerate(formats.read_entries(path, fmt)):
+            if index < consumed:
+                if index == consumed - 1 and last_digest and _digest(message) != last_digest:
+                    raise PermanentJobError(
+                        f"{path} no longer holds the messages already imported; {consumed} "
+                        f"of {job.progress_total} messages were imported."
+                    )
+                continue
+            yield index, folder, message, envelope
+
+    def _import_entries(
+        self,
+        job: Job,
+        context: JobContext,
+        payload: ImportPayload,
+        entries: Iterable[Entry],
+    ) -> None:
+        principal, request_id = payload.principal, payload.request_id
+        consumed = int(job.checkpoint.get("consumed", 0))
+        total_bytes = int(job.checkpoint.get("bytes", 0))
         with self.db.transaction() as session:
             row = session.get(MailboxRow, job.target)
             if row is None or row.state != "active":
@@ -260,14 +353,7 @@ class ImportsMixin(MailServiceBase):
             context.stop_if_cancelled()  # cancelled: stop here, with this batch committed
 
         now = self._clock.now()
-        for index, (folder, message, envelope) in enumerate(formats.read_entries(path, fmt)):
-            if index < consumed:
-                if index == consumed - 1 and last_digest and _digest(message) != last_digest:
-                    raise PermanentJobError(
-                        f"{path} no longer holds the messages already imported; {consumed} "
-                        f"of {job.progress_total} messages were imported."
-                    )
-                continue
+        for index, folder, message, envelope in entries:
             item_id = str(uuid.uuid5(IMPORT_NAMESPACE, f"{job.id}/{index}"))
             blob = blob_names.item_blob(mailbox_id, item_id, key_seq)
             sealed = seal(

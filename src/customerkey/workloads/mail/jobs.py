@@ -12,14 +12,19 @@ PURGE_JOB = "dep-purge"
 
 @dataclass(frozen=True)
 class ImportPayload:
-    """Import a mail store at ``path`` (``format``: mbox, maildir or eml) into the target
-    mailbox; ``signature`` pins the store's content so a changed store is refused."""
+    """Import a mail store into the target mailbox from ``staging``, the copy staged in the
+    blob store (``staging``: any host may run it). ``path`` (where it was staged from, on the
+    host that started it), ``format`` (mbox, maildir or eml) and ``signature`` (its content as
+    it was on disk) identify the store, so that starting the same import again finds this job.
+    A payload without ``staging`` (queued before imports were staged) is read from ``path``
+    and runs only where that path is."""
 
     path: str
     format: str
     signature: str
     principal: str
     request_id: str | None = None
+    staging: str | None = None
 
 
 @dataclass(frozen=True)
