@@ -16,7 +16,7 @@ from typing import Any
 
 from bench._common import Row, fmt_number, machine
 
-# In the order they run; files last (it needs the files workload).
+# In the order they run; files and scale_out late (they need the files workload).
 BENCHMARKS = (
     "envelope",
     "mail_import",
@@ -25,6 +25,7 @@ BENCHMARKS = (
     "hsm_unwrap",
     "read_cache",
     "files",
+    "scale_out",
     "cli_startup",
 )
 DEFAULT_JSON = Path(__file__).parent / "results" / "latest.json"

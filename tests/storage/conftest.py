@@ -1,10 +1,9 @@
-"""Fixtures of the blob-store tests: one SeaweedFS server per session (per xdist worker), and
-``store``, which runs a test once on each ``BlobStore``: the local folder and S3 (SeaweedFS),
+"""Fixtures of the blob-store tests: ``store``, which runs a test once on each ``BlobStore``
+(the local folder, and S3 on the session's SeaweedFS from ``tests.support.crash_fixtures``),
 each S3 test under a key prefix of its own."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,16 +11,7 @@ import pytest
 from customerkey.storage.blob_store import BlobStore
 from customerkey.storage.blobs import LocalBlobStore
 from customerkey.storage.s3_blobs import S3BlobStore
-from tests.support.seaweedfs import SeaweedFs, start_seaweedfs
-
-
-@pytest.fixture(scope="session")
-def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFs]:
-    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
-    try:
-        yield server
-    finally:
-        server.stop()
+from tests.support.seaweedfs import SeaweedFs
 
 
 @pytest.fixture(params=["local", "s3"])

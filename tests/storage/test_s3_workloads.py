@@ -1,7 +1,10 @@
 """The workloads end to end on S3: a Runtime whose settings choose the S3 blob store, on a real
-SeaweedFS server. Files upload and download (several chunks) and mail import and export give
-every byte back; no marker of the content is in the bucket; the blob sweep removes an orphan
-object and aborts a stale multipart upload and leaves referenced blobs alone."""
+SeaweedFS server, with SQLite and with PostgreSQL (when CUSTOMERKEY_TEST_POSTGRES_URL is set:
+PostgreSQL + S3 is what several hosts run). Files upload and download (several chunks) and mail
+import and export give every byte back; no marker of the content is in the bucket; the blob
+sweep removes an orphan object and aborts a stale multipart upload and leaves referenced blobs
+alone. A bucket out of room is storage full (503 InsufficientStorage, /healthz degraded), not
+an unreachable store; the demo's checks look at the bucket."""
 
 from __future__ import annotations
 
@@ -39,11 +42,14 @@ def rt(
     tmp_path: Path,
     clock: FrozenClock,
     monkeypatch: pytest.MonkeyPatch,
+    db_url: str,
 ) -> Iterator[Runtime]:
+    """A runtime on S3, on SQLite and (``db_url``) on PostgreSQL when configured: the
+    scale-out pair, PostgreSQL + S3, is what several hosts run."""
     for name, value in seaweedfs.env(prefix).items():
         monkeypatch.setenv(name, value)
     clock.set(datetime.now(UTC))  # S3 stamps LastModified with the server's own clock
-    settings = Settings(home=tmp_path / "home")
+    settings = Settings(home=tmp_path / "home", database_url=db_url)
     assert settings.blob_store == "s3" and settings.s3_prefix == prefix
     runtime = Runtime.open(settings, clock=clock, rng=SystemRng())
     runtime.files.chunk_size = CHUNK
@@ -141,3 +147,125 @@ def test_the_sweep_removes_orphans_and_aborts_stale_uploads_on_s3(
     out = io.BytesIO()
     rt.files.download(OPERATOR, files_fx.FINANCE, "kept.bin", out)
     assert out.getvalue() == MARKER * 10_000
+
+
+# ---------------------------------------------------------------------- a bucket out of room
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("QuotaExceeded", 403),  # Ceph RGW, most providers
+        ("XMinioAdminBucketQuotaExceeded", 400),  # MinIO bucket quota
+        ("XMinioStorageFull", 507),  # MinIO drives full
+        ("SomethingElse", 507),  # any 507 Insufficient Storage
+    ],
+)
+def test_a_bucket_out_of_room_is_storage_full_not_unavailable(code: str, status: int) -> None:
+    """S3's quota answers are storage full (503 InsufficientStorage with Retry-After, and
+    /healthz degraded, as a full disk), never BlobStoreUnavailable; other refusals stay
+    BlobStoreUnavailable."""
+    from botocore.stub import Stubber
+
+    from customerkey.storage.blob_store import BlobStoreUnavailable
+    from customerkey.storage.exhaustion import is_storage_full
+    from customerkey.storage.s3_blobs import BlobStoreFull, make_client
+
+    client = make_client("http://127.0.0.1:9", "us-east-1")
+    store = S3BlobStore(client, "bucket", prefix="p")
+    with Stubber(client) as stub:
+        stub.add_client_error("put_object", service_error_code=code, http_status_code=status)
+        with pytest.raises(BlobStoreFull) as full:
+            store.put_bytes("mail/a/b.1", b"x")
+        stub.add_client_error("put_object", service_error_code="AccessDenied", http_status_code=403)
+        with pytest.raises(BlobStoreUnavailable):
+            store.put_bytes("mail/a/b.1", b"x")
+    assert is_storage_full(full.value) and isinstance(full.value, OSError)
+    assert "bucket 'bucket'" in str(full.value) and "put_object" in str(full.value)
+
+
+def test_a_full_bucket_is_503_insufficient_storage_and_health_degraded_until_it_takes_writes(
+    rt: Runtime, seaweedfs: SeaweedFs, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the HTTP API: an upload the bucket refuses for its quota answers 503
+    InsufficientStorage with Retry-After; /healthz says degraded and, while it does, probes
+    the bucket (not the unused local blob folder) until a write gets in again."""
+    from botocore.exceptions import ClientError
+    from fastapi.testclient import TestClient
+
+    from customerkey.api.app import create_app
+    from customerkey.api.deps import ApiContext
+    from customerkey.api.tokens import TokenSigner
+
+    files_fx.setup_tenant_and_vaults(rt)
+    site = rt.files.create_site(OPERATOR, files_fx.FINANCE)
+    principal, _ = rt.principals.create(
+        OPERATOR, "ops@platform.example", tenant="platform", roles=["operator"]
+    )
+    signer = TokenSigner.open(rt.home.path / "token-keys", clock=rt.clock, rng=rt.rng)
+    context = ApiContext(runtime=rt, signer=signer, domain="vault.localhost", port=8443)
+    token = signer.issue(
+        subject=principal.object_id,
+        tenant="platform",
+        audience=context.resource,
+        roles=["operator"],
+    ).access_token
+    client = TestClient(create_app(context), base_url="https://localhost:8443")
+    headers = {"Host": "localhost:8443", "Authorization": f"Bearer {token}"}
+    url = f"/api/v1/sites/{site.id}/files/Shared Documents/q4.bin"
+
+    store = rt.files.blobs
+    assert isinstance(store, S3BlobStore)
+    real_put = store.client.put_object
+    refused: list[str] = []
+
+    def quota_exceeded(**kwargs: object) -> object:
+        refused.append(str(kwargs["Key"]))
+        raise ClientError(
+            {"Error": {"Code": "QuotaExceeded"}, "ResponseMetadata": {"HTTPStatusCode": 403}},
+            "PutObject",
+        )
+
+    assert client.get("/healthz", headers=headers).json()["storage"] == "ok"
+    monkeypatch.setattr(store.client, "put_object", quota_exceeded)
+    put = client.put(url, headers=headers, content=MARKER * 100)
+    assert put.status_code == 503, put.text
+    assert put.json()["error"]["code"] == "InsufficientStorage"
+    assert int(put.headers["Retry-After"]) == rt.settings.storage_retry_after_seconds
+    health = client.get("/healthz", headers=headers)
+    assert health.status_code == 503 and health.json()["storage"] == "full"
+    assert any(key.startswith(f"{prefix}/health/") for key in refused)  # it probed the bucket
+    # (the unused local folder, which has room, would have said "ok")
+    assert not list(rt.home.blobs_dir.rglob("*"))
+
+    monkeypatch.setattr(store.client, "put_object", real_put)  # room again
+    health = client.get("/healthz", headers=headers)
+    assert health.status_code == 200 and health.json()["storage"] == "ok"
+    assert not [k for k in seaweedfs.keys(prefix) if "/health/" in k]  # the probe is gone
+    put = client.put(url, headers=headers, content=MARKER * 100)
+    assert put.status_code == 201, put.text
+
+
+def test_the_demo_tells_the_story_on_s3(
+    seaweedfs: SeaweedFs,
+    prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``customerkey demo`` with the S3 settings: every step's check (no plaintext at rest,
+    the files blobs unchanged by a key roll) looks at the bucket, where the blobs are."""
+    from customerkey.cli.main import main
+
+    for name, value in seaweedfs.env(prefix).items():
+        monkeypatch.setenv(name, value)
+    home = tmp_path / "demo-home"
+    capsys.readouterr()
+    code = main(["demo", "--home", str(home)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "steps behaved as the document says." in out and "FAIL" not in out
+    keys = seaweedfs.keys(prefix)
+    assert any(k.startswith(f"{prefix}/mail/") for k in keys)
+    assert any(k.startswith(f"{prefix}/files/") for k in keys)
+    assert not [p for p in (home / "blobs").rglob("*") if p.is_file()]

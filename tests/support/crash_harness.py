@@ -33,7 +33,6 @@ import math
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -59,6 +58,7 @@ from customerkey.storage.models import (
     WorkerRow,
 )
 from customerkey.vault.models import OPERATOR
+from customerkey.workloads.mail.blobs import parse_item_blob
 from tests.support.mailfixtures import TENANT, write_mbox
 
 SEED_ENV = "CUSTOMERKEY_CRASH_SEED"
@@ -130,6 +130,16 @@ class Kill:
         )
 
 
+def owner_pid(owner: str, known: dict[str, int] | None = None) -> int | None:
+    """The pid of the worker whose id is ``owner``: from the worker registry as last read
+    (``known``: worker id -> pid), else from the id itself, whose first all-digit field after
+    the host is the pid ("<host>:<pid>:<random>"; an id naming the host and boot too keeps
+    the pid a field of its own)."""
+    if known and owner in known:
+        return known[owner]
+    return next((int(part) for part in owner.split(":")[1:] if part.isdigit()), None)
+
+
 @dataclass
 class WorkerProcess:
     slot: int
@@ -138,21 +148,17 @@ class WorkerProcess:
     log: IO[bytes]
     spawned_at: float
     held_a_job: bool = False
+    owner_pids: dict[str, int] = field(default_factory=dict)  # the harness's, shared
 
     @property
     def pid(self) -> int:
         return self.popen.pid
 
-    @property
-    def lease_prefix(self) -> str:
-        # Worker ids are "<host>:<pid>:<random>" (jobs.worker.Worker).
-        return f"{socket.gethostname()}:{self.pid}:"
-
     def holds(self, job: JobState) -> bool:
         return (
             job.state == "running"
             and job.lease_owner is not None
-            and job.lease_owner.startswith(self.lease_prefix)
+            and owner_pid(job.lease_owner, self.owner_pids) == self.pid
         )
 
 
@@ -173,6 +179,7 @@ class CrashHarness:
     kills: list[Kill] = field(default_factory=list)
     startup_estimate: float = 0.0
     owners_seen: set[str] = field(default_factory=set)
+    owner_pids: dict[str, int] = field(default_factory=dict)  # worker id -> pid, as registered
     _spawned: int = 0
     _deck: list[str] = field(default_factory=list)
     _live: list[WorkerProcess] = field(default_factory=list)
@@ -221,7 +228,9 @@ class CrashHarness:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        proc = WorkerProcess(slot, popen, log_path, log, time.monotonic())
+        proc = WorkerProcess(
+            slot, popen, log_path, log, time.monotonic(), owner_pids=self.owner_pids
+        )
         self._live.append(proc)
         return proc
 
@@ -293,6 +302,9 @@ class CrashHarness:
                 )
                 for r in rows
             }
+            if any(j.lease_owner and j.lease_owner not in self.owner_pids for j in found.values()):
+                for worker_id, pid in session.execute(select(WorkerRow.id, WorkerRow.pid)):
+                    self.owner_pids[worker_id] = pid
         for job in found.values():
             if job.lease_owner:
                 self.owners_seen.add(job.lease_owner)
@@ -600,6 +612,39 @@ def blob_digests(rt: Runtime) -> dict[str, str]:
     return {
         str(p.relative_to(root)): sha256(p.read_bytes()) for p in root.rglob("*") if p.is_file()
     }
+
+
+def verify_imported(rt: Runtime, upn: str, originals: Sequence[bytes], context: str) -> None:
+    """The mailbox holds exactly the store's messages, once each, in the store's order, each
+    decrypting to its original bytes; and its folder of the blob store (whichever store it
+    is: the local folder or S3) holds exactly the items' blobs, nothing orphaned or missing
+    (staging files of killed local writers are not blobs: the sweep's to remove)."""
+    rt.key_cache.clear()
+    got = [sha256(data) for _, data in rt.mail.iter_messages(OPERATOR, upn)]
+    expected = [sha256(m) for m in originals]
+    first = next(
+        (i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b),
+        min(len(got), len(expected)),
+    )
+    assert got == expected, (
+        f"{upn}: {len(got)} items, {len(expected)} expected; first difference at {first}\n{context}"
+    )
+    mailbox_id = rt.mail.get(OPERATOR, upn).id
+    with rt.db.transaction() as session:
+        referenced = set(
+            session.scalars(select(MailItemRow.blob).where(MailItemRow.mailbox_id == mailbox_id))
+        )
+    # Item blobs only (``parse_item_blob``): whatever else an import keeps in the store (a
+    # staged copy of its source) is the import's own business, not an orphaned item.
+    stored = {
+        name
+        for name in rt.mail.blobs.list(f"mail/{mailbox_id}")
+        if parse_item_blob(name) is not None
+    }
+    assert stored == referenced, (
+        f"{upn}: orphaned blobs {sorted(stored - referenced)[:3]}, missing "
+        f"{sorted(referenced - stored)[:3]}\n{context}"
+    )
 
 
 def verify_items(rt: Runtime, corpus: MailCorpus, upns: Iterable[str], context: str) -> None:

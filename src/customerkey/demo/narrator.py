@@ -146,11 +146,11 @@ class Demo:
         return self.runtime.vault.get_key(OPERATOR, vault, key).id.version
 
     def file_blobs(self) -> dict[str, str]:
-        root = self.runtime.home.blobs_dir / "files"
+        """Every files blob (whichever blob store: the local folder or S3) and its sha256."""
+        store = self.runtime.files.blobs
         return {
-            str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*"))
-            if p.is_file()
+            info.name: hashlib.sha256(store.read_bytes(info.name)).hexdigest()
+            for info in store.iter_blobs("files")
         }
 
 

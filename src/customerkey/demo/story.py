@@ -225,11 +225,12 @@ def migrate(demo: Demo) -> None:
         result = demo.runtime.mail.import_messages(OPERATOR, USER, source)
         demo.say(f"Imported {result.imported} messages ({result.bytes:,} bytes) into {USER}.")
         rekeys = demo.runtime.jobs.list_jobs(kind=REKEY_JOB)
-        blob_root = demo.runtime.home.blobs_dir / "mail"
+        store = demo.runtime.mail.blobs  # the local folder or S3: what is at rest, either way
+        canaries = [canary(n).encode() for n in range(MESSAGES)]
         leaked = [
-            p.name
-            for p in blob_root.rglob("*")
-            if p.is_file() and any(canary(n).encode() in p.read_bytes() for n in range(MESSAGES))
+            info.name
+            for info in store.iter_blobs("mail")
+            if any(needle in store.read_bytes(info.name) for needle in canaries)
         ]
         readable = demo.mail_intact()
         check.observed = expect(

@@ -15,9 +15,11 @@ error in ``orig``):
 transaction has rolled back, so nothing was changed) and marks the storage full; a transaction
 that wrote and committed marks it writable again. Front ends that meet a storage-full error
 outside a transaction (a blob write) call ``record_full``. ``/healthz`` asks ``writable``,
-which while the storage is marked full writes a probe file into each local storage folder, so
-an operator who frees space sees the health recover without waiting for a client's write (a
-PostgreSQL database's disk is not ours to probe: there, the next committed write tells).
+which while the storage is marked full writes a probe file into each local storage folder (and
+a probe blob into a blob store that is not a local folder: an S3 bucket, whose quota errors
+are storage full too, ``storage.s3_blobs.BlobStoreFull``), so an operator who frees space
+sees the health recover without waiting for a client's write (a PostgreSQL database's disk is
+not ours to probe: there, the next committed write tells).
 """
 
 from __future__ import annotations
@@ -28,16 +30,20 @@ import logging
 import os
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
 from customerkey.errors import CustomerKeyError, StorageFull
+
+if TYPE_CHECKING:
+    from customerkey.storage.blob_store import BlobStore
 
 log = logging.getLogger("customerkey.storage")
 
@@ -46,6 +52,8 @@ POSTGRES_DISK_FULL = "53100"
 # The session.info key a flush or a DML statement sets: this transaction wrote something.
 _WROTE = "customerkey_wrote"
 PROBE_NAME = ".customerkey-space-probe"
+# Where a blob store's probe blob goes: a folder no workload owns, so the sweep never looks.
+PROBE_FOLDER = "health"
 
 
 def is_storage_full(exc: BaseException) -> bool:
@@ -139,11 +147,19 @@ class StorageStatus:
         if self._full and any(s.info.get(_WROTE) for s in used):
             self.record_write()
 
-    def writable(self, folders: Iterable[Path], probe_bytes: int, *, probes_database: bool) -> bool:
+    def writable(
+        self,
+        folders: Iterable[Path],
+        probe_bytes: int,
+        *,
+        probes_database: bool,
+        stores: Iterable[BlobStore] = (),
+    ) -> bool:
         """False while the storage is marked full and a ``probe_bytes`` file cannot be written
-        in each of ``folders``; a probe that succeeds marks it writable again. When the
-        folders do not hold the database (``probes_database`` false: PostgreSQL), a full
-        database stays marked until one of its write transactions commits."""
+        in each of ``folders`` (or a probe blob into each of ``stores``: blob stores that are
+        not a local folder); a probe that succeeds marks it writable again. When the folders
+        do not hold the database (``probes_database`` false: PostgreSQL), a full database
+        stays marked until one of its write transactions commits."""
         if not self._full:
             return True
         with self._lock:  # one probe at a time, however many health checks come in
@@ -153,6 +169,9 @@ class StorageStatus:
                 return False
             for folder in folders:
                 if not _probe(folder, probe_bytes):
+                    return False
+            for store in stores:
+                if not _probe_store(store, probe_bytes):
                     return False
             self.record_write()
             return True
@@ -180,10 +199,24 @@ def _probe(folder: Path, size: int) -> bool:
     return True
 
 
-def local_folders(database_url: str, blobs: Path) -> list[Path]:
+def _probe_store(store: BlobStore, size: int) -> bool:
+    """Write and remove a ``size``-byte probe blob; False when the store says it is full."""
+    name = f"{PROBE_FOLDER}/space-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        store.put_bytes(name, b"\0" * size)
+    except OSError as exc:
+        if is_storage_full(exc):
+            return False
+        raise
+    store.delete(name)
+    return True
+
+
+def local_folders(database_url: str, blobs: Path | None) -> list[Path]:
     """The folders this process writes to: the SQLite database's folder (none for another
-    database: its server watches its own disk) and the blob folder."""
-    folders = [blobs]
+    database: its server watches its own disk) and the blob folder (none when the blobs are
+    not in a local folder: ``writable`` probes such a store itself)."""
+    folders = [blobs] if blobs is not None else []
     parsed = make_url(database_url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         folders.insert(0, Path(parsed.database).parent)

@@ -21,11 +21,17 @@ It keeps the ``storage.blob_store`` contract on object storage:
 - Credentials come from the AWS chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
   ``AWS_PROFILE``, instance roles), never from customerkey's settings; errors name the
   operation, the bucket and S3's error code only.
+- A bucket out of room (a quota: Ceph RGW's and most providers' ``QuotaExceeded``, MinIO's
+  bucket quota and full drives, HTTP 507) raises ``BlobStoreFull``, an ``OSError`` EDQUOT as
+  a full disk under the local folder raises ENOSPC: the front ends answer both 503
+  ``InsufficientStorage`` with ``Retry-After`` (``storage.exhaustion``), not
+  ``BlobStoreUnavailable``.
 """
 
 from __future__ import annotations
 
 import builtins
+import errno
 import io
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -41,6 +47,25 @@ DEFAULT_PART_SIZE = 8 * 1024 * 1024
 S3_MIN_PART_SIZE = 5 * 1024 * 1024
 MAX_PAGE = 1000
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
+# S3 error codes that say the bucket (or the server's drives) has no room for the write.
+_FULL = frozenset(
+    {
+        "QuotaExceeded",  # Ceph RGW, and most S3 providers' quotas
+        "XMinioAdminBucketQuotaExceeded",  # MinIO bucket quota
+        "XMinioStorageFull",  # MinIO: the drives reached their free-space floor
+        "InsufficientStorage",
+        "StorageFull",
+    }
+)
+_FULL_STATUS = 507  # HTTP Insufficient Storage
+
+
+class BlobStoreFull(OSError):
+    """The bucket refused a write for lack of room (a quota, full drives): ``errno`` EDQUOT,
+    so that it is storage full (``storage.exhaustion.is_storage_full``) like a full disk."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.EDQUOT, message)
 
 
 def make_client(endpoint_url: str | None, region: str | None) -> Any:
@@ -108,6 +133,12 @@ class S3BlobStore:
             code = _code(error)
             if code in _MISSING:
                 raise FileNotFoundError(kwargs.get("Key", "")) from None
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in _FULL or status == _FULL_STATUS:
+                raise BlobStoreFull(
+                    f"The blob store (S3 bucket {self.bucket!r}) has no room for {operation}: "
+                    f"{code or status}."
+                ) from None
             raise BlobStoreUnavailable(
                 f"The blob store (S3 bucket {self.bucket!r}) refused {operation}: {code}."
             ) from None
