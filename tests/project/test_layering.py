@@ -20,7 +20,7 @@ LAYERS = {
     "workloads": 4,
     "views": 5,
     "runtime": 6,
-    "api": 7, "server": 7, "pwsh": 7,
+    "api": 7, "server": 7, "pwsh": 7, "console": 7,
     "cli": 8, "demo": 8, "__main__": 8,
 }  # fmt: skip
 LONG_FILE = 600

@@ -208,7 +208,7 @@ async def _token(tenant: str, request: Request, *, v1: bool) -> JSONResponse | d
             )
     # A token for the vaults, or (az's sign-in) for the ARM routes; never both at once.
     audience = arm if asked == arm.rstrip("/") else context.resource
-    principal = await _authenticate(request, guard, source, client_id, secret, tenant)
+    principal = await authenticate_client(request, guard, source, client_id, secret, tenant)
     if isinstance(principal, JSONResponse):
         return principal
     lifetime = timedelta(seconds=context.runtime.settings.token_lifetime_seconds)
@@ -243,7 +243,7 @@ async def _token(tenant: str, request: Request, *, v1: bool) -> JSONResponse | d
     }
 
 
-async def _authenticate(
+async def authenticate_client(
     request: Request, guard: TokenGuard, source: str, client_id: str, secret: str, tenant: str
 ) -> Principal | JSONResponse:
     """Check the credentials on the hash pool, within the failure limits: the principal, or
