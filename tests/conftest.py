@@ -19,19 +19,36 @@ from customerkey.storage.database import normalize_url
 from tests.support.softhsm import SoftHsm, session_token, suite_token
 
 # Fixtures every concept folder may use: real servers (``live_servers``) and crash harnesses.
-pytest_plugins = ["tests.support.live_servers", "tests.support.crash_fixtures"]
+pytest_plugins = [
+    "tests.support.live_servers",
+    "tests.support.crash_fixtures",
+    "tests.support.console",
+]
 
 POSTGRES_URL = os.environ.get("CUSTOMERKEY_TEST_POSTGRES_URL")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marked = metafunc.definition.get_closest_marker
     if "db_backend" in metafunc.fixturenames:
         backends = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
-        metafunc.parametrize("db_backend", backends)
+        if "crash_store" in metafunc.fixturenames and marked("blob_stores"):
+            # Crash tests marked ``blob_stores`` (tests/support/crash_fixtures.py): the local
+            # blob folder on every database, and S3 (SeaweedFS) on PostgreSQL.
+            pairs = [(b, "local") for b in backends] + (
+                [("postgresql", "s3")] if POSTGRES_URL else []
+            )
+            metafunc.parametrize(
+                ("db_backend", "crash_store"),
+                pairs,
+                indirect=["crash_store"],
+                ids=[f"{b}-{s}" for b, s in pairs],
+            )
+        else:
+            metafunc.parametrize("db_backend", backends)
     # Suites marked ``protectors`` run their ``runtime`` once with every key type protected in
     # software and once with the -HSM key types in SoftHSM2 (the PKCS#11 protector); a test of
     # such a suite about software protection alone is marked ``software_protector``.
-    marked = metafunc.definition.get_closest_marker
     if "protector" in metafunc.fixturenames and marked("protectors"):
         both = marked("software_protector") is None
         metafunc.parametrize(

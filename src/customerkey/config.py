@@ -4,14 +4,19 @@
 ``CUSTOMERKEY_DATABASE_URL`` the database is SQLite inside it. Background jobs are tuned by
 ``CUSTOMERKEY_JOB_LEASE_SECONDS`` (how long a silent worker keeps a job before another may
 take it over), ``CUSTOMERKEY_REKEY_BATCH``, ``CUSTOMERKEY_REFRESH_BATCH`` and
-``CUSTOMERKEY_IMPORT_BATCH``. The token endpoint's admission control is tuned by the
-``CUSTOMERKEY_TOKEN_*`` settings below. ``CUSTOMERKEY_RELEASE_AUTHORITIES`` (JSON) names the
-attestation authorities whose tokens secure key release trusts (``ReleaseAuthority``).
+``CUSTOMERKEY_IMPORT_BATCH``. Workers on many hosts share one PostgreSQL database: each
+names its host by ``CUSTOMERKEY_HOST_ID`` (default: ``/etc/machine-id``, else the hostname) and
+renews a heartbeat every ``CUSTOMERKEY_WORKER_HEARTBEAT_SECONDS``; a worker whose heartbeat is
+older than ``CUSTOMERKEY_WORKER_TIMEOUT_SECONDS`` is dead to every host. The token
+endpoint's admission control is tuned by the ``CUSTOMERKEY_TOKEN_*`` settings below.
+``CUSTOMERKEY_RELEASE_AUTHORITIES`` (JSON) names the attestation authorities whose tokens
+secure key release trusts (``ReleaseAuthority``).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,18 @@ from customerkey.errors import BadParameter
 
 def default_home() -> Path:
     return Path.home() / ".customerkey"
+
+
+MACHINE_ID_FILE = Path("/etc/machine-id")
+
+
+def default_host_id() -> str:
+    """This machine's id: ``/etc/machine-id`` when readable and set, else the hostname."""
+    try:
+        machine_id = MACHINE_ID_FILE.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        machine_id = ""
+    return machine_id or socket.gethostname()
 
 
 class RemoteVault(BaseModel):
@@ -110,7 +127,20 @@ class Settings(BaseSettings):
     # on a terminal, JSON otherwise).
     log_format: str = Field(default="auto", pattern="^(auto|json|text)$")
     token_lifetime_seconds: int = Field(default=3600, ge=60)
+    # The web console's sign-in (``customerkey.console``): a session ends this long after
+    # sign-in whatever happens, or after ``console_idle_seconds`` without a request.
+    console_session_seconds: int = Field(default=8 * 3600, ge=60, le=7 * 24 * 3600)
+    console_idle_seconds: int = Field(default=30 * 60, ge=60, le=24 * 3600)
     job_lease_seconds: int = Field(default=60, ge=5)
+    # Workers on many hosts (``jobs.heartbeats``): ``host_id`` names this host in the worker
+    # registry (default: /etc/machine-id, else the hostname; set it when containers share a
+    # machine id). A worker renews its heartbeat every ``worker_heartbeat_seconds``; one whose
+    # heartbeat is older than ``worker_timeout_seconds`` (at least twice the interval) is dead,
+    # and a worker on any host gives its jobs back to the queue. Host clocks must agree to well
+    # within the timeout (NTP).
+    host_id: str | None = Field(default=None, min_length=1, max_length=200)
+    worker_heartbeat_seconds: float = Field(default=5.0, gt=0, le=3600)
+    worker_timeout_seconds: float = Field(default=20.0, gt=0, le=86400)
     # Items re-encrypted per transaction by a mailbox re-key (move, DEP change), and mailbox
     # keys re-wrapped per transaction by a DEP refresh (site keys, by a files registration or
     # key roll): smaller batches lose less work to a crash and hold locks for less time;
@@ -204,6 +234,18 @@ class Settings(BaseSettings):
         if factor and not float(factor) > 0:
             raise ValueError("the factor after 'keyvault*' must be above 0")
         return value
+
+    @model_validator(mode="after")
+    def _timeout_outlasts_heartbeats(self) -> Settings:
+        if self.worker_timeout_seconds < 2 * self.worker_heartbeat_seconds:
+            raise ValueError(
+                "CUSTOMERKEY_WORKER_TIMEOUT_SECONDS must be at least twice "
+                "CUSTOMERKEY_WORKER_HEARTBEAT_SECONDS"
+            )
+        return self
+
+    def resolved_host_id(self) -> str:
+        return self.host_id or default_host_id()
 
     @model_validator(mode="after")
     def _s3_needs_a_bucket(self) -> Settings:

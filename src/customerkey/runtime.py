@@ -53,6 +53,7 @@ from customerkey.workloads.files.blobs import FilesBlobs
 from customerkey.workloads.files.service import FilesService, FilesUsage
 from customerkey.workloads.mail.blobs import MailBlobs
 from customerkey.workloads.mail.service import MailService, MailUsage
+from customerkey.workloads.mail.staging import StagedImports
 
 
 def _remote_provider(remote: RemoteVault) -> KeyProvider:
@@ -97,6 +98,9 @@ class Runtime:
     routers: dict[str, KeyProviderRouter] = field(default_factory=dict)
     # The HSM holding RSA-HSM and EC-HSM keys (``customerkey.hsm``); None: all in software.
     hsm: HsmProtector | None = None
+    # The unsealed master key, for front-ends that derive keys of their own from it (HKDF with
+    # their own salt: the console's session cookies); never shown.
+    master_key: bytes = field(default=b"", repr=False)
 
     @classmethod
     def open(
@@ -194,7 +198,14 @@ class Runtime:
             providers=routers,
             cache=cache,
         )
-        jobs = JobQueue(db, clock=clock, lease=timedelta(seconds=settings.job_lease_seconds))
+        jobs = JobQueue(
+            db,
+            clock=clock,
+            lease=timedelta(seconds=settings.job_lease_seconds),
+            host_id=settings.resolved_host_id(),
+            heartbeat=timedelta(seconds=settings.worker_heartbeat_seconds),
+            heartbeat_timeout=timedelta(seconds=settings.worker_timeout_seconds),
+        )
         blobs = open_blob_store(settings, home.blobs_dir)
         mail = MailService(
             db,
@@ -244,11 +255,16 @@ class Runtime:
                 clock,
                 timedelta(seconds=settings.blob_sweep_grace_seconds),
                 audit=audit,
-                owners=[MailBlobs(), FilesBlobs()],
+                owners=[
+                    MailBlobs(),
+                    FilesBlobs(),
+                    StagedImports(clock, timedelta(seconds=settings.blob_sweep_grace_seconds)),
+                ],
             ),
             checkpoints=checkpoints,
             routers=routers,
             hsm=hsm,
+            master_key=master_key,
         )
 
     def job_kinds(self) -> dict[str, JobKind]:

@@ -49,7 +49,9 @@ from customerkey.api.routers import (
     vaults,
 )
 from customerkey.api.throttle import VaultThrottle, parse_setting
+from customerkey.console import add_docs_route, mount_console
 from customerkey.errors import CustomerKeyError, StorageFull, Throttled
+from customerkey.storage.blobs import LocalBlobStore
 from customerkey.storage.exhaustion import is_storage_full, local_folders, storage_full_error
 
 log = logging.getLogger("customerkey.api")
@@ -84,7 +86,7 @@ def create_app(context: ApiContext, *, max_request_bytes: int | None = None) -> 
         ),
         redirect_slashes=False,
         openapi_url="/openapi.json" if openapi else None,
-        docs_url="/docs" if openapi else None,
+        docs_url=None,  # served below from the package's own Swagger UI (no CDN)
         redoc_url="/redoc" if openapi else None,
     )
     app.state.api = context
@@ -137,9 +139,18 @@ def create_app(context: ApiContext, *, max_request_bytes: int | None = None) -> 
     @app.get("/healthz", tags=["operations"])
     def healthz(response: Response) -> dict[str, Any]:
         context.runtime.db.current_revision()  # proves the database answers
-        folders = local_folders(context.runtime.db.url, context.runtime.home.blobs_dir)
+        blobs = context.runtime.mail.blobs
+        local = isinstance(blobs, LocalBlobStore)  # else S3: probed through the store
+        folders = local_folders(
+            context.runtime.db.url, context.runtime.home.blobs_dir if local else None
+        )
         sqlite = context.runtime.db.dialect == "sqlite"
-        if not storage.writable(folders, settings.storage_probe_bytes, probes_database=sqlite):
+        if not storage.writable(
+            folders,
+            settings.storage_probe_bytes,
+            probes_database=sqlite,
+            stores=() if local else (blobs,),
+        ):
             response.status_code = 503
             response.headers["Retry-After"] = str(storage.retry_after)
             return {"status": "degraded", "version": __version__, "storage": "full"}
@@ -175,6 +186,10 @@ def create_app(context: ApiContext, *, max_request_bytes: int | None = None) -> 
     # The admin API under /api/v1, in the order its routes were always tried.
     for admin in (vaults, principals, audit, tenants, policies, mailboxes, jobs, files):
         app.include_router(admin.router)
+    # The web console under /console on the bare host, and its static files (customerkey.console).
+    mount_console(app, context)
+    if openapi:
+        add_docs_route(app)
 
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(
