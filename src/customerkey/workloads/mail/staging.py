@@ -215,17 +215,20 @@ def decode_chunk(
         raise ValueError("not a staged chunk of version 1")
     records: list[tuple[str, bytes, datetime | None]] = []
     pos = _HEAD.size
-    for _ in range(count):
-        (flen,) = _FOLDER.unpack_from(view, pos)
-        pos += _FOLDER.size
-        folder = bytes(view[pos : pos + flen]).decode("utf-8")
-        pos += flen
-        micros, length = _MESSAGE.unpack_from(view, pos)
-        pos += _MESSAGE.size
-        if pos + length > len(view):
-            raise ValueError("staged chunk truncated")
-        records.append((folder, bytes(view[pos : pos + length]), _when(micros)))
-        pos += length
+    try:
+        for _ in range(count):
+            (flen,) = _FOLDER.unpack_from(view, pos)
+            pos += _FOLDER.size
+            folder = bytes(view[pos : pos + flen]).decode("utf-8")
+            pos += flen
+            micros, length = _MESSAGE.unpack_from(view, pos)
+            pos += _MESSAGE.size
+            if pos + length > len(view):
+                raise ValueError("staged chunk truncated")
+            records.append((folder, bytes(view[pos : pos + length]), _when(micros)))
+            pos += length
+    except struct.error:
+        raise ValueError("staged chunk truncated") from None
     if pos != len(view):
         raise ValueError("staged chunk has trailing bytes")
     return first, records
