@@ -186,6 +186,15 @@ class MasterKeyNotUnsealed(CustomerKeyError):
         super().__init__(message)
 
 
+class MasterKeyMismatch(CustomerKeyError):
+    """The database belongs to an installation with another master key (``storage.installation``):
+    this process would seal data no other host could open, so it does not start. The message
+    names both key ids (non-secret fingerprints), never a key."""
+
+    status = 503
+    code = "MasterKeyMismatch"
+
+
 class KeyNotBackupable(BadParameter):
     """An HSM key version cannot leave its token even wrapped: it was made before the token held
     a security domain (non-extractable), or the token has no security domain to wrap it under.

@@ -45,6 +45,7 @@ from customerkey.keys.usage import KeyUsageService
 from customerkey.rng import Rng, SystemRng
 from customerkey.storage.blob_store import open_blob_store
 from customerkey.storage.database import Database
+from customerkey.storage.installation import claim_installation
 from customerkey.storage.revocations import KEEP, Revocation, RevocationRelay
 from customerkey.vault.hsm import HsmProtector
 from customerkey.vault.protection import SoftwareKeyProtector
@@ -125,6 +126,7 @@ class Runtime:
         else:
             master_key = home.master_key()
         master_key_id = master_key_id_of(master_key)
+        claim_installation(db, master_key_id, clock.now())
         # The audit chain is keyed under the master key; key operations wait on the sinks of
         # its signed checkpoints (fail closed, ``audit.sinks``).
         sink_health = health_for(settings, home.path)

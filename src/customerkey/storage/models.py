@@ -363,6 +363,17 @@ class JobRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
+class InstallationRow(Base):
+    """The one row naming the master key this database's data is sealed under
+    (``storage.installation``)."""
+
+    __tablename__ = "installation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1
+    master_key_id: Mapped[str] = mapped_column(String(16))
+    recorded_at: Mapped[datetime]
+
+
 class WorkerRow(Base):
     """A live worker process announces itself here so commands know not to run jobs inline,
     and renews ``heartbeat_at`` while it lives (``jobs.heartbeats``).
