@@ -16,10 +16,16 @@ import typer
 from customerkey.cli.confirm import YES, confirm_destruction
 from customerkey.cli.context import cli_context, tenant_for_upn, tenant_of
 from customerkey.cli.job_commands import finish_or_report
-from customerkey.cli.output import count_bar, emit_list, emit_message, emit_object, err_console
+from customerkey.cli.output import (
+    emit_list,
+    emit_message,
+    emit_object,
+    err_console,
+    late_count_bar,
+)
 
 if TYPE_CHECKING:
-    from rich.progress import Progress
+    pass
 
 app = typer.Typer(help="Mailboxes: encrypted mail content.")
 
@@ -175,23 +181,10 @@ def mailbox_import(
     keeping what it imported."""
     c = cli_context(ctx)
     mail = c.runtime.mail
-    shown: list[tuple[Progress, Any]] = []
-
-    def staging(done: int, total: int | None) -> None:
-        if not shown:  # the store is checked and its staging begun: now show a bar
-            bar = count_bar(f"staging {path.name}", as_json=c.as_json)
-            bar.start()
-            shown.append((bar, bar.add_task("staging", total=total)))
-        bar, task = shown[0]
-        bar.update(task, completed=done, total=total)
-
-    try:
+    with late_count_bar(f"staging {path.name}", as_json=c.as_json) as staging:
         job = mail.start_import(
             c.actor, identity, path, fmt=fmt, again=again, staging_progress=staging
         )
-    finally:
-        for bar, _ in shown:
-            bar.stop()
     if job.state == "succeeded":
         result = mail.import_result(job)
         emit_message(
@@ -236,21 +229,8 @@ def mailbox_export(
     (0600 files, 0700 folders). An mbox keeps each message's envelope date; its envelope
     sender is the message's Return-Path (else its From address)."""
     c = cli_context(ctx)
-    shown: list[tuple[Progress, Any]] = []
-
-    def progress(done: int, total: int | None) -> None:
-        if not shown:  # the target is checked and the store begun: now show a bar
-            bar = count_bar(f"exporting {identity}", as_json=c.as_json)
-            bar.start()
-            shown.append((bar, bar.add_task("export", total=total)))
-        bar, task = shown[0]
-        bar.update(task, completed=done, total=total)
-
-    try:
+    with late_count_bar(f"exporting {identity}", as_json=c.as_json) as progress:
         count = c.runtime.mail.export_messages(c.actor, identity, path, fmt=fmt, progress=progress)
-    finally:
-        for bar, _ in shown:
-            bar.stop()
     emit_message(
         f"Exported {count} messages to {path}.",
         as_json=c.as_json,

@@ -19,7 +19,8 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from rich.box import HEAVY_HEAD
@@ -187,6 +188,27 @@ def emit_message(message: str, *, as_json: bool, data: Mapping[str, Any] | None 
         emit_json({"Message": message, **(data or {})})
     else:
         console.print(message, markup=False)
+
+
+@contextmanager
+def late_count_bar(what: str, *, as_json: bool) -> Iterator[Callable[[int, int | None], None]]:
+    """A ``progress(done, total)`` callback whose ``count_bar`` appears at its first call (so a
+    refusal before any work prints no bar) and is stopped when the block ends."""
+    shown: list[tuple[Progress, Any]] = []
+
+    def progress(done: int, total: int | None) -> None:
+        if not shown:
+            bar = count_bar(what, as_json=as_json)
+            bar.start()
+            shown.append((bar, bar.add_task(what, total=total)))
+        bar, task = shown[0]
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield progress
+    finally:
+        for bar, _ in shown:
+            bar.stop()
 
 
 def count_bar(what: str, *, as_json: bool) -> Progress:
