@@ -4,7 +4,9 @@ One story, in the order an admin lives it: sign in as a tenant admin, create two
 root key in each, grant the Exchange Online principal, create a DEP, put a mailbox under it
 (the CLI, as the mail service would), rotate a key and watch the DEP refresh reach 100%, see
 the key usage, revoke (disable both keys) and see reads fail with the reason shown, then the
-two-person purge through two browser sessions, and the audit chain verified by the operator.
+two-person purge through two browser sessions (its final report arriving with the last
+progress update), and the audit chain verified by the operator. The SharePoint/OneDrive page is
+visited and shot on the way.
 A screenshot of each main page is saved under pytest's tmp path (``screenshots``); the
 key-usage one also refreshes ``docs/images/console-key-usage.png`` when
 ``CUSTOMERKEY_UPDATE_SCREENSHOTS=1``. Separately: every control on each main page has an
@@ -115,6 +117,9 @@ def test_tenant_admin_story(
     row = page.get_by_role("row", name=re.compile("alice@contoso.com"))
     assert "story-dep" in row.inner_text() and "True" in row.inner_text()
     _save(page, screenshots, "mailboxes")
+    page.get_by_role("link", name="SharePoint and OneDrive").first.click()
+    assert "Unregistered" in page.locator(".files-state").inner_text()
+    _save(page, screenshots, "files")
 
     # Rotate root-a, refresh the DEP and watch the job reach 100% (htmx polling).
     page.goto(f"{url}/console/vaults/story-a/keys/root-a")
@@ -180,7 +185,15 @@ def test_tenant_admin_story(
     second.get_by_label("Type the policy's name, story-dep, to approve").fill("story-dep")
     second.get_by_role("button", name="Approve the purge").click()
     _wait_for_job(second)
-    _save(second, screenshots, "purge-job")
+    # The report arrives with the last progress swap (no reload). The audit reader gives a
+    # purge approver only its own records, so the approver's says so; the operator's is whole.
+    assert "you may read" in second.locator("section.report").inner_text()
+    operator = browser_page(browser, console, console.principals.operator)
+    operator.goto(second.url)
+    report = operator.locator("section.report")
+    assert "Destroyed for good: 1 mailboxes" in report.inner_text(), report.inner_text()
+    assert "alice@contoso.com" in report.get_by_role("table").inner_text()
+    _save(operator, screenshots, "purge-job")
 
     # The audit log shows what happened; the operator verifies the chain.
     page.goto(f"{url}/console/audit?vault=story-a")
@@ -190,12 +203,22 @@ def test_tenant_admin_story(
     page.get_by_role("link", name=re.compile(r"^\d+$")).first.click()
     assert "Details" in page.content()
     _save(page, screenshots, "audit-record")
-    operator = browser_page(browser, console, console.principals.operator)
     operator.goto(f"{url}/console/audit")
     operator.get_by_role("link", name="Verify the audit chain").click()
     assert "The audit chain is intact" in operator.get_by_role("status").inner_text()
     _save(operator, screenshots, "audit-verify")
-    for shot in ("overview", "vaults", "vault", "key", "key-usage", "dep", "job", "audit"):
+    for shot in (
+        "overview",
+        "vaults",
+        "vault",
+        "key",
+        "key-usage",
+        "dep",
+        "files",
+        "job",
+        "purge-job",
+        "audit",
+    ):
         assert (screenshots / f"{shot}.png").stat().st_size > 5_000
 
 
@@ -207,6 +230,7 @@ MAIN_PAGES = (
     "/console/vaults/keyboard-v/keys/kb-key/usage",
     "/console/deps",
     "/console/mailboxes",
+    "/console/files",
     "/console/jobs",
     "/console/audit",
 )
@@ -222,6 +246,7 @@ def test_every_control_is_named_and_reachable_by_keyboard(
     for path in MAIN_PAGES:
         page.goto(f"{console.url}{path}")
         assert page.locator("a.skip[href='#main']").count() == 1
+        assert page.locator("p.error").count() == 0, path  # the page itself, not a refusal
         controls = page.evaluate(_CONTROLS)
         unnamed = [c for c in controls if not c["labelled"]]
         assert not unnamed, (path, unnamed)

@@ -314,5 +314,7 @@ def test_docs_load_swagger_from_the_package(tmp_path: Path) -> None:
         for asset in re.findall(r'(?:src|href)="(/console/static/[^"]+)"', page.text):
             assert server.http.get(f"{server.url}{asset}").status_code == 200, asset
         assert "/console/static/swagger-ui/swagger-ui-bundle.js" in page.text
+        # ReDoc's page would load its script from a CDN: there is none.
+        assert server.http.get(f"{server.url}/redoc").status_code == 404
     finally:
         assert server.stop() == 0

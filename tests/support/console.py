@@ -60,7 +60,14 @@ class ConsoleServer:
 
     def anonymous(self) -> ConsoleClient:
         """An httpx client that has not signed in."""
-        client = ConsoleClient(self.live)
+        client = ConsoleClient(
+            httpx.Client(
+                base_url=self.live.url,
+                verify=self.live.ssl_context(),
+                timeout=30,
+                follow_redirects=False,
+            )
+        )
         self.clients.append(client)
         return client
 
@@ -81,11 +88,8 @@ class ConsoleServer:
 class ConsoleClient:
     """httpx against the console, keeping its cookies (redirects are not followed)."""
 
-    def __init__(self, live: LiveServer) -> None:
-        self.live = live
-        self.http = httpx.Client(
-            base_url=live.url, verify=live.ssl_context(), timeout=30, follow_redirects=False
-        )
+    def __init__(self, http: httpx.Client) -> None:
+        self.http = http
         self.last_signin: httpx.Response | None = None
 
     def close(self) -> None:
@@ -220,3 +224,44 @@ def browser_page(
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(re.compile(r".*/console/$"))
     return page
+
+
+@dataclass
+class OfflineConsole:
+    """The console app in this process, with no job worker: a job it queues stays queued
+    (what a test of cancelling a queued job needs; a real server's worker takes jobs at
+    once). ``runtime`` is the platform under it, ``contoso_admin`` who signs in."""
+
+    runtime: Any
+    app: Any
+    contoso_admin: tuple[str, str, str]
+
+    def client(self, who: tuple[str, str, str] | None = None) -> ConsoleClient:
+        from fastapi.testclient import TestClient
+
+        http = TestClient(self.app, base_url="https://localhost:8443", follow_redirects=False)
+        client = ConsoleClient(http)
+        response = client.sign_in(*(who or self.contoso_admin))
+        assert response.status_code == 303, response.text
+        return client
+
+
+@pytest.fixture
+def offline_console(runtime: Any) -> OfflineConsole:
+    """``OfflineConsole`` over the tests' ``runtime`` (SQLite, and PostgreSQL when set): the
+    tenant contoso with its DEP (``mailfixtures.setup_policy``) and a tenant admin."""
+    from customerkey.api.app import create_app
+    from customerkey.api.deps import ApiContext
+    from customerkey.api.tokens import TokenSigner
+    from customerkey.vault.models import OPERATOR
+    from tests.support import mailfixtures
+
+    mailfixtures.setup_policy(runtime)
+    _, secret = runtime.principals.create(
+        OPERATOR, ADMIN, tenant=mailfixtures.TENANT, roles=["tenant-admin"]
+    )
+    signer = TokenSigner.open(
+        runtime.home.path / "token-keys", clock=runtime.clock, rng=runtime.rng
+    )
+    context = ApiContext(runtime=runtime, signer=signer, domain="vault.localhost", port=8443)
+    return OfflineConsole(runtime, create_app(context), (mailfixtures.TENANT, ADMIN, secret))

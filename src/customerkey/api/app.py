@@ -10,7 +10,8 @@ disk, from the database or a blob write) is not a bug: 503 ``InsufficientStorage
 
 What the app exposes besides the APIs follows the settings: ``/metrics`` (``api.metrics``: a
 bearer token by default, or public, or off here when served on a loopback port) and
-``/openapi.json`` with ``/docs`` and ``/redoc`` (``openapi``: off by default, or public).
+``/openapi.json`` with ``/docs`` (``openapi``: off by default, or public; there is no
+``/redoc``, whose page would load its script from a CDN).
 Requests for a host or port this server does not answer as are refused first (``api.hosts``).
 """
 
@@ -87,7 +88,7 @@ def create_app(context: ApiContext, *, max_request_bytes: int | None = None) -> 
         redirect_slashes=False,
         openapi_url="/openapi.json" if openapi else None,
         docs_url=None,  # served below from the package's own Swagger UI (no CDN)
-        redoc_url="/redoc" if openapi else None,
+        redoc_url=None,  # ReDoc's page loads a CDN; /docs serves the vendored Swagger UI
     )
     app.state.api = context
     app.state.token_guard = auth.TokenGuard(settings)  # hash pool, limits

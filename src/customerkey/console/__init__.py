@@ -4,9 +4,9 @@ the bare host.
 
 - ``sessions``: the sealed session cookie and the CSRF token bound to it;
 - ``web``: the request pipeline (session re-check, CSRF, errors as pages), sign-in and
-  sign-out; ``vault_pages`` and ``service_pages``: the pages and actions, each calling the
-  same service methods as the admin API and the CLI as the signed-in principal (the
-  decisions are ``identity.authorize``'s, the audit records the services');
+  sign-out; ``vault_pages``, ``service_pages`` and ``files_pages``: the pages and actions,
+  each calling the same service methods as the admin API and the CLI as the signed-in
+  principal (the decisions are ``identity.authorize``'s, the audit records the services');
 - ``templates/``: Jinja2 templates; ``static/``: the stylesheet and the vendored htmx and
   Swagger UI (``static/VENDORED.md``), so nothing is fetched from a CDN and users need no Node.
 
@@ -32,7 +32,7 @@ STATIC_URL = "/console/static"
 
 def mount_console(app: FastAPI, context: ApiContext) -> None:
     # The page modules register their routes on web's router when imported.
-    from customerkey.console import service_pages, vault_pages  # noqa: F401
+    from customerkey.console import files_pages, service_pages, vault_pages  # noqa: F401
     from customerkey.console.web import router
 
     settings = context.runtime.settings

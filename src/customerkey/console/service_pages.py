@@ -1,6 +1,7 @@
 """The console's service side: data encryption policies (create, refresh, generations, the
 two-person purge), mailboxes (IsEncrypted, the policy, reading items), jobs with their
-progress, and the audit log (filters, one record, the chain check).
+progress, cancel where the kind allows it and a finished purge's report (``purge_report``),
+and the audit log (filters, one record, the chain check).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from urllib.parse import quote
 
 from fastapi.responses import Response
 
+from customerkey.console.purge_report import purge_report
 from customerkey.console.web import Ctx, Missing, page, typed_confirmation
 from customerkey.errors import BadParameter, CustomerKeyError, Forbidden, NotFound
 from customerkey.identity.workload_principals import EXCHANGE
@@ -219,17 +221,33 @@ def _job(ctx: Ctx) -> Any:
     return job
 
 
+def _cancellable(ctx: Ctx) -> frozenset[str]:
+    """The job kinds that may be stopped part-way (the registry says; ``cancel_job``
+    refuses the others whatever the page offered)."""
+    return frozenset(name for name, kind in ctx.runtime.job_kinds().items() if kind.cancellable)
+
+
 @page("/console/jobs")
 def jobs(ctx: Ctx) -> Response:
-    rows = [job_view(j) for j in visible_jobs(ctx.actor, ctx.runtime.jobs.list_jobs())]
-    return ctx.render("jobs.html", title="Jobs", jobs=rows)
+    cancellable = _cancellable(ctx)
+    rows = [
+        {**job_view(j), "Cancellable": not j.finished and j.kind in cancellable}
+        for j in visible_jobs(ctx.actor, ctx.runtime.jobs.list_jobs())
+    ]
+    return ctx.render("jobs.html", title="Jobs", jobs=rows, cancellable=sorted(cancellable))
 
 
 @page("/console/jobs/{job}")
 def job_page(ctx: Ctx) -> Response:
     job = _job(ctx)
+    report = purge_report(ctx, job) if job.finished else None
     return ctx.render(
-        "job.html", title=f"Job {job.id}", job=job_view(job), running=not job.finished
+        "job.html",
+        title=f"Job {job.id}",
+        job=job_view(job),
+        running=not job.finished,
+        cancellable=job.kind in _cancellable(ctx),
+        report=report,
     )
 
 
@@ -237,7 +255,10 @@ def job_page(ctx: Ctx) -> Response:
 def job_progress(ctx: Ctx) -> Response:
     """The progress fragment htmx swaps in (it stops polling once the job has finished)."""
     job = _job(ctx)
-    return ctx.render("job_progress.html", job=job_view(job), running=not job.finished)
+    report = purge_report(ctx, job) if job.finished else None
+    return ctx.render(
+        "job_progress.html", job=job_view(job), running=not job.finished, report=report
+    )
 
 
 @page("/console/jobs/{job}/cancel", methods=("POST",))
@@ -245,7 +266,9 @@ def cancel(ctx: Ctx) -> Response:
     job = _job(ctx)
     runtime = ctx.runtime
     outcome = cancel_job(runtime.jobs, runtime.audit, runtime.job_kinds(), ctx.actor, job.id)
-    return ctx.done(f"/console/jobs/{job.id}", outcome.note or f"Job {job.id} cancelled.")
+    where = "/console/jobs" if ctx.field("back") == "list" else f"/console/jobs/{job.id}"
+    state = "cancelled" if outcome.stopped else "stopping at its next checkpoint"
+    return ctx.done(where, f"Job {job.id} {state}. {outcome.note}".strip())
 
 
 # ------------------------------------------------------------------ audit
@@ -267,10 +290,11 @@ AUDIT_PAGE = 200
 @page("/console/audit")
 def audit(ctx: Ctx) -> Response:
     vault, operation = ctx.query("vault"), ctx.query("operation")
-    who = ctx.query("principal")
+    who, tenant = ctx.query("principal"), ctx.query("tenant")
     since, until = _parse_time(ctx.query("since"), "From"), _parse_time(ctx.query("until"), "To")
     # The reader decides which records this principal sees; the other filters only narrow
-    # what it returned (by principal and time, which its query does not take).
+    # what it returned (by tenant, principal and time, which its query does not take), so a
+    # tenant admin naming another tenant gets only what the reader already gave it.
     records = ctx.runtime.audit_log.newest(
         ctx.actor, vault=vault, operation=operation, limit=AUDIT_PAGE * 5
     )
@@ -279,12 +303,15 @@ def audit(ctx: Ctx) -> Response:
         when = record.time if record.time.tzinfo else record.time.replace(tzinfo=UTC)
         if who and who.lower() not in record.principal.lower():
             continue
+        if tenant and (record.tenant or "") != tenant.lower():
+            continue
         if (since and when < since) or (until and when > until):
             continue
         shown.append(audit_view(record))
         if len(shown) >= AUDIT_PAGE:
             break
     filters = {
+        "tenant": tenant or "",
         "vault": vault or "",
         "operation": operation or "",
         "principal": who or "",

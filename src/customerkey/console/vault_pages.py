@@ -17,6 +17,7 @@ from customerkey.console.web import Ctx, Missing, page, typed_confirmation
 from customerkey.errors import BadParameter, Forbidden, NotFound, StillProtectsData
 from customerkey.identity.workload_principals import EXCHANGE
 from customerkey.keys.usage import describe_dependents
+from customerkey.vault.permissions import KEY_PERMISSIONS
 from customerkey.views.vault import (
     deleted_key_view,
     key_view,
@@ -25,27 +26,10 @@ from customerkey.views.vault import (
     vault_view,
 )
 
-# The key permissions offered by the grant form (what a DEP's root keys need first).
-PERMISSIONS = (
-    "get",
-    "list",
-    "wrapKey",
-    "unwrapKey",
-    "encrypt",
-    "decrypt",
-    "sign",
-    "verify",
-    "create",
-    "update",
-    "import",
-    "delete",
-    "recover",
-    "backup",
-    "restore",
-    "purge",
-    "rotate",
-)
 WORKLOAD_GRANT = ("get", "wrapKey", "unwrapKey")
+# The key permissions offered by the grant form: what a DEP's root keys need first, then the
+# rest in Key Vault's order.
+PERMISSIONS = WORKLOAD_GRANT + tuple(p for p in KEY_PERMISSIONS if p not in WORKLOAD_GRANT)
 
 
 def _vault(ctx: Ctx, name: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, quote, urlencode
+from urllib.parse import parse_qs, quote, unquote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -268,8 +268,6 @@ def _run(handler: Handler, request: Request, form: Mapping[str, str]) -> Respons
         )
     flash = request.cookies.get(FLASH_COOKIE)
     if flash and request.method == "GET":
-        from urllib.parse import unquote
-
         ctx.flash = unquote(flash)[:500]
     try:
         response = handler(ctx)
