@@ -128,7 +128,9 @@ def test_tenant_admin_story(
     page.goto(f"{url}/console/deps/story-dep")
     page.get_by_role("button", name="Refresh policy").click()
     assert re.search(r"/console/jobs/[^/]+$", page.url)
-    assert page.evaluate("() => typeof window.htmx") == "object"  # loaded under the CSP
+    # htmx loads under the CSP (the URL changes at navigation, before the page's scripts run;
+    # a script the CSP refused would never define it, and this times out).
+    page.wait_for_function("() => typeof window.htmx === 'object'", timeout=15_000)
     _wait_for_job(page)
     _save(page, screenshots, "job")
     page.goto(f"{url}/console/jobs")
