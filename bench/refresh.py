@@ -53,11 +53,12 @@ QUICK_MAILBOXES = 2_000
 INSERT_CHUNK = 5_000
 
 
-def _bulk_mailboxes(
-    rt: Runtime, policy_id: str, generation_id: str, count: int
+def bulk_mailboxes(
+    rt: Runtime, policy_id: str, generation_id: str, count: int, *, tag: str = "user"
 ) -> tuple[bytes, list[bytes]]:
-    """Insert ``count`` mailboxes and keys; returns the DEP key and the wrapped mailbox keys
-    (for the baseline)."""
+    """Insert ``count`` mailboxes (named ``<tag>NNNNNN``) and their keys, wrapped under the
+    generation's real key (only the per-mailbox service call is skipped); returns the DEP key
+    and the wrapped mailbox keys (for the baseline)."""
     dep_key = rt.policies.generation_key(generation_id, system=True)
     now = rt.clock.now()
     wrapped_keys: list[bytes] = []
@@ -73,9 +74,9 @@ def _bulk_mailboxes(
                 {
                     "id": mailbox_id,
                     "tenant_id": TENANT,
-                    "upn": f"user{i:06d}@{MAIL_DOMAIN}",
-                    "alias": f"user{i:06d}",
-                    "display_name": f"User {i}",
+                    "upn": f"{tag}{i:06d}@{MAIL_DOMAIN}",
+                    "alias": f"{tag}{i:06d}",
+                    "display_name": f"{tag}{i:06d}",
                     "kind": "user",
                     "state": "active",
                     "policy_id": policy_id,
@@ -119,7 +120,7 @@ def run(quick: bool) -> list[Row]:
         try:
             policy_id, generation_id = setup_dep(rt)
             start = time.perf_counter()
-            dep_key, wrapped_keys = _bulk_mailboxes(rt, policy_id, generation_id, count)
+            dep_key, wrapped_keys = bulk_mailboxes(rt, policy_id, generation_id, count)
             setup_seconds = time.perf_counter() - start
             rt.vault.create_key(
                 OPERATOR, VAULT_A, KEY_A, kty="RSA-HSM", key_ops=["wrapKey", "unwrapKey"]

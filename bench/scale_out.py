@@ -66,7 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from bench._common import (
@@ -81,8 +81,8 @@ from bench._common import (
     setup_dep,
     temp_dir,
 )
+from bench.refresh import bulk_mailboxes
 from customerkey.config import Settings
-from customerkey.crypto.wrap import aes_kwp_wrap
 from customerkey.identity.workload_principals import SHAREPOINT
 from customerkey.runtime import Runtime
 from customerkey.storage.models import JobRow, MailboxKeyRow, MailboxRow, MailItemRow, WorkerRow
@@ -315,48 +315,6 @@ def s3_unavailable() -> str | None:
 # ---------------------------------------------------------------------- set-up
 
 
-def _bulk_mailboxes(rt: Runtime, policy_id: str, generation_id: str, tag: str, count: int) -> None:
-    """``count`` mailboxes with keys wrapped under the generation's real key (as
-    bench/refresh.py: only the per-mailbox service call is skipped)."""
-    dep_key = rt.policies.generation_key(generation_id, system=True)
-    now = rt.clock.now()
-    for start in range(0, count, 5000):
-        mailboxes: list[dict[str, object]] = []
-        keys: list[dict[str, object]] = []
-        for i in range(start, min(count, start + 5000)):
-            mailbox_id, key_id = str(uuid.uuid4()), str(uuid.uuid4())
-            name = f"{tag}{i:06d}"
-            mailboxes.append(
-                {
-                    "id": mailbox_id,
-                    "tenant_id": TENANT,
-                    "upn": f"{name}@{MAIL_DOMAIN}",
-                    "alias": name,
-                    "display_name": name,
-                    "kind": "user",
-                    "state": "active",
-                    "policy_id": policy_id,
-                    "current_key_id": key_id,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-            keys.append(
-                {
-                    "id": key_id,
-                    "mailbox_id": mailbox_id,
-                    "seq": 1,
-                    "generation_id": generation_id,
-                    "wrapped": aes_kwp_wrap(dep_key, os.urandom(32)),
-                    "state": "active",
-                    "created_at": now,
-                }
-            )
-        with rt.db.transaction() as session:
-            session.execute(insert(MailboxRow), mailboxes)
-            session.execute(insert(MailboxKeyRow), keys)
-
-
 def _message(i: int, size: int) -> bytes:
     head = (
         f"From: sender{i}@fabrikam.com\r\nTo: someone@{MAIL_DOMAIN}\r\n"
@@ -374,8 +332,8 @@ def prepare(backend: Backend, sizes: Sizes) -> None:
         name = f"REFRESH-{d}"
         policy = rt.policies.create(OPERATOR, TENANT, name, [URI_A, URI_B], description="bench")
         assert policy.current_generation_id is not None
-        _bulk_mailboxes(
-            rt, policy.id, policy.current_generation_id, f"r{d}x", sizes.refresh_mailboxes
+        bulk_mailboxes(
+            rt, policy.id, policy.current_generation_id, sizes.refresh_mailboxes, tag=f"r{d}x"
         )
         backend.refresh_deps.append(name)
         backend.refresh_policy_ids.append(policy.id)
