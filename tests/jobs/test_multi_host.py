@@ -42,7 +42,7 @@ from customerkey.vault.models import OPERATOR
 from customerkey.workloads.mail.jobs import IMPORT_JOB, REFRESH_JOB
 from customerkey.workloads.mail.staging import PREFIX
 from tests.support.mailfixtures import KEY_B, TENANT, VAULT_B, canary, setup_policy, write_mbox
-from tests.support.seaweedfs import SeaweedFs, start_seaweedfs
+from tests.support.seaweedfs import SeaweedFs
 
 pytestmark = [pytest.mark.storage, pytest.mark.slow]
 
@@ -53,15 +53,6 @@ MESSAGES = 500  # imported two per batch: 250 batches, so that the two jobs over
 HEARTBEAT = "0.5"
 TIMEOUT = "3"  # seconds: host B takes host A's jobs back within this (plus its release round)
 DEADLINE = 240.0
-
-
-@pytest.fixture(scope="module")
-def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFs]:
-    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

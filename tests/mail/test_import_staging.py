@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -32,7 +32,7 @@ from customerkey.workloads.mail.staging import (
 )
 from tests.support.mail_import import verify_import
 from tests.support.mailfixtures import TENANT, assert_no_plaintext, canary, setup_policy, write_mbox
-from tests.support.seaweedfs import SeaweedFs, start_seaweedfs
+from tests.support.seaweedfs import SeaweedFs
 
 pytestmark = pytest.mark.storage
 
@@ -41,15 +41,6 @@ UPN = "alice@contoso.com"
 
 class Killed(BaseException):
     """What a SIGKILL does to the code after it: nothing runs (not even ``except Exception``)."""
-
-
-@pytest.fixture(scope="module")
-def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFs]:
-    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
